@@ -1,0 +1,112 @@
+"""Reading tuned weights: our RUN_DIR, or an official Tune-A-Video output folder.
+
+RUN_DIR (written by ``tav-tune``):
+    run.json                      ``pretrained_model_path``, ``frames``, ``height``, ``width``, ...
+    tuned.safetensors             only the tuned tensors, official key names
+    inverted_latents.safetensors  key ``latents``: [1, 4, F, H/8, W/8]
+
+Official output folder (showlab/Tune-A-Video ``train_tuneavideo.py``): a full
+pipeline folder whose ``unet/`` is a 3D UNet with the temporal weights, a
+``config.yaml`` with ``train_data``, and optionally ``inv_latents/*.pt``.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from .checkpoints import read_state_dict
+from .sd_folder import check_sd_folder, file_sha256, folder_hash
+from .video_unet import VideoUNet
+
+RUN_JSON = "run.json"
+TUNED_WEIGHTS = "tuned.safetensors"
+INVERTED_LATENTS = "inverted_latents.safetensors"
+
+
+@dataclass
+class TunedModel:
+    unet: VideoUNet
+    base_dir: Path  # the SD folder holding vae/, text_encoder/, tokenizer/, scheduler/
+    frames: int
+    height: int
+    width: int
+    inverted_latents: torch.Tensor | None
+    weights_hash: str  # sha256 pinning the tuned weights this model came from
+    meta: dict = field(default_factory=dict)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RUN_JSON).is_file()
+
+
+def is_official_output(path: Path) -> bool:
+    return (path / "model_index.json").is_file() and (path / "unet" / "config.json").is_file()
+
+
+def load_tuned(weights, dtype=torch.float32) -> TunedModel:
+    """The tuned video UNet and where the rest of its pipeline lives."""
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a RUN_DIR from tav-tune or an official Tune-A-Video output folder")
+    if is_run_dir(path):
+        return _load_run_dir(path, dtype)
+    if is_official_output(path):
+        return _load_official(path, dtype)
+    raise FileNotFoundError(
+        f"{path} is neither a RUN_DIR (no {RUN_JSON}) nor an official Tune-A-Video output folder (no model_index.json + unet/)"
+    )
+
+
+def _load_run_dir(path: Path, dtype) -> TunedModel:
+    try:
+        meta = json.loads((path / RUN_JSON).read_text())
+        base_dir, frames, height, width = (meta[k] for k in ("pretrained_model_path", "frames", "height", "width"))
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path / RUN_JSON} is corrupt or incomplete ({err}); re-run tav-tune") from None
+    weights_file = path / TUNED_WEIGHTS
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{weights_file} is missing; the run did not finish, re-run tav-tune")
+    base_dir = check_sd_folder(base_dir)
+    unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
+    unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
+    latents_file = path / INVERTED_LATENTS
+    inverted = _read_latents(latents_file) if latents_file.is_file() else None
+    return TunedModel(unet.to(dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta)
+
+
+def _load_official(path: Path, dtype) -> TunedModel:
+    unet = VideoUNet.from_pretrained_2d(path)
+    if not unet.has_tuned_temporal:
+        raise ValueError(f"{path} is a plain Stable Diffusion folder, not tuned weights; tune it first with tav-tune")
+    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+    train = config.get("train_data", {})
+    inverted = _read_official_inversion(path)
+    frames = train.get("n_sample_frames") or (inverted.shape[2] if inverted is not None else None)
+    if frames is None:
+        raise ValueError(f"{path} has no config.yaml and no inv_latents/; cannot tell its frame count, pass --frames")
+    height = train.get("height", 512)
+    width = train.get("width", 512)
+    return TunedModel(unet.to(dtype), path, frames, height, width, inverted, folder_hash(path / "unet"), {"official": True})
+
+
+def _read_latents(path: Path) -> torch.Tensor:
+    try:
+        latents = load_file(str(path))["latents"]
+    except Exception as err:
+        raise ValueError(f"cannot read inverted latents {path}: {err}") from None
+    if latents.ndim != 5:
+        raise ValueError(f"{path}: inverted latents must be [1, 4, F, H/8, W/8], got {tuple(latents.shape)}")
+    return latents
+
+
+def _read_official_inversion(path: Path) -> torch.Tensor | None:
+    """The newest ``inv_latents/ddim_latent-<step>.pt`` of an official run, read without unpickling code."""
+    files = sorted((path / "inv_latents").glob("ddim_latent-*.pt"), key=lambda f: int(f.stem.split("-")[-1]))
+    if not files:
+        return None
+    latents = torch.load(files[-1], map_location="cpu", weights_only=True)
+    return latents if latents.ndim == 5 else None
