@@ -1,0 +1,69 @@
+"""One UNet step at the CFG batch, per backend: a callable to time and its output to check.
+
+Every backend gets the same seeded inputs; accuracy is measured against the
+PyTorch model in fp32 on the same device.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class StepInputs:
+    sample: np.ndarray  # [2, 4, F, h, w] float32
+    timestep: np.ndarray  # [1] float32
+    text: np.ndarray  # [2, 77, D] float32
+
+    @classmethod
+    def seeded(cls, frames: int, latent_hw: tuple, text_dim: int, seed: int = 0) -> "StepInputs":
+        rng = np.random.default_rng(seed)
+        return cls(
+            rng.standard_normal((2, 4, frames, *latent_hw), dtype=np.float32),
+            np.array([500.0], dtype=np.float32),
+            rng.standard_normal((2, 77, text_dim), dtype=np.float32),
+        )
+
+
+def torch_step(unet, inputs: StepInputs, device: str, dtype: torch.dtype, compile: bool = False):
+    """(callable, output) of the eager (or torch.compile'd) model at ``dtype`` on ``device``."""
+    model = unet.to(device=device, dtype=dtype).eval()
+    if compile:
+        model = torch.compile(model)
+    args = [torch.from_numpy(a).to(device=device, dtype=dtype) for a in (inputs.sample, inputs.timestep, inputs.text)]
+
+    @torch.inference_mode()
+    def step():
+        return model(*args).sample
+
+    return step, step().float().cpu().numpy()
+
+
+def onnxruntime_step(onnx_path, inputs: StepInputs, device: str):
+    """(callable, output) of the exported UNet graph in ONNX Runtime (IOBinding on CUDA)."""
+    import onnxruntime as ort
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError("onnxruntime has no CUDA provider here (needs the onnxruntime-gpu wheel)")
+    session = ort.InferenceSession(str(onnx_path), providers=providers)
+    float_type = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
+    feeds = {
+        "sample": inputs.sample.astype(float_type),
+        "timestep": inputs.timestep,
+        "encoder_hidden_states": inputs.text.astype(float_type),
+    }
+
+    def step():
+        return session.run(["noise_pred"], feeds)[0]
+
+    return step, step().astype(np.float32)
+
+
+def accuracy(output: np.ndarray, reference: np.ndarray) -> dict:
+    diff = output.astype(np.float64) - reference.astype(np.float64)
+    return {
+        "max_abs_err": float(np.abs(diff).max()),
+        "rel_l2_err": float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30)),
+    }
