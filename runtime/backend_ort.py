@@ -1,0 +1,101 @@
+"""ONNX Runtime graphs: CPUExecutionProvider, or CUDAExecutionProvider with IOBinding and CUDA graphs.
+
+On CUDA every input and output is an OrtValue allocated once on the GPU and bound once;
+each call copies new inputs into the same device memory (``update_inplace``) and replays.
+Fixed addresses are what ORT's CUDA-graph mode requires (``enable_cuda_graph``: the first
+run captures, later runs replay), and they spare per-call allocations even without a graph.
+A session with bound buffers is not reentrant: callers serialize ``run`` (VideoPipeline's lock).
+"""
+
+import logging
+
+import numpy as np
+
+from .manifest import TensorSpec
+
+log = logging.getLogger("tav.runtime")
+
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(double)": "float64"}
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _specs(nodes) -> list:
+    return [TensorSpec(n.name, tuple(n.shape), ORT_DTYPES.get(n.type, n.type)) for n in nodes]
+
+
+class OrtGraph:
+    """One ONNX graph in an InferenceSession; ``run(feeds) -> {output name: new numpy array}``."""
+
+    def __init__(self, path, device: str = "cpu", cuda_graph: bool = False, device_id: int = 0, io_binding=None):
+        import onnxruntime as ort
+
+        self.path, self.device, self.cuda_graph = str(path), device, False
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
+        if device == "cpu":
+            self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        else:
+            self.session = self._cuda_session(ort, options, cuda_graph, device_id)
+        self.inputs = _specs(self.session.get_inputs())
+        self.outputs = _specs(self.session.get_outputs())
+        # IOBinding is the CUDA path; on the CPU it can be forced, which lets CPU tests cover that code.
+        self._binding = self._bind(ort, device_id) if (device == "cuda" if io_binding is None else io_binding) else None
+
+    def _cuda_session(self, ort, options, cuda_graph: bool, device_id: int):
+        def session(graph: bool):
+            # kSameAsRequested: the arena grows by what is asked, not by powers of two (large UNet activations).
+            cuda = {"device_id": str(device_id), "enable_cuda_graph": "1" if graph else "0",
+                    "arena_extend_strategy": "kSameAsRequested"}
+            return ort.InferenceSession(self.path, options, providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+
+        self.cuda_graph = cuda_graph
+        try:
+            created = session(cuda_graph)
+        except Exception as err:  # ORT refuses graph capture when some node runs on the CPU provider
+            if not cuda_graph:
+                raise
+            log.warning("%s: CUDA graph capture unavailable (%s); running without it", self.path, str(err).splitlines()[0])
+            self.cuda_graph = False
+            created = session(False)
+        # ORT silently falls back to the CPU provider when CUDA cannot start; a GPU run must not.
+        if created.get_providers()[0] != "CUDAExecutionProvider":
+            raise RuntimeError(f"onnxruntime could not start its CUDA provider for {self.path} (providers: {created.get_providers()})")
+        return created
+
+    def _bind(self, ort, device_id: int):
+        binding = self.session.io_binding()
+        self._device_inputs, self._device_outputs = {}, {}
+        for spec in self.inputs:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype), self.device, device_id)
+            binding.bind_ortvalue_input(spec.name, value)
+            self._device_inputs[spec.name] = value
+        for spec in self.outputs:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype), self.device, device_id)
+            binding.bind_ortvalue_output(spec.name, value)
+            self._device_outputs[spec.name] = value
+        return binding
+
+    def run(self, feeds: dict) -> dict:
+        feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs}
+        if self._binding is None:
+            return dict(zip((s.name for s in self.outputs), self.session.run(None, feeds)))
+        for name, array in feeds.items():
+            self._device_inputs[name].update_inplace(array)  # same device address: a captured graph stays valid
+        # ORT's CUDA provider runs on its own stream: order the copies around the run (as ORT's CudaSession does).
+        self._binding.synchronize_inputs()
+        self.session.run_with_iobinding(self._binding)
+        self._binding.synchronize_outputs()
+        # numpy() copies a CUDA tensor to a new host array but views a CPU one: copy so results never alias.
+        own = (lambda a: a.copy()) if self.device == "cpu" else (lambda a: a)
+        return {name: own(value.numpy()) for name, value in self._device_outputs.items()}
+
+    def close(self) -> None:
+        self._binding = self._device_inputs = self._device_outputs = None
+        self.session = None

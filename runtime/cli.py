@@ -1,0 +1,59 @@
+"""``tav-run``: generate a video from an ENGINE_DIR and a prompt, without torch."""
+
+import argparse
+import sys
+import time
+
+from .backends import BACKENDS, DEVICES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"))
+    parser.add_argument("--engine", required=True, help="ENGINE_DIR written by tav-export")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--negative-prompt", default="", help="the unconditional text for guidance (default: empty)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    parser.add_argument("--guidance", type=float, default=12.5, help="classifier-free guidance scale; 1 disables it (default 12.5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", choices=("inverted", "noise"), default="inverted",
+                        help="start from the tuned video's inverted latents (keeps its motion) or from seeded noise")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--device", choices=DEVICES, default=None, help="default: cuda if a GPU backend is available, else cpu")
+    parser.add_argument("--out", required=True, help=".mp4, .gif, .npy (uint8 [F,H,W,3]) or a folder for PNG frames")
+    parser.add_argument("--fps", type=float, default=8, help="frames per second of .mp4/.gif (default 8, as the official GIFs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no timings; print only the output path")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    # Imported here so `tav-run --help` answers without loading onnxruntime.
+    from .manifest import EngineDirError
+    from .pipeline import NonFiniteError, VideoPipeline
+    from .video_output import VideoOutputError, output_kind, write_video
+
+    try:
+        output_kind(args.out)  # a bad --out fails before minutes of sampling, not after
+        pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device)
+        with pipe:
+            result = pipe(args.prompt, args.negative_prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                          init=args.init, eta=args.eta, progress=not args.quiet)
+        start = time.perf_counter()
+        path = write_video(result.frames, args.out, fps=args.fps)
+        result.timings["write"] = time.perf_counter() - start
+    except (EngineDirError, VideoOutputError, NonFiniteError, ValueError, RuntimeError, OSError) as err:
+        sys.exit(f"tav-run: error: {err}")
+    if not args.quiet:
+        print(format_timings(pipe, result.timings, args.steps), file=sys.stderr)
+    print(path)
+
+
+def format_timings(pipe, timings: dict, steps: int) -> str:
+    rows = [("load", pipe.load_seconds), ("tokenize", timings["tokenize"]), ("text encoder", timings["text_encoder"]),
+            (f"denoise ({steps} steps)", timings["denoise"]), ("  per step", timings["denoise_per_step"]),
+            ("decode", timings["decode"]), ("write", timings["write"])]
+    lines = [f"tav-run: {pipe.backend} on {pipe.device}, {pipe.manifest.frames} frames "
+             f"{pipe.manifest.width}x{pipe.manifest.height}, {pipe.manifest.precision}"]
+    lines += [f"  {name:<20} {seconds * 1000:10.1f} ms" for name, seconds in rows]
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""Reading and checking an ENGINE_DIR's manifest.json (docs/CONTRACTS.md) before anything is loaded.
+
+Every refusal is an ``EngineDirError`` with a one-line message: what differs, and how to
+re-export. Checks here need no backend: schema, the graphs' declared I/O against the contract
+(so an edited frame count is caught), and the sha256 of every file the run will read. The
+backends then compare the declared I/O with what the loaded graph or plan really has.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+GRAPHS = ("text_encoder", "unet", "vae_decoder")
+INVERTED_LATENTS = "inverted_latents.npy"
+FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
+class EngineDirError(ValueError):
+    """An ENGINE_DIR that does not match its manifest, the contract, or this runtime."""
+
+
+def refuse(engine_dir, what: str) -> EngineDirError:
+    return EngineDirError(f"{engine_dir}: {what}; re-export it with `tav-export --weights RUN_DIR --out {engine_dir}`")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple
+    dtype: str
+
+    def __str__(self):
+        return f"{self.name} {self.dtype}{list(self.shape)}"
+
+
+def describe_io_mismatch(declared: list, actual: list) -> str | None:
+    """None when the two I/O lists agree, else a short description of the first difference."""
+    declared_by_name = {t.name: t for t in declared}
+    actual_by_name = {t.name: t for t in actual}
+    if set(declared_by_name) != set(actual_by_name):
+        return f"tensors {sorted(actual_by_name)} instead of {sorted(declared_by_name)}"
+    for name, want in declared_by_name.items():
+        have = actual_by_name[name]
+        if tuple(have.shape) != tuple(want.shape) or have.dtype != want.dtype:
+            return f"{have} instead of {want}"
+    return None
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    name: str
+    onnx: str
+    sha256: str
+    external_data: tuple  # ((file, sha256), ...)
+    inputs: tuple
+    outputs: tuple
+    tensorrt: dict | None  # {"plan", "sha256", "flavour", "version", "gpu", "compute_capability"} or None
+
+    @classmethod
+    def from_json(cls, name: str, entry: dict) -> "GraphEntry":
+        specs = lambda items: tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)  # noqa: E731
+        return cls(
+            name,
+            entry["onnx"],
+            entry["sha256"],
+            tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ()),
+            specs(entry["inputs"]),
+            specs(entry["outputs"]),
+            entry.get("tensorrt"),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    engine_dir: Path
+    frames: int
+    height: int
+    width: int
+    precision: str
+    text_max_length: int
+    text_dim: int
+    latent_channels: int
+    vae_scaling_factor: float
+    graphs: dict  # name -> GraphEntry
+    files: dict  # relative path -> sha256
+    raw: dict
+
+    @property
+    def kv_gather(self) -> str:
+        """"onnx" (standard ops everywhere) or "plugin" (the UNet uses cpp_ext's KVGather: TensorRT only)."""
+        return self.raw.get("kv_gather", "onnx")
+
+    @property
+    def latent_shape(self) -> tuple:
+        return (1, self.latent_channels, self.frames, self.height // 8, self.width // 8)
+
+    @property
+    def has_inverted_latents(self) -> bool:
+        return INVERTED_LATENTS in self.files
+
+    @property
+    def has_plans(self) -> bool:
+        return all(self.graphs[g].tensorrt for g in GRAPHS)
+
+    def contract_io(self, graph: str) -> tuple:
+        """(inputs, outputs) that docs/CONTRACTS.md fixes for ``graph`` at this manifest's sizes."""
+        f = FLOAT_DTYPES[self.precision]
+        F, c, h, w = self.frames, self.latent_channels, self.height // 8, self.width // 8
+        text = (2, self.text_max_length, self.text_dim)
+        if graph == "text_encoder":
+            return [TensorSpec("input_ids", (2, self.text_max_length), "int64")], [TensorSpec("last_hidden_state", text, f)]
+        if graph == "unet":
+            inputs = [TensorSpec("sample", (2, c, F, h, w), f), TensorSpec("timestep", (1,), "float32"),
+                      TensorSpec("encoder_hidden_states", text, f)]
+            return inputs, [TensorSpec("noise_pred", (2, c, F, h, w), f)]
+        return [TensorSpec("latents", (F, c, h, w), f)], [TensorSpec("images", (F, 3, self.height, self.width), f)]
+
+
+def read_manifest(engine_dir) -> Manifest:
+    """The parsed manifest, refused unless its schema and declared graph I/O follow the contract."""
+    engine_dir = Path(engine_dir)
+    path = engine_dir / "manifest.json"
+    if not path.is_file():
+        raise refuse(engine_dir, "no manifest.json (not an ENGINE_DIR, or an export that did not finish)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise refuse(engine_dir, f"manifest.json is not valid JSON ({err})") from None
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise refuse(engine_dir, f"manifest schema_version is {raw.get('schema_version')!r}, this runtime reads {SCHEMA_VERSION}")
+    try:
+        manifest = Manifest(
+            engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
+            int(raw["text_max_length"]), int(raw["text_dim"]), int(raw["latent_channels"]),
+            float(raw["vae_scaling_factor"]),
+            {name: GraphEntry.from_json(name, raw["graphs"][name]) for name in GRAPHS},
+            dict(raw["files"]), raw,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise refuse(engine_dir, f"manifest.json lacks or garbles {err}") from None
+    if manifest.precision not in FLOAT_DTYPES:
+        raise refuse(engine_dir, f"manifest precision {manifest.precision!r} is neither fp32 nor fp16")
+    if raw.get("batch", 2) != 2:
+        raise refuse(engine_dir, f"manifest batch is {raw['batch']}, the runtime's CFG batch is 2")
+    for name, graph in manifest.graphs.items():
+        inputs, outputs = manifest.contract_io(name)
+        problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(outputs, graph.outputs)
+        if problem:
+            raise refuse(engine_dir, f"the manifest's {name} graph declares {problem} (frames={manifest.frames}, "
+                                     f"{manifest.height}x{manifest.width}, {manifest.precision})")
+    return manifest
+
+
+def verify_files(manifest: Manifest, backend: str) -> None:
+    """sha256 of the manifest's files plus the graph files ``backend`` loads (ONNX + external data, or plans)."""
+    expected = dict(manifest.files)
+    for graph in manifest.graphs.values():
+        if backend == "tensorrt":
+            expected[graph.tensorrt["plan"]] = graph.tensorrt["sha256"]
+        else:
+            expected[graph.onnx] = graph.sha256
+            expected.update(graph.external_data)
+    for relative, sha256 in expected.items():
+        path = manifest.engine_dir / relative
+        if not path.is_file():
+            raise refuse(manifest.engine_dir, f"{relative} is missing")
+        if file_sha256(path) != sha256:
+            raise refuse(manifest.engine_dir, f"{relative} does not match its sha256 in manifest.json (edited or corrupt)")
+
+
+def read_inverted_latents(manifest: Manifest) -> np.ndarray:
+    path = manifest.engine_dir / INVERTED_LATENTS
+    latents = np.load(path, allow_pickle=False)
+    if latents.shape != manifest.latent_shape or latents.dtype != np.float32:
+        raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is {latents.dtype}{list(latents.shape)}, "
+                                          f"expected float32{list(manifest.latent_shape)}")
+    return latents
+
+
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

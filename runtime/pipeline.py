@@ -1,0 +1,200 @@
+"""``VideoPipeline``: load an ENGINE_DIR once, then generate videos from prompts; numpy around the engines.
+
+The loop is the PyTorch reference sampler's (tav.tuner.sampler), conventions from
+docs/CONTRACTS.md: text [uncond; cond], starting latents, DDIM in numpy, CFG, decode. The
+latents stay float32 on the host between steps; only the UNet's I/O is cast to the graph's
+precision (one small copy each way per step, negligible next to the UNet).
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from .backends import LoadedGraphs, choose_backend
+from .ddim import DDIMConfig, DDIMScheduler
+from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
+from .tokenizer import ClipTokenizer
+from .video_output import frames_to_uint8
+
+log = logging.getLogger("tav.runtime")
+
+INITS = ("inverted", "noise")
+PINNED_FILES = ("tokenizer/tokenizer.json", "scheduler_config.json")
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or Inf in the latents or images: raised instead of writing a black video."""
+
+
+@dataclass
+class VideoResult:
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    latents: np.ndarray  # float32 [1, 4, F, H/8, W/8], the final latents before decoding
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+
+class VideoPipeline:
+    """Text-to-video over an ENGINE_DIR's exported graphs, without torch.
+
+    Concurrency: one pipeline may be called from many threads. Each call keeps its own state
+    (tokens, generator, latents, scheduler math); the engines are the only shared mutable
+    thing, and they are not reentrant (ORT sessions with bound device buffers and a captured
+    CUDA graph, TensorRT contexts with fixed tensor addresses and shared scratch memory). So a
+    per-pipeline lock serializes engine calls, one graph call at a time, and every call copies
+    its outputs out before releasing it. Results equal those of sequential calls; concurrent
+    requests interleave step by step, so throughput is one engine stream's. For parallel
+    throughput load one pipeline per GPU (or per process).
+
+    Use ``VideoPipeline.load(engine_dir)`` once, then ``pipe(prompt, ...)`` many times;
+    ``close()`` (or a ``with`` block) frees device memory.
+    """
+
+    def __init__(self, manifest, graphs: LoadedGraphs, tokenizer: ClipTokenizer, scheduler: DDIMScheduler,
+                 inverted_latents, load_seconds: float = 0.0):
+        self.manifest = manifest
+        self._graphs = graphs
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.inverted_latents = inverted_latents
+        self.backend, self.device = graphs.choice.name, graphs.choice.device
+        self.float_dtype = np.dtype(FLOAT_DTYPES[manifest.precision])
+        self.load_seconds = load_seconds
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, engine_dir, backend: str = "auto", device: str | None = None) -> "VideoPipeline":
+        """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
+
+        ``device`` None means "cuda if a GPU backend is available, else cpu".
+        """
+        start = time.perf_counter()
+        manifest = read_manifest(engine_dir)
+        choice = choose_backend(manifest, backend, device)
+        unpinned = [f for f in PINNED_FILES if f not in manifest.files]
+        if unpinned:
+            raise refuse(manifest.engine_dir, f"manifest.json does not pin {', '.join(unpinned)} with a sha256")
+        verify_files(manifest, choice.name)
+        tokenizer = ClipTokenizer(manifest.engine_dir / "tokenizer", manifest.text_max_length)
+        scheduler = DDIMScheduler(DDIMConfig.from_file(manifest.engine_dir / "scheduler_config.json"))
+        inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
+        try:
+            graphs = LoadedGraphs(manifest, choice)
+        except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
+            if backend != "auto" or choice.name != "tensorrt":
+                raise
+            log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", str(err).splitlines()[0])
+            choice = choose_backend(manifest, "onnxruntime", device)
+            verify_files(manifest, choice.name)
+            graphs = LoadedGraphs(manifest, choice)
+        return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start)
+
+    def _run(self, name: str, feeds: dict) -> dict:
+        with self._lock:
+            if not self._graphs.graphs:
+                raise RuntimeError("this VideoPipeline is closed; load a new one")
+            return self._graphs.graphs[name].run(feeds)
+
+    def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
+                 init="inverted", eta: float = 0.0, progress: bool = False) -> VideoResult:
+        """Generate the ENGINE_DIR's F frames for ``prompt``.
+
+        ``init``: "inverted" (the tuned video's DDIM-inverted latents: keeps its motion), "noise"
+        (``default_rng(seed)`` normal), or a float32 array [1, 4, F, H/8, W/8] of starting latents.
+        ``guidance`` 1 skips the unconditional branch (eps_u + 1 * (eps_c - eps_u) = eps_c):
+        both halves of the batch-2 UNet get the prompt and the second half is used.
+        """
+        steps = self._check_args(steps, guidance, eta)
+        timings = {}
+        clock = time.perf_counter()
+
+        def lap(stage):
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+
+        # One generator per call: starting noise first (init="noise"), then one draw per step when eta > 0.
+        rng = np.random.default_rng(seed)
+        latents = self._initial_latents(init, rng)  # before any engine work: a bad init fails fast
+        timesteps = self.scheduler.timesteps(steps)
+        lap("prepare")
+
+        use_cfg = guidance != 1.0
+        ids = self.tokenizer([negative_prompt if use_cfg else prompt, prompt])  # [uncond; cond]
+        lap("tokenize")
+        text = self._run("text_encoder", {"input_ids": ids})["last_hidden_state"]
+        lap("text_encoder")
+        for i, t in enumerate(tqdm(timesteps, desc="denoise", unit="step", disable=not progress, leave=False)):
+            sample = np.concatenate([latents, latents]).astype(self.float_dtype)
+            feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
+            eps_uncond, eps_cond = self._run("unet", feeds)["noise_pred"].astype(np.float32)[:, None]
+            noise = rng.standard_normal(latents.shape, dtype=np.float32) if eta > 0 else None
+            with np.errstate(all="ignore"):  # overflow is reported below, once, with what to do about it
+                eps = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond
+                latents = self.scheduler.step(eps, int(t), latents, steps, eta=eta, noise=noise)
+            if not np.isfinite(latents).all():
+                raise NonFiniteError(
+                    f"the latents became NaN/Inf at denoising step {i + 1}/{steps} (t={t}); "
+                    + self._overflow_hint()
+                )
+        lap("denoise")
+        timings["denoise_per_step"] = timings["denoise"] / steps
+
+        frames_in = (latents[0].transpose(1, 0, 2, 3) / np.float32(self.manifest.vae_scaling_factor))  # [F, 4, h, w]
+        images = self._run("vae_decoder", {"latents": frames_in.astype(self.float_dtype)})["images"]
+        if not np.isfinite(images).all():
+            raise NonFiniteError("the VAE decoder produced NaN/Inf pixels; " + self._overflow_hint())
+        frames = frames_to_uint8(images)
+        lap("decode")
+        timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
+        return VideoResult(frames, latents, timings)
+
+    def _check_args(self, steps, guidance, eta) -> int:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if not np.isfinite(guidance):
+            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+        if not (np.isfinite(eta) and eta >= 0):
+            raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM), got {eta!r}")
+        return int(steps)
+
+    def _initial_latents(self, init, rng) -> np.ndarray:
+        shape = self.manifest.latent_shape
+        if isinstance(init, np.ndarray):
+            latents = init.astype(np.float32)
+            if latents.shape != shape:
+                raise ValueError(f"starting latents must have shape {shape}, got {latents.shape}")
+        elif init == "inverted":
+            if self.inverted_latents is None:
+                raise ValueError(
+                    f"{self.manifest.engine_dir} has no inverted_latents.npy (the weights had no DDIM inversion); "
+                    "use init='noise' (--init noise) or export from a RUN_DIR with inverted latents"
+                )
+            latents = self.inverted_latents.copy()
+        elif init == "noise":
+            latents = rng.standard_normal(shape, dtype=np.float32)
+        else:
+            raise ValueError(f"init must be one of {', '.join(INITS)} or an array of starting latents, got {init!r}")
+        if not np.isfinite(latents).all():
+            raise NonFiniteError("the starting latents contain NaN/Inf; re-run the DDIM inversion (tav-tune) and re-export")
+        return latents
+
+    def _overflow_hint(self) -> str:
+        if self.manifest.precision == "fp16":
+            return ("this ENGINE_DIR is fp16 and its activations likely overflowed; "
+                    "re-export with `tav-export --precision fp32`")
+        return "the exported graphs or the starting latents are broken (fp16 overflow is ruled out: this ENGINE_DIR is fp32)"
+
+    def close(self) -> None:
+        with self._lock:
+            self._graphs.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

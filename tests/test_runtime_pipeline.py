@@ -1,0 +1,425 @@
+"""VideoPipeline and tav-run on a synthetic ENGINE_DIR: checks, errors, threads, NaN; no exporter needed.
+
+The synthetic graphs are tiny hand-built ONNX models with the contract's exact I/O (a
+text "encoder" that looks up an embedding table, a "UNet" that mixes sample, timestep and
+text, a "VAE" that upsamples), so these tests exercise the runtime alone in well under a
+second per run. Parity with the PyTorch sampler on real exported graphs is in
+test_runtime_parity.py.
+"""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tav.runtime import NonFiniteError, VideoPipeline
+from tav.runtime.cli import main as tav_run
+from tav.runtime.manifest import EngineDirError, file_sha256
+
+F, H, W, D = 3, 32, 48, 8
+h, w = H // 8, W // 8
+SD1_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                 "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+                 "prediction_type": "epsilon", "timestep_spacing": "leading"}
+
+
+def _io(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _fp16_io(nodes, inputs, outputs):
+    """The float32 graph behind float16 inputs/outputs (timestep stays float32), as an fp16 export declares."""
+    head, tail = [], []
+    for value in inputs:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT and value.name != "timestep":
+            inner = value.name + "__f32"
+            for node in nodes:
+                node.input[:] = [inner if i == value.name else i for i in node.input]
+            head.append(helper.make_node("Cast", [value.name], [inner], to=TensorProto.FLOAT))
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for value in outputs:
+        inner = value.name + "__f32"
+        for node in nodes:
+            node.output[:] = [inner if o == value.name else o for o in node.output]
+        tail.append(helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT16))
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    return head + nodes + tail
+
+
+def _save(path, nodes, inputs, outputs, initializers, precision):
+    if precision == "fp16":
+        nodes = _fp16_io(nodes, inputs, outputs)
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def write_graphs(root: Path, precision: str = "fp32") -> None:
+    rng = np.random.default_rng(0)
+    f32 = TensorProto.FLOAT
+    table = numpy_helper.from_array(rng.standard_normal((49408, D)).astype(np.float32) * 0.1, "table")
+    _save(root / "text_encoder.onnx", [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"])],
+          [_io("input_ids", TensorProto.INT64, [2, 77])], [_io("last_hidden_state", f32, [2, 77, D])], [table], precision)
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+              (("half", 0.5), ("tscale", 1e-4))] + [numpy_helper.from_array(np.array([2, 1, 1, 1, 1], np.int64), "shape5")]
+    _save(root / "unet.onnx", [
+        helper.make_node("Mul", ["sample", "half"], ["scaled"]),
+        helper.make_node("ReduceMean", ["encoder_hidden_states"], ["text_mean"], axes=[1, 2], keepdims=1),
+        helper.make_node("Reshape", ["text_mean", "shape5"], ["text_bias"]),
+        helper.make_node("Mul", ["timestep", "tscale"], ["time_bias"]),
+        helper.make_node("Add", ["scaled", "text_bias"], ["partial"]),
+        helper.make_node("Add", ["partial", "time_bias"], ["noise_pred"]),
+    ], [_io("sample", f32, [2, 4, F, h, w]), _io("timestep", f32, [1]), _io("encoder_hidden_states", f32, [2, 77, D])],
+        [_io("noise_pred", f32, [2, 4, F, h, w])], consts, precision)
+    resize = [numpy_helper.from_array(np.array([1, 1, 8, 8], np.float32), "scales"),
+              numpy_helper.from_array(np.array([0], np.int64), "c0"), numpy_helper.from_array(np.array([3], np.int64), "c3"),
+              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    _save(root / "vae_decoder.onnx", [
+        helper.make_node("Slice", ["latents", "c0", "c3", "axis1"], ["rgb"]),
+        helper.make_node("Resize", ["rgb", "", "scales"], ["big"], mode="nearest"),
+        helper.make_node("Tanh", ["big"], ["images"]),
+    ], [_io("latents", f32, [F, 4, h, w])], [_io("images", f32, [F, 3, H, W])], resize, precision)
+
+
+def spec(name, shape, dtype):
+    return {"name": name, "shape": list(shape), "dtype": dtype}
+
+
+def write_manifest(root: Path, precision: str = "fp32") -> None:
+    fp = "float16" if precision == "fp16" else "float32"
+    io = {
+        "text_encoder": ([spec("input_ids", (2, 77), "int64")], [spec("last_hidden_state", (2, 77, D), fp)]),
+        "unet": ([spec("sample", (2, 4, F, h, w), fp), spec("timestep", (1,), "float32"),
+                  spec("encoder_hidden_states", (2, 77, D), fp)], [spec("noise_pred", (2, 4, F, h, w), fp)]),
+        "vae_decoder": ([spec("latents", (F, 4, h, w), fp)], [spec("images", (F, 3, H, W), fp)]),
+    }
+    graphs = {name: {"onnx": f"{name}.onnx", "sha256": file_sha256(root / f"{name}.onnx"), "external_data": [],
+                     "inputs": i, "outputs": o, "parity": None, "tensorrt": None} for name, (i, o) in io.items()}
+    graph_files = {f"{name}.onnx" for name in io}
+    files = {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*"))
+             if p.is_file() and p.name not in graph_files and p.name != "manifest.json"}
+    manifest = {"schema_version": 1, "frames": F, "height": H, "width": W, "batch": 2, "precision": precision,
+                "text_max_length": 77, "text_dim": D, "latent_channels": 4, "vae_scaling_factor": 0.18215,
+                "source": {}, "tools": {"tensorrt": None}, "kv_gather": "onnx", "graphs": graphs, "files": files}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def write_engine_dir(root: Path, tokenizer_dir: Path, precision: str = "fp32") -> Path:
+    root.mkdir(parents=True)
+    shutil.copytree(tokenizer_dir, root / "tokenizer")
+    (root / "scheduler_config.json").write_text(json.dumps(SD1_SCHEDULER))
+    np.save(root / "inverted_latents.npy", np.random.default_rng(1).standard_normal((1, 4, F, h, w), dtype=np.float32))
+    write_graphs(root, precision)
+    write_manifest(root, precision)
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tiny_sd, tmp_path_factory) -> Path:
+    return write_engine_dir(tmp_path_factory.mktemp("synthetic") / "engine", tiny_sd / "tokenizer")
+
+
+@pytest.fixture(scope="module")
+def pipe(engine_dir):
+    with VideoPipeline.load(engine_dir, backend="auto", device="cpu") as pipeline:
+        yield pipeline
+
+
+def edited_copy(engine_dir: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the ENGINE_DIR with ``edit(root, manifest_dict)`` applied and the manifest rewritten."""
+    root = tmp_path / "edited"
+    shutil.copytree(engine_dir, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(root, manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+# --- a run --------------------------------------------------------------------------------------------
+
+
+def test_run_returns_frames_latents_and_timings(pipe):
+    result = pipe("a man is skiing", steps=3)
+    assert result.frames.dtype == np.uint8 and result.frames.shape == (F, H, W, 3)
+    assert result.latents.dtype == np.float32 and result.latents.shape == (1, 4, F, h, w)
+    assert {"tokenize", "text_encoder", "denoise", "denoise_per_step", "decode", "total"} <= set(result.timings)
+    assert pipe.backend == "onnxruntime" and pipe.device == "cpu"
+
+
+def test_fp16_graphs_get_fp16_inputs_and_give_float32_latents(engine_dir, tiny_sd, tmp_path, pipe):
+    with VideoPipeline.load(write_engine_dir(tmp_path / "fp16", tiny_sd / "tokenizer", "fp16"), device="cpu") as pipe16:
+        assert pipe16.float_dtype == np.float16
+        half = pipe16("a man is skiing", steps=3, guidance=7.5)
+    full = pipe("a man is skiing", steps=3, guidance=7.5)
+    assert half.latents.dtype == np.float32 and half.frames.dtype == np.uint8
+    np.testing.assert_allclose(half.latents, full.latents, atol=0.05)  # fp16 rounding of the graph I/O only
+
+
+def test_empty_prompt_works(pipe):
+    assert pipe("", steps=2).frames.shape == (F, H, W, 3)
+
+
+def test_same_arguments_give_identical_results_and_seed_matters(pipe):
+    a = pipe("a cat", init="noise", seed=5, steps=3, eta=0.5)
+    b = pipe("a cat", init="noise", seed=5, steps=3, eta=0.5)
+    c = pipe("a cat", init="noise", seed=6, steps=3, eta=0.5)
+    assert np.array_equal(a.latents, b.latents) and not np.array_equal(a.latents, c.latents)
+
+
+def test_loop_is_ddim_with_cfg_over_the_graphs(pipe, engine_dir):
+    """The runtime's loop equals a hand-written loop over the same ONNX graphs (contract conventions)."""
+    import onnxruntime as ort
+
+    from tav.runtime.ddim import DDIMConfig, DDIMScheduler
+
+    run = {n: ort.InferenceSession(str(engine_dir / f"{n}.onnx")) for n in ("text_encoder", "unet", "vae_decoder")}
+    ids = pipe.tokenizer(["ugly", "a dog"])
+    text = run["text_encoder"].run(None, {"input_ids": ids})[0]
+    sched = DDIMScheduler(DDIMConfig.from_file(engine_dir / "scheduler_config.json"))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, F, h, w), dtype=np.float32)
+    for t in sched.timesteps(4):
+        u, c = run["unet"].run(None, {"sample": np.concatenate([x, x]), "timestep": np.array([t], np.float32),
+                                      "encoder_hidden_states": text})[0][:, None]
+        x = sched.step(u + np.float32(7.5) * (c - u), int(t), x, 4, eta=0.3, noise=rng.standard_normal(x.shape, dtype=np.float32))
+    result = pipe("a dog", negative_prompt="ugly", steps=4, guidance=7.5, seed=3, init="noise", eta=0.3)
+    np.testing.assert_array_equal(result.latents, x)
+
+
+def test_guidance_one_uses_the_prompt_only(pipe):
+    """At guidance 1 the negative prompt cannot matter: eps_u + 1 * (eps_c - eps_u) = eps_c."""
+    a = pipe("a dog", negative_prompt="ugly", guidance=1.0, steps=3)
+    b = pipe("a dog", negative_prompt="something else", guidance=1.0, steps=3)
+    np.testing.assert_array_equal(a.latents, b.latents)
+
+
+# --- argument errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5, True])
+def test_non_positive_steps_are_rejected(pipe, steps):
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        pipe("a dog", steps=steps)
+
+
+def test_bad_init_and_eta_are_rejected(pipe):
+    with pytest.raises(ValueError, match="init must be one of"):
+        pipe("a dog", init="video", steps=1)
+    with pytest.raises(ValueError, match="starting latents must have shape"):
+        pipe("a dog", init=np.zeros((1, 4, F + 1, h, w), np.float32), steps=1)
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        pipe("a dog", eta=-0.1, steps=1)
+
+
+def test_inverted_init_without_inverted_latents_is_a_clear_error(engine_dir, tmp_path):
+    def drop_latents(root, manifest):
+        (root / "inverted_latents.npy").unlink()
+        del manifest["files"]["inverted_latents.npy"]
+
+    with VideoPipeline.load(edited_copy(engine_dir, tmp_path, drop_latents), device="cpu") as pipe:
+        with pytest.raises(ValueError, match="no inverted_latents.npy.*init='noise'"):
+            pipe("a dog", steps=1)
+        assert pipe("a dog", steps=1, init="noise").frames.shape == (F, H, W, 3)
+
+
+# --- NaN / Inf ----------------------------------------------------------------------------------------
+
+
+def test_nan_starting_latents_are_refused(pipe):
+    start = np.zeros((1, 4, F, h, w), np.float32)
+    start[0, 1, 1, 1, 1] = np.nan
+    with pytest.raises(NonFiniteError, match="starting latents contain NaN"):
+        pipe("a dog", init=start, steps=2)
+
+
+def test_nan_inverted_latents_file_is_refused(engine_dir, tmp_path):
+    def poison(root, manifest):
+        latents = np.load(root / "inverted_latents.npy")
+        latents[0, 0, 0, 0, 0] = np.nan
+        np.save(root / "inverted_latents.npy", latents)
+        manifest["files"]["inverted_latents.npy"] = file_sha256(root / "inverted_latents.npy")  # a "valid" bad export
+
+    with VideoPipeline.load(edited_copy(engine_dir, tmp_path, poison), device="cpu") as pipe:
+        with pytest.raises(NonFiniteError, match="NaN"):
+            pipe("a dog", steps=2)
+
+
+def test_overflowing_unet_raises_instead_of_writing_a_black_video(pipe, monkeypatch):
+    unet = pipe._graphs.graphs["unet"]
+    monkeypatch.setattr(unet, "run", lambda feeds: {"noise_pred": np.full(feeds["sample"].shape, np.inf, np.float32)})
+    with pytest.raises(NonFiniteError, match=r"step 1/3.*fp16"):
+        pipe("a dog", steps=3)
+    monkeypatch.setattr(pipe, "manifest", pipe.manifest.__class__(**{**pipe.manifest.__dict__, "precision": "fp16"}))
+    with pytest.raises(NonFiniteError, match=r"--precision fp32"):
+        pipe("a dog", steps=3)
+
+
+# --- manifest checks ----------------------------------------------------------------------------------
+
+
+def _edit_file_bytes(relative):
+    def edit(root, manifest):
+        path = root / relative
+        path.write_bytes(path.read_bytes() + b" ")
+    return edit
+
+
+def _set(key, value):
+    def edit(root, manifest):
+        manifest[key] = value
+    return edit
+
+
+def _remove_graph_file(root, manifest):
+    (root / "unet.onnx").unlink()
+
+
+def _declare_other_unet_io(root, manifest):
+    """A manifest consistent with the contract (frames + 1 everywhere) that the real ONNX files do not match."""
+    manifest["frames"] = F + 1
+    for graph in manifest["graphs"].values():
+        for tensor in graph["inputs"] + graph["outputs"]:
+            if tensor["name"] in ("sample", "noise_pred"):
+                tensor["shape"][2] = F + 1
+            if tensor["name"] in ("latents", "images"):
+                tensor["shape"][0] = F + 1
+    manifest["files"].pop("inverted_latents.npy")  # its [.., F, ..] shape would be refused first
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_edit_file_bytes("tokenizer/tokenizer.json"), "tokenizer/tokenizer.json does not match its sha256"),
+    (_edit_file_bytes("scheduler_config.json"), "scheduler_config.json does not match its sha256"),
+    (_edit_file_bytes("unet.onnx"), "unet.onnx does not match its sha256"),
+    (_edit_file_bytes("inverted_latents.npy"), "inverted_latents.npy does not match its sha256"),
+    (_set("frames", F + 2), r"unet graph declares sample float32\[2, 4, 3"),
+    (_set("schema_version", 2), "schema_version is 2"),
+    (_set("precision", "int8"), "precision 'int8'"),
+    (_remove_graph_file, "unet.onnx is missing"),
+    (_declare_other_unet_io, r"unet.onnx has sample float32\[2, 4, 3, 4, 6\] instead of sample float32\[2, 4, 4, 4, 6\]"),
+], ids=["tokenizer-hash", "scheduler-hash", "graph-hash", "latents-hash", "wrong-frames", "schema", "precision",
+        "missing-graph", "declared-io-vs-onnx"])
+def test_tampered_engine_dir_is_refused_in_one_line(engine_dir, tmp_path, edit, message):
+    root = edited_copy(engine_dir, tmp_path, edit)
+    with pytest.raises(EngineDirError, match=message) as err:
+        VideoPipeline.load(root, device="cpu")
+    assert "\n" not in str(err.value) and "tav-export --weights RUN_DIR --out" in str(err.value)
+
+
+def test_not_an_engine_dir_is_refused(tmp_path):
+    with pytest.raises(EngineDirError, match="no manifest.json"):
+        VideoPipeline.load(tmp_path, device="cpu")
+
+
+# --- concurrency --------------------------------------------------------------------------------------
+
+
+def test_four_threads_on_one_pipeline_give_the_sequential_results(pipe):
+    jobs = [dict(prompt=f"prompt {i}", seed=i, init="noise" if i % 2 else "inverted", eta=0.2 * i, steps=4) for i in range(4)]
+    sequential = [pipe(**job).latents for job in jobs]
+    results, errors = [None] * 4, []
+
+    def worker(i):
+        try:
+            for _ in range(3):  # repeat so calls really interleave
+                results[i] = pipe(**jobs[i]).latents
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, want in zip(results, sequential):
+        np.testing.assert_array_equal(got, want)
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_npy_and_prints_timings(engine_dir, tmp_path, capsys):
+    out = tmp_path / "video.npy"
+    tav_run(["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--device", "cpu", "--out", str(out)])
+    frames = np.load(out)
+    assert frames.dtype == np.uint8 and frames.shape == (F, H, W, 3)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out)
+    for stage in ("tokenize", "text encoder", "denoise (2 steps)", "per step", "decode", "write"):
+        assert stage in captured.err
+
+
+def test_cli_writes_gif_quietly(engine_dir, tmp_path, capsys):
+    out = tmp_path / "video.gif"
+    tav_run(["--engine", str(engine_dir), "--prompt", "x", "--steps", "1", "--quiet", "--out", str(out), "--fps", "4"])
+    assert out.stat().st_size > 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "steps must be a positive integer"),
+    (["--out", "video.avi"], "unknown suffix"),
+    (["--backend", "tensorrt"], "cannot use TensorRT"),
+    (["--device", "cuda"], "cannot run on cuda"),
+])
+def test_cli_errors_are_one_line(engine_dir, tmp_path, args, message):
+    argv = ["--engine", str(engine_dir), "--prompt", "x", "--out", str(tmp_path / "v.npy"), *args]
+    with pytest.raises(SystemExit) as exit_info:
+        tav_run(argv)
+    text = str(exit_info.value.code)
+    assert text.startswith("tav-run: error:") and message in text and "\n" not in text
+
+
+# --- the IOBinding path (CUDA's) exercised on the CPU ------------------------------------------------
+
+
+def test_io_bound_graph_equals_plain_run_and_results_never_alias(engine_dir):
+    from tav.runtime.backend_ort import OrtGraph
+
+    plain = OrtGraph(engine_dir / "unet.onnx")
+    bound = OrtGraph(engine_dir / "unet.onnx", io_binding=True)
+    rng = np.random.default_rng(0)
+    feeds = [{"sample": rng.standard_normal((2, 4, F, h, w), dtype=np.float32), "timestep": np.array([t], np.float32),
+              "encoder_hidden_states": rng.standard_normal((2, 77, D), dtype=np.float32)} for t in (981, 1)]
+    first = bound.run(feeds[0])["noise_pred"]
+    first_copy = first.copy()
+    second = bound.run(feeds[1])["noise_pred"]
+    np.testing.assert_array_equal(first, first_copy)  # the second run did not overwrite the first result
+    np.testing.assert_array_equal(second, plain.run(feeds[1])["noise_pred"])
+    assert bound.inputs == plain.inputs and [s.dtype for s in bound.outputs] == ["float32"]
+
+
+def test_a_closed_pipeline_says_so(engine_dir):
+    pipe = VideoPipeline.load(engine_dir, device="cpu")
+    pipe.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pipe("a dog", steps=1)
+
+
+def test_auto_falls_back_to_onnxruntime_when_tensorrt_cannot_load_the_plans(engine_dir, monkeypatch, caplog):
+    import tav.runtime.pipeline as pipeline_module
+    from tav.runtime.backends import BackendChoice, LoadedGraphs, choose_backend
+
+    def choose(manifest, backend, device):
+        trt = backend in ("auto", "tensorrt")
+        return BackendChoice("tensorrt", "cuda", "test") if trt else choose_backend(manifest, backend, "cpu")
+
+    def load(manifest, choice):
+        if choice.name == "tensorrt":
+            raise RuntimeError("TensorRT could not deserialize unet.plan")
+        return LoadedGraphs(manifest, choice)
+
+    monkeypatch.setattr(pipeline_module, "choose_backend", choose)
+    monkeypatch.setattr(pipeline_module, "verify_files", lambda manifest, backend: None)
+    monkeypatch.setattr(pipeline_module, "LoadedGraphs", load)
+    with VideoPipeline.load(engine_dir) as pipe:
+        assert (pipe.backend, pipe.device) == ("onnxruntime", "cpu")
+    assert "falling back to ONNX Runtime" in caplog.text
+    with pytest.raises(RuntimeError, match="deserialize"):
+        VideoPipeline.load(engine_dir, backend="tensorrt")
