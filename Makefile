@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[cpu,test]"
 	# CLIP's BPE vocabulary ships inside clip-anytorch; its own deps (torchvision) are not needed.
 	$(BIN)/pip install -q --no-deps "clip-anytorch>=2.6"
+	$(BIN)/python -m tav.cpp_ext  # pre-build the kv_gather CPU twin (cached; falls back, never fails)
 	touch $(STAMP)
 
 install: $(STAMP)

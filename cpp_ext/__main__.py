@@ -1,0 +1,21 @@
+"""``python -m tav.cpp_ext``: build (or find cached) the compiled kv_gather and say which backend is active.
+
+The Makefile's set-up step runs it so tests do not pay for the compile. It never fails:
+without a compiler the pure-PyTorch reference is used and the tests that need the
+compiled op skip.
+"""
+
+import tav.cpp_ext as ext  # importing builds and loads the library
+
+
+def main() -> None:
+    active = [d for d in ("cpu", "cuda") if ext.compiled_backend_available(d)]
+    if active:
+        took = ext._load_seconds
+        print(f"tav.cpp_ext: compiled kv_gather for {', '.join(active)} ready in {took:.1f} s: {ext.loaded_library()}")
+    else:
+        print(f"tav.cpp_ext: no compiled kv_gather ({ext.fallback_reason()}); using the PyTorch reference")
+
+
+if __name__ == "__main__":
+    main()
