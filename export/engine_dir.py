@@ -1,0 +1,66 @@
+"""The ENGINE_DIR folder itself: refuse to clobber, build in a hidden sibling, swap in atomically; the non-graph files.
+
+An ENGINE_DIR is written into ``.<name>.partial-*`` next to it (same file system)
+and renamed into place as the last step, so the path either does not exist or
+holds a complete export whose manifest.json is the last file written.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+from .manifest import MANIFEST
+
+PROBE_PROMPT = "a man is skiing on the beach, cartoon style"
+
+
+def check_output(out_dir: Path, overwrite: bool):
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ExportError(f"--out {out_dir} exists and is not a folder")
+        if any(out_dir.iterdir()) and not (overwrite and (out_dir / MANIFEST).is_file()):
+            hint = "; --overwrite replaces only an existing ENGINE_DIR" if overwrite else " (or pass --overwrite to replace an ENGINE_DIR)"
+            raise ExportError(f"--out {out_dir} exists and is not empty; choose a new folder{hint}")
+
+
+def make_staging(out_dir: Path) -> Path:
+    """The hidden sibling the ENGINE_DIR is built in; the same file system, so the final rename is atomic."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as err:
+        raise ExportError(f"cannot write next to --out {out_dir}: {err.strerror or err}") from None
+
+
+def move_into_place(staging: Path, out_dir: Path):
+    staging.chmod(0o755)  # mkdtemp makes it private; an ENGINE_DIR is read by services under other users
+    if out_dir.exists() and any(out_dir.iterdir()):  # --overwrite of an existing ENGINE_DIR
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.rename(out_dir, trash / "engine")
+        os.rename(staging, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, out_dir)  # replaces an empty folder in one step
+
+
+def write_assets(tuned, staging: Path):
+    """Tokenizer (with tokenizer.json for the torch-free runtime), scheduler config, inverted latents."""
+    from tokenizers import Tokenizer
+
+    from tav.tuner.sd_folder import load_tokenizer
+
+    tokenizer = load_tokenizer(tuned.base_dir)
+    tokenizer.save_pretrained(staging / "tokenizer")
+    tokenizer_json = staging / "tokenizer" / "tokenizer.json"
+    if not tokenizer_json.is_file():
+        tokenizer.backend_tokenizer.save(str(tokenizer_json))
+    # The runtime tokenizes with the `tokenizers` library alone: it must give the same ids.
+    if Tokenizer.from_file(str(tokenizer_json)).encode(PROBE_PROMPT).ids != tokenizer(PROBE_PROMPT).input_ids:
+        raise ExportError(f"{tokenizer_json} does not tokenize like the base model's tokenizer; is {tuned.base_dir}/tokenizer intact?")
+    shutil.copyfile(Path(tuned.base_dir) / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
+    if tuned.inverted_latents is not None:
+        np.save(staging / "inverted_latents.npy", np.ascontiguousarray(tuned.inverted_latents.float().numpy()))

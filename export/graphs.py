@@ -1,0 +1,124 @@
+"""The three graphs of an ENGINE_DIR: torch wrappers with the exact I/O of docs/CONTRACTS.md, and their specs.
+
+Each wrapper takes and returns plain tensors in contract order, so the traced
+ONNX graph has exactly the contract's inputs and outputs and nothing else
+(no pooled text output, no VAE posterior, no return_dict objects).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BATCH = 2  # the CFG batch: [uncond; cond]
+TEXT_MAX_LENGTH = 77
+LATENT_CHANNELS = 4
+VAE_FACTOR = 8  # SD's VAE down-samples 8x
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple
+    dtype: str  # numpy name: float32, float16, int64
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class GraphSpec:
+    name: str  # also the file stem: unet.onnx, unet.plan
+    module: torch.nn.Module  # fp32 wrapper, the parity reference
+    inputs: list
+    outputs: list
+    attention_layers: int  # each must show up as MatMul-Softmax-MatMul in the graph
+    vocab_size: int = 0  # range of the int64 token ids fed to check it
+
+    def seeded_inputs(self, seed: int = 0) -> dict:
+        """float32 / int64 numpy inputs for tracing and parity; fp16 graphs get them rounded."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for spec in self.inputs:
+            if spec.dtype == "int64":
+                feeds[spec.name] = rng.integers(0, self.vocab_size, spec.shape, dtype=np.int64)
+            elif spec.name == "timestep":
+                feeds[spec.name] = np.array([rng.integers(1, 1000)], dtype=np.float32)
+            else:
+                feeds[spec.name] = rng.standard_normal(spec.shape, dtype=np.float32)
+        return feeds
+
+
+class UNetGraph(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+class TextEncoderGraph(torch.nn.Module):
+    def __init__(self, text_encoder):
+        super().__init__()
+        # Eager attention, not SDPA: the TorchScript exporter turns SDPA with CLIP's causal mask into
+        # a mix of float32 and float16 tensors at fp16 (an invalid graph). Eager is the same maths,
+        # with the softmax in float32 as CLIP computes it.
+        text_encoder.set_attn_implementation("eager")
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids):
+        return self.text_encoder(input_ids=input_ids).last_hidden_state
+
+
+class VaeDecoderGraph(torch.nn.Module):
+    """vae.decode of latents already divided by the scaling factor: post_quant_conv + decoder."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents):
+        return self.vae.decode(latents).sample
+
+
+def count_attention_layers(module: torch.nn.Module) -> int:
+    # diffusers' Attention (attn1/attn2/attn_temp, the VAE mid-block) and CLIP's self-attention.
+    return sum(type(m).__name__ in ("Attention", "CLIPAttention") for m in module.modules())
+
+
+def graph_specs(unet, text_encoder, vae, frames: int, height: int, width: int, precision: str) -> list:
+    """Specs of text_encoder, unet, vae_decoder at static shapes; float I/O in the export precision.
+
+    The UNet's timestep stays float32 at fp16: values up to 999 are exact either way, and the
+    sinusoidal embedding is computed in float32 inside the graph, as diffusers does.
+    """
+    fp = "float16" if precision == "fp16" else "float32"
+    h, w = height // VAE_FACTOR, width // VAE_FACTOR
+    dim = text_encoder.config.hidden_size
+    latents = (BATCH, LATENT_CHANNELS, frames, h, w)
+    modules = {"text_encoder": TextEncoderGraph(text_encoder), "unet": UNetGraph(unet), "vae_decoder": VaeDecoderGraph(vae)}
+    io = {
+        "text_encoder": (
+            [TensorSpec("input_ids", (BATCH, TEXT_MAX_LENGTH), "int64")],
+            [TensorSpec("last_hidden_state", (BATCH, TEXT_MAX_LENGTH, dim), fp)],
+        ),
+        "unet": (
+            [
+                TensorSpec("sample", latents, fp),
+                TensorSpec("timestep", (1,), "float32"),
+                TensorSpec("encoder_hidden_states", (BATCH, TEXT_MAX_LENGTH, dim), fp),
+            ],
+            [TensorSpec("noise_pred", latents, fp)],
+        ),
+        "vae_decoder": (
+            [TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)],
+            [TensorSpec("images", (frames, 3, height, width), fp)],
+        ),
+    }
+    # The VAE's encoder has attention too, but it is not part of the decoder graph.
+    attention = {"text_encoder": text_encoder, "unet": unet, "vae_decoder": vae.decoder}
+    return [
+        GraphSpec(name, modules[name].eval(), *io[name], count_attention_layers(attention[name]), text_encoder.config.vocab_size)
+        for name in ("text_encoder", "unet", "vae_decoder")
+    ]

@@ -1,0 +1,60 @@
+"""``--kv-gather plugin``: the UNet's sparse-causal KV gather as cpp_ext's ``tav::KVGather`` node.
+
+cpp_ext (issue 6) provides the exporter hook (``kv_gather_as_plugin``) and the
+TensorRT plugin library (``tensorrt_plugin.register``). ONNX Runtime has no
+kernel for the node, so the plugin graph's parity is recorded as null with the
+reason, and the same graph traced with standard ops (its twin) is checked instead:
+that proves the weights, the shapes and every other op of the graph.
+"""
+
+from .errors import ExportError
+from .onnx_export import trace_to_onnx
+from .onnx_hygiene import optimise, save_onnx
+from .parity import check_parity, ort_session
+
+
+def plugin_parity(spec, path, work, precision, opset, threshold) -> dict:
+    """ORT parity of the KVGather graph if ORT can run the custom op; else of its standard-op twin."""
+    try:
+        session = ort_session(path)
+    except Exception as err:  # ORT has no kernel for tav::KVGather unless cpp_ext ships one
+        detail = str(err).splitlines()[0].split("failed:")[-1].strip()[:160]  # drop the staging path
+        reason = f"ONNX Runtime cannot run the KVGather custom op ({detail})"
+    else:
+        return {"parity": check_parity(spec, session, precision)}
+    # Same trace without the plugin: proves the weights, shapes and every other op of this graph.
+    twin = work / "standard_op_twin.onnx"
+    model = optimise(trace_to_onnx(spec, precision, opset, work), precision)
+    save_onnx(model, twin, threshold)
+    return {"parity": None, "parity_skipped": reason, "parity_standard_op_twin": check_parity(spec, ort_session(twin), precision)}
+
+
+class KVGatherPlugin:
+    def __init__(self, context, library):
+        self.context = context  # cpp_ext's kv_gather_as_plugin
+        self.library = library  # the TensorRT plugin library, registered; None without TensorRT
+
+
+def kv_gather_plugin(trt) -> KVGatherPlugin:
+    """cpp_ext's KVGather exporter hook, and its TensorRT plugin registered when building engines; else a clear error."""
+    from tav import cpp_ext
+
+    context = getattr(cpp_ext, "kv_gather_as_plugin", None)
+    if context is None:
+        raise ExportError(
+            "--kv-gather plugin needs tav.cpp_ext.kv_gather_as_plugin (the KVGather custom op), "
+            "which this install lacks; export with --kv-gather onnx"
+        )
+    if trt is None:
+        return KVGatherPlugin(context, None)
+    try:
+        from tav.cpp_ext import tensorrt_plugin
+
+        # Registered now, before minutes of tracing; the parser then maps tav::KVGather onto it.
+        library = tensorrt_plugin.register(trt.module)
+    except Exception as err:
+        raise ExportError(
+            f"--kv-gather plugin: the KVGather TensorRT plugin is not available ({str(err).splitlines()[0]}); "
+            "build it on a CUDA machine (python -m tav.cpp_ext.tensorrt_plugin build), or use --kv-gather onnx"
+        ) from None
+    return KVGatherPlugin(context, library)

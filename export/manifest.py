@@ -1,0 +1,47 @@
+"""manifest.json of an ENGINE_DIR (schema_version 1, docs/CONTRACTS.md): what each file is, and its hash."""
+
+import json
+import os
+from pathlib import Path
+
+from tav.tuner.sd_folder import file_sha256
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, **extra) -> dict:
+    entry = {
+        "onnx": onnx_path.name,
+        "sha256": file_sha256(onnx_path),
+        "external_data": [{"file": f.name, "sha256": file_sha256(f)} for f in external_files],
+        "inputs": [t.as_json() for t in spec.inputs],
+        "outputs": [t.as_json() for t in spec.outputs],
+        "parity": parity,
+        "tensorrt": None if tensorrt is None else {**tensorrt, "sha256": file_sha256(root / tensorrt["plan"])},
+    }
+    entry.update(extra)
+    return entry
+
+
+def other_files(root: Path, graphs: dict) -> dict:
+    """sha256 of every file that no graph entry names (tokenizer, scheduler config, latents, timing cache)."""
+    named = {MANIFEST}
+    for entry in graphs.values():
+        named.add(entry["onnx"])
+        named.update(f["file"] for f in entry["external_data"])
+        if entry["tensorrt"]:
+            named.add(entry["tensorrt"]["plan"])
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.relative_to(root).as_posix() not in named)
+    return {f.relative_to(root).as_posix(): file_sha256(f) for f in files}
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write then rename: a reader never sees half a manifest."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

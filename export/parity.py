@@ -1,0 +1,96 @@
+"""Parity of each exported graph: ONNX Runtime on seeded inputs against the PyTorch model in float32.
+
+Errors are of the graph's output against the fp32 PyTorch output on the same
+inputs (fp16 graphs get the inputs rounded to fp16 first, so the error measures
+the graph's arithmetic, not the rounding of its inputs):
+max_abs_err = max |y - y_ref|,  rel_l2_err = ||y - y_ref||_2 / ||y_ref||_2.
+
+Tolerances on rel_l2_err:
+- fp32: 1e-4. ORT and PyTorch differ only in summation order (measured 3e-7 to 3e-6).
+- fp16: 1e-2. Measured (ORT CPU, seeded inputs, norms in fp32 as run_norms_in_fp32 makes them):
+    tiny pipeline, 3 frames, 64x64:     text_encoder 8.3e-4, unet 1.0e-3, vae_decoder 2.4e-3
+    "small" pipeline, 8 frames, 128x128: text_encoder 7.7e-4, unet 1.2e-3, vae_decoder 2.5e-3
+  Half precision keeps ~3 decimal digits; the error does not grow from tiny to small, and
+  1e-2 leaves 4x headroom over the worst graph while still failing on broken graphs
+  (measured on the tiny UNet: untuned weights 0.19; a kv-gather taking frame i instead of
+  i-1, which changes only frame 2 of 3, 0.05). Caveat: ORT's CPU provider
+  runs some fp16 ops in fp32 (it inserts Casts where it lacks fp16 kernels), so a GPU
+  engine's fp16 error can be somewhat larger than measured here.
+"""
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+TOLERANCE_REL_L2 = {"fp32": 1e-4, "fp16": 1e-2}
+
+
+class ParityError(RuntimeError):
+    """An exported graph does not compute what the PyTorch model computes."""
+
+
+def ort_session(onnx_path):
+    """An InferenceSession on CUDA when this ONNX Runtime has it, else CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: fp16 graphs make ORT warn about every folded Cast
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        # TF32 would cost ~1e-3 relative error and mask real fp32 mismatches.
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": 0}))
+    return ort.InferenceSession(str(onnx_path), options, providers=providers)
+
+
+def graph_feeds(spec, seed: int = 0) -> dict:
+    """Seeded inputs in the graph's own dtypes."""
+    return {t.name: value.astype(t.dtype) for t, value in zip(spec.inputs, spec.seeded_inputs(seed).values())}
+
+
+@torch.no_grad()
+def reference_output(spec, feeds: dict) -> np.ndarray:
+    """The fp32 PyTorch module on the same (possibly fp16-rounded) inputs, as float32, on the module's device."""
+    device = next(spec.module.parameters()).device
+    args = [
+        torch.from_numpy(np.asarray(feeds[t.name])).to(device, torch.int64 if t.dtype == "int64" else torch.float32)
+        for t in spec.inputs
+    ]
+    with _no_tf32():
+        return spec.module(*args).float().cpu().numpy()
+
+
+@contextmanager
+def _no_tf32():
+    """On CUDA, TF32 convs/matmuls would make the fp32 reference itself ~1e-3 off."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def errors(output: np.ndarray, reference: np.ndarray) -> dict:
+    diff = output.astype(np.float64) - reference.astype(np.float64)
+    return {
+        "max_abs_err": float(np.abs(diff).max()),
+        "rel_l2_err": float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30)),
+    }
+
+
+def check_parity(spec, session, precision: str, seed: int = 0) -> dict:
+    """Errors of ``session`` against the fp32 module; ParityError past the tolerance."""
+    feeds = graph_feeds(spec, seed)
+    output = session.run([spec.outputs[0].name], feeds)[0]
+    result = errors(output, reference_output(spec, feeds))
+    tolerance = TOLERANCE_REL_L2[precision]
+    result["tolerance_rel_l2"] = tolerance
+    if not np.isfinite(output).all() or not result["rel_l2_err"] <= tolerance:
+        hint = " (try --precision fp32)" if precision == "fp16" else "; this is an exporter bug, please report it"
+        raise ParityError(
+            f"{spec.name}: ONNX Runtime output differs from PyTorch: rel_l2 {result['rel_l2_err']:.3g} "
+            f"> tolerance {tolerance:g} (max abs {result['max_abs_err']:.3g}){hint}"
+        )
+    result["provider"] = session.get_providers()[0]
+    return result

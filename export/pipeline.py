@@ -1,0 +1,221 @@
+"""``export_engine``: tuned weights -> ENGINE_DIR (docs/CONTRACTS.md), stage by stage, all or nothing.
+
+Stages: load -> per graph (trace -> optimise -> check -> parity) -> assets ->
+TensorRT builds -> manifest. Everything is written into a hidden sibling
+folder that is renamed into place last, so an interrupted or failed export
+leaves no folder with a manifest.json (and no half-written one at all).
+Cheap checks (arguments, output folder, TensorRT present) run before the
+minutes of tracing, so bad invocations fail in a second.
+"""
+
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from .engine_dir import check_output, make_staging, move_into_place, write_assets
+from .errors import ExportError
+from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
+from .kv_gather_plugin import kv_gather_plugin, plugin_parity
+from .manifest import MANIFEST, SCHEMA_VERSION, graph_entry, other_files, write_json_atomic
+from .onnx_export import trace_to_onnx
+from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD, check_graph, optimise, save_onnx
+from .parity import check_parity, ort_session
+from .tensorrt_build import EngineBuilder, TensorRTError, require_tensorrt
+
+log = logging.getLogger("tav.export")
+
+PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("onnx", "tensorrt", "all")
+KV_GATHER_MODES = ("onnx", "plugin")
+MIN_OPSET = 17  # native LayerNormalization; SDPA exports as MatMul-Softmax-MatMul
+TIMING_CACHE = "timing.cache"
+
+
+def export_engine(
+    weights,
+    out_dir,
+    frames=None,
+    height=None,
+    width=None,
+    precision="fp32",
+    backend="onnx",
+    opset=17,
+    kv_gather="onnx",
+    *,
+    optimization_level=3,
+    overwrite=False,
+    external_data_threshold=EXTERNAL_DATA_THRESHOLD,
+) -> Path:
+    """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
+
+    ``frames``/``height``/``width`` default to the run's. ``backend``: "onnx" (graphs only),
+    "tensorrt" or "all" (graphs and one plan per graph). Returns ``out_dir``.
+    """
+    _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
+    out_dir = Path(out_dir).absolute()
+    check_output(out_dir, overwrite)
+    trt = require_tensorrt() if backend != "onnx" else None
+    plugin = kv_gather_plugin(trt) if kv_gather == "plugin" else None
+    timings = {}
+    staging = make_staging(out_dir)
+    try:
+        with _stage(timings, "load"):
+            from tav.tuner.sd_folder import folder_hash, load_text_encoder, load_vae
+            from tav.tuner.tuned_weights import load_tuned
+
+            tuned = load_tuned(weights)
+            frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
+            text_encoder, vae = load_text_encoder(tuned.base_dir), load_vae(tuned.base_dir)
+            # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);
+            # ONNX graphs do not depend on the device they were traced on.
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            unet, text_encoder, vae = (m.to(device).eval() for m in (tuned.unet, text_encoder, vae))
+            specs = graph_specs(unet, text_encoder, vae, frames, height, width, precision)
+        graphs = {}
+        for spec in specs:
+            plugin_context = plugin.context if plugin and spec.name == "unet" else None
+            graphs[spec.name] = _export_graph(spec, staging, precision, opset, plugin_context, external_data_threshold, timings)
+        with _stage(timings, "assets"):
+            write_assets(tuned, staging)
+        if trt is not None:
+            old_cache = out_dir / TIMING_CACHE if overwrite else None
+            builder = EngineBuilder(trt, optimization_level, old_cache)
+            for spec in specs:
+                plugins = [plugin.library] if plugin and spec.name == "unet" else []
+                with _stage(timings, "build", spec.name):
+                    onnx_path, plan_path = staging / f"{spec.name}.onnx", staging / f"{spec.name}.plan"
+                    graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins)
+            builder.save_timing_cache(staging / TIMING_CACHE)
+        entries = {
+            spec.name: graph_entry(spec, staging / f"{spec.name}.onnx", root=staging, **graphs[spec.name]) for spec in specs
+        }
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "frames": frames,
+            "height": height,
+            "width": width,
+            "batch": BATCH,
+            "precision": precision,
+            "text_max_length": TEXT_MAX_LENGTH,
+            "text_dim": text_encoder.config.hidden_size,
+            "latent_channels": LATENT_CHANNELS,
+            "vae_scaling_factor": vae.config.scaling_factor,
+            "source": {
+                "weights": str(Path(weights).absolute()),
+                "weights_hash": tuned.weights_hash,
+                "base_model": str(Path(tuned.base_dir).absolute()),
+                "base_model_hash": folder_hash(tuned.base_dir),
+            },
+            "tools": _tool_versions(trt),
+            "kv_gather": kv_gather,
+            "opset": opset,
+            "graphs": entries,
+            "files": other_files(staging, entries),
+            "export_seconds": timings,
+        }
+        write_json_atomic(staging / MANIFEST, manifest)
+        move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("done: %s (%.1fs)", out_dir, sum(timings.values()))
+    return out_dir
+
+
+def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings) -> dict:
+    """Trace, clean, check, save and parity-check one graph; return its manifest fields."""
+    work = staging / ".trace" / spec.name
+    with _stage(timings, "trace", spec.name):
+        model = trace_to_onnx(spec, precision, opset, work, plugin_context() if plugin_context else None)
+    with _stage(timings, "optimise", spec.name):
+        model = optimise(model, precision)
+    with _stage(timings, "check", spec.name):
+        check_graph(model, spec)
+        path = staging / f"{spec.name}.onnx"
+        external = save_onnx(model, path, threshold, full_check=plugin_context is None)
+        del model
+    with _stage(timings, "parity", spec.name):
+        fields = {"external_files": external, "tensorrt": None}
+        if plugin_context is None:
+            fields["parity"] = check_parity(spec, ort_session(path), precision)
+        else:
+            fields.update(plugin_parity(spec, path, work, precision, opset, threshold))
+    shutil.rmtree(staging / ".trace", ignore_errors=True)
+    parity = fields["parity"] or fields["parity_standard_op_twin"]
+    log.info(
+        "%s: ORT vs PyTorch fp32%s: rel_l2 %.2g, max_abs %.2g (tolerance %g)", spec.name,
+        "" if fields["parity"] else " (standard-op twin)", parity["rel_l2_err"], parity["max_abs_err"], parity["tolerance_rel_l2"],
+    )
+    return fields
+
+
+def _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level):
+    for name, value, allowed in (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS), ("kv-gather", kv_gather, KV_GATHER_MODES)):
+        if value not in allowed:
+            raise ExportError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
+    if int(opset) < MIN_OPSET:
+        raise ExportError(f"--opset {opset} is too old: opset {MIN_OPSET}+ is needed for native LayerNormalization")
+    if frames is not None and int(frames) < 1:
+        raise ExportError(f"--frames {frames} must be at least 1")
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (int(value) <= 0 or int(value) % VAE_FACTOR):
+            raise ExportError(f"--{name} {value} must be a positive multiple of {VAE_FACTOR} (the VAE's down-sampling)")
+    if not 0 <= int(optimization_level) <= 5:
+        raise ExportError(f"--optimization-level {optimization_level} must be between 0 and 5")
+
+
+def _resolve_shape(tuned, weights, frames, height, width):
+    """Requested or the run's frames/size; they must fit the inverted latents the runtime starts from."""
+    frames, height, width = (int(v) if v is not None else d for v, d in ((frames, tuned.frames), (height, tuned.height), (width, tuned.width)))
+    if height % VAE_FACTOR or width % VAE_FACTOR:
+        raise ExportError(f"the run's size {height}x{width} is not a multiple of {VAE_FACTOR}; pass --height and --width")
+    latents = tuned.inverted_latents
+    if latents is not None:
+        f, h, w = latents.shape[2:]
+        if f != frames:
+            raise ExportError(
+                f"--frames {frames} does not match the {f} frames of the inverted latents in {weights}; "
+                f"export with --frames {f}, or re-tune (tav-tune) with {frames} frames"
+            )
+        if (h * VAE_FACTOR, w * VAE_FACTOR) != (height, width):
+            raise ExportError(
+                f"--height/--width {height}x{width} do not match the inverted latents in {weights} "
+                f"({h * VAE_FACTOR}x{w * VAE_FACTOR}); export at that size, or re-tune at {height}x{width}"
+            )
+    return frames, height, width
+
+
+def _tool_versions(trt) -> dict:
+    import onnx
+    import onnxruntime
+
+    versions = {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "tensorrt": None if trt is None else {"flavour": trt.flavour, "version": trt.version, "timing_cache": trt.has_timing_cache},
+    }
+    for package in ("polygraphy", "onnx-graphsurgeon", "diffusers", "transformers", "tav-runtime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@contextmanager
+def _stage(timings: dict, stage: str, graph: str | None = None):
+    """Time a stage and log one line when it ends (the CLI's progress)."""
+    key = f"{stage}:{graph}" if graph else stage
+    start = time.perf_counter()
+    yield
+    timings[key] = round(time.perf_counter() - start, 3)
+    log.info("%-9s %-13s %6.1fs", stage, graph or "", timings[key])
+
+
+__all__ = ["export_engine", "ExportError", "TensorRTError"]

@@ -1,0 +1,150 @@
+"""tav-export refuses bad input in one line and leaves no ENGINE_DIR (nor a half-built one) behind."""
+
+import subprocess
+import sys
+
+import pytest
+from export_fixtures import make_run_dir
+
+import tav.export.parity
+import tav.export.pipeline
+from tav.export.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_sd, tmp_path_factory):
+    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+
+
+def fails_in_one_line(argv, out) -> str:
+    """Run the CLI in-process; return its error line after checking nothing was left at or next to ``out``."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(out), "--quiet"])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("tav-export: error: ") and "\n" not in message, message
+    assert not (out.exists() and any(out.iterdir())), "a failed export left files at --out"
+    if out.parent.is_dir():
+        assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "staging folder left behind"
+    return message
+
+
+def test_missing_weights(tmp_path):
+    message = fails_in_one_line(["--weights", str(tmp_path / "nope")], tmp_path / "engine")
+    assert "does not exist" in message and "RUN_DIR" in message
+
+
+def test_corrupt_weights(run_dir, tmp_path):
+    broken = make_run_dir(_base(run_dir), tmp_path / "broken")
+    (broken / "tuned.safetensors").write_bytes(b"not a safetensors file")
+    assert "cannot read weights" in fails_in_one_line(["--weights", str(broken)], tmp_path / "engine")
+
+
+def test_corrupt_run_json(run_dir, tmp_path):
+    broken = make_run_dir(_base(run_dir), tmp_path / "broken")
+    (broken / "run.json").write_text("{not json")
+    assert "corrupt" in fails_in_one_line(["--weights", str(broken)], tmp_path / "engine")
+
+
+def test_frames_that_do_not_match_the_inverted_latents(run_dir, tmp_path):
+    message = fails_in_one_line(["--weights", str(run_dir), "--frames", "4"], tmp_path / "engine")
+    assert "--frames 3" in message and "re-tune" in message
+
+
+def test_size_not_a_multiple_of_8(run_dir, tmp_path):
+    assert "multiple of 8" in fails_in_one_line(["--weights", str(run_dir), "--height", "60"], tmp_path / "engine")
+
+
+def test_size_that_does_not_match_the_inverted_latents(run_dir, tmp_path):
+    message = fails_in_one_line(["--weights", str(run_dir), "--height", "128", "--width", "128"], tmp_path / "engine")
+    assert "64x64" in message
+
+
+def test_unwritable_output(run_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert "cannot write" in fails_in_one_line(["--weights", str(run_dir)], blocker / "engine")
+
+
+def test_existing_nonempty_output(run_dir, tmp_path):
+    out = tmp_path / "engine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--weights", str(run_dir), "--out", str(out), "--quiet"])
+    assert "not empty" in exit_info.value.code and (out / "keep.txt").read_text() == "mine"
+
+
+def test_tensorrt_backend_without_tensorrt_says_how_to_install(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(tav.export.pipeline, "require_tensorrt", _no_tensorrt)
+    message = fails_in_one_line(["--weights", str(run_dir), "--backend", "tensorrt"], tmp_path / "engine")
+    assert "pip install tensorrt" in message and "pip install tensorrt-rtx" in message
+
+
+def test_kv_gather_plugin_with_tensorrt_needs_the_built_plugin(run_dir, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from tav.cpp_ext import tensorrt_plugin
+
+    if tensorrt_plugin.library_path().is_file():
+        pytest.skip("the KVGather TensorRT plugin is built here")
+    message = fails_in_one_line(["--weights", str(run_dir), "--kv-gather", "plugin", "--backend", "tensorrt"], tmp_path / "engine")
+    assert "KVGather TensorRT plugin is not available" in message and "--kv-gather onnx" in message
+
+
+def test_parity_failure_fails_the_export_and_leaves_nothing(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(tav.export.parity.TOLERANCE_REL_L2, "fp32", 0.0)
+    message = fails_in_one_line(["--weights", str(run_dir)], tmp_path / "engine")
+    assert "differs from PyTorch" in message and "text_encoder" in message
+
+
+def test_interrupted_export_leaves_no_folder(run_dir, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tav.export.pipeline, "check_parity", interrupt)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--weights", str(run_dir), "--out", str(tmp_path / "engine"), "--quiet"])
+    assert "interrupted" in exit_info.value.code
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_console_script_reports_errors_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tav.export.cli", "--weights", str(tmp_path / "nope"), "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("tav-export: error: ")
+
+
+def test_overwrite_replaces_an_engine_dir_and_nothing_else(run_dir, tmp_path, monkeypatch):
+    # Graph export stubbed out: this is about the folder swap, not the graphs.
+    def fake_graph(spec, staging, *args):
+        (staging / f"{spec.name}.onnx").write_bytes(b"stub")
+        return {"external_files": [], "tensorrt": None, "parity": None}
+
+    monkeypatch.setattr(tav.export.pipeline, "_export_graph", fake_graph)
+    out = tmp_path / "engine"
+    main(["--weights", str(run_dir), "--out", str(out), "--quiet"])
+    (out / "stale.txt").write_text("from the old export")
+    main(["--weights", str(run_dir), "--out", str(out), "--quiet", "--overwrite"])
+    assert (out / "manifest.json").is_file() and not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine"]  # no old copy or staging left
+    other = tmp_path / "not_an_engine"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main(["--weights", str(run_dir), "--out", str(other), "--quiet", "--overwrite"])
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def _no_tensorrt():
+    from tav.export.tensorrt_build import INSTALL_HINT, TensorRTError
+
+    raise TensorRTError(INSTALL_HINT)
+
+
+def _base(run_dir):
+    import json
+
+    return json.loads((run_dir / "run.json").read_text())["pretrained_model_path"]
