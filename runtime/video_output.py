@@ -1,0 +1,131 @@
+"""Writing generated frames: mp4, gif, npy or a folder of PNGs, chosen by the path. numpy + imageio only.
+
+Shared by the PyTorch reference sampler (``tav-sample``) and the torch-free
+runtime (``tav-run``), so both turn decoder output into bytes the same way.
+Every write is atomic: a temp file (or temp folder) next to the target, renamed
+into place, so a crash never leaves a half-written video under the real name.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = (".mp4", ".gif", ".npy", "a folder of PNGs (a path without suffix, or ending in /)")
+
+
+class VideoOutputError(ValueError):
+    """A bad frame array or output path; the message is one line saying what to do."""
+
+
+def frames_to_uint8(images: np.ndarray) -> np.ndarray:
+    """Decoder output [F, 3, H, W] in [-1, 1] -> uint8 [F, H, W, 3]: round(clip((x + 1) / 2, 0, 1) * 255).
+
+    The conversion of docs/CONTRACTS.md, done in float32 numpy so the reference sampler
+    and the runtime produce identical bytes from identical decoder output.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise VideoOutputError(f"decoder images must be [F, 3, H, W], got shape {images.shape}")
+    pixels = np.round(np.clip((images + np.float32(1)) / np.float32(2), 0, 1) * np.float32(255))
+    return pixels.astype(np.uint8).transpose(0, 2, 3, 1).copy()
+
+
+def output_kind(path) -> str:
+    """'mp4' | 'gif' | 'npy' | 'png_dir' for an output path; a clear error for anything else."""
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)) or Path(text).suffix == "":
+        return "png_dir"
+    suffix = Path(text).suffix.lower()
+    if suffix in (".mp4", ".gif", ".npy"):
+        return suffix[1:]
+    raise VideoOutputError(f"cannot write {text}: unknown suffix {suffix!r}; use one of {', '.join(FORMATS)}")
+
+
+def check_frames(frames) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", None)
+        dtype = getattr(frames, "dtype", type(frames).__name__)
+        raise VideoOutputError(f"frames must be a uint8 array [F, H, W, 3], got {dtype} of shape {shape}")
+    if 0 in frames.shape:
+        raise VideoOutputError(f"frames must not be empty, got shape {frames.shape}")
+    return np.ascontiguousarray(frames)
+
+
+def check_output_path(path) -> Path:
+    """The absolute target of ``path`` if it can be written (known format, folder exists, no clash); else a clear error.
+
+    Callers that compute for minutes before writing call this first.
+    """
+    kind = output_kind(path)
+    target = Path(os.fspath(path).rstrip("/" + os.sep) or ".").absolute()
+    parent = target.parent
+    if not parent.is_dir():
+        raise VideoOutputError(f"cannot write {target}: folder {parent} does not exist; create it first")
+    if kind == "png_dir":
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise VideoOutputError(f"cannot write PNG frames to {target}: it exists and is not an empty folder")
+    elif target.is_dir():
+        raise VideoOutputError(f"cannot write {target}: a folder of that name exists")
+    return target
+
+
+def write_video(frames: np.ndarray, path, fps: float = 8) -> Path:
+    """Write uint8 frames [F, H, W, 3] to ``path`` (format from the suffix); returns the final path."""
+    frames = check_frames(frames)
+    kind = output_kind(path)
+    if not fps or fps <= 0:
+        raise VideoOutputError(f"fps must be positive, got {fps}")
+    if kind == "mp4" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+        # H.264 in yuv420p (the format every player reads) needs even sizes.
+        raise VideoOutputError(f"mp4 needs an even height and width, got {frames.shape[2]}x{frames.shape[1]}; write .gif, .npy or PNGs")
+    target = check_output_path(path)
+    try:
+        return _write_png_dir(frames, target) if kind == "png_dir" else _write_file(frames, target, kind, fps)
+    except OSError as err:
+        raise VideoOutputError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp.{kind}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if kind == "npy":
+            np.save(tmp, frames, allow_pickle=False)
+        elif kind == "gif":
+            import imageio.v3 as iio
+
+            # GIF stores per-frame durations in ms; loop=0 repeats forever, as the official GIFs do.
+            iio.imwrite(tmp, frames, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
+        else:
+            import imageio.v2 as imageio
+
+            # macro_block_size=1: never rescale the frames (imageio's default pads to multiples of 16).
+            with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                    macro_block_size=1, ffmpeg_log_level="error") as writer:
+                for frame in frames:
+                    writer.append_data(frame)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _write_png_dir(frames, target: Path) -> Path:
+    import imageio.v3 as iio
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        for i, frame in enumerate(frames):
+            iio.imwrite(staging / f"frame_{i:04d}.png", frame, extension=".png")
+        if target.exists():
+            target.rmdir()  # checked empty above
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,61 @@
+"""``tav-sample``: generate a video from tuned weights with the PyTorch reference sampler.
+
+``--weights`` takes a RUN_DIR from tav-tune or an official Tune-A-Video output folder.
+``--out`` picks the format: .mp4, .gif, .npy (uint8 [F, H, W, 3]) or a folder of PNGs
+(a path without suffix, or ending in /).
+"""
+
+import argparse
+
+import torch
+
+from tav.runtime.video_output import check_output_path, write_video
+
+from .cli_common import run_cli
+from .sampler import INITS, sample
+from .tuned_weights import load_tuned
+
+PROG = "tav-sample"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
+    a = p.add_argument
+    a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
+    a("--prompt", required=True, help="what the edited video shows, e.g. 'spider man is skiing on the beach'")
+    a("--negative-prompt", default="", help="the unconditional text of classifier-free guidance (default empty)")
+    a("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    a("--guidance", type=float, default=12.5, help="classifier-free guidance scale (default 12.5, as the official configs)")
+    a("--seed", type=int, default=0, help="seeds the starting noise (--init noise) and the eta noise")
+    a("--init", choices=INITS, default="inverted", help="start from the clip's DDIM-inverted latents (default) or noise")
+    a("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
+    a("--fps", type=float, default=8, help="frames per second of mp4/gif (default 8, as the official GIFs)")
+    a("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    a("--out", required=True, metavar="PATH", help="output: .mp4, .gif, .npy, or a folder of PNGs")
+    return p
+
+
+def main_args(argv=None):
+    args = build_parser().parse_args(argv)
+    check_output_path(args.out)  # reject a bad --out before minutes of sampling
+    if args.fps <= 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked, but PyTorch sees no CUDA GPU; use --device cpu")
+    tuned = load_tuned(args.weights)
+    if args.init == "inverted" and tuned.inverted_latents is None:
+        raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
+    tuned.unet.to(device).eval()
+    result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta)
+    print(write_video(result.frames, args.out, fps=args.fps))
+
+
+def main(argv=None):
+    return run_cli(PROG, main_args, argv)
+
+
+if __name__ == "__main__":
+    main()
