@@ -20,8 +20,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole chain on the built-in tiny model: make model -> (make clip) -> tune -> export -> run.
+# The tiny model is random, so the video is abstract; every stage is the real one.
+# Use your own clip with `make demo VIDEO=path/to/clip.mp4`.
+VIDEO ?=
+CLIP = $(or $(VIDEO),$(DEMO_DIR)/clip.mp4)
 demo: $(STAMP)
-	$(BIN)/python -m tav.demo --out $(DEMO_DIR)
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(BIN)/tav-make-tiny $(DEMO_DIR)/sd
+	$(if $(VIDEO),,$(BIN)/tav-make-clip $(CLIP) --frames 24 --size 128)
+	$(BIN)/tav-tune --pretrained $(DEMO_DIR)/sd --video "$(CLIP)" --prompt "a ball is bouncing" \
+	  --out $(DEMO_DIR)/run --frames 6 --height 64 --width 64 --steps 30 --inversion-steps 20
+	$(BIN)/tav-export --weights $(DEMO_DIR)/run --out $(DEMO_DIR)/engine
+	$(BIN)/tav-run --engine $(DEMO_DIR)/engine --prompt "a red apple is bouncing, cartoon style" \
+	  --steps 20 --out $(DEMO_DIR)/edited.mp4
+	@echo "demo video: $$(cd $(DEMO_DIR) && pwd)/edited.mp4"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

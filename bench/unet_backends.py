@@ -40,25 +40,23 @@ def torch_step(unet, inputs: StepInputs, device: str, dtype: torch.dtype, compil
     return step, step().float().cpu().numpy()
 
 
-def onnxruntime_step(onnx_path, inputs: StepInputs, device: str):
-    """(callable, output) of the exported UNet graph in ONNX Runtime (IOBinding on CUDA)."""
-    import onnxruntime as ort
+def runtime_step(engine_dir, backend: str, inputs: StepInputs, device: str):
+    """(callable, output) of the exported UNet through tav-run's own engine wrapper.
 
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise RuntimeError("onnxruntime has no CUDA provider here (needs the onnxruntime-gpu wheel)")
-    session = ort.InferenceSession(str(onnx_path), providers=providers)
-    float_type = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
-    feeds = {
-        "sample": inputs.sample.astype(float_type),
-        "timestep": inputs.timestep,
-        "encoder_hidden_states": inputs.text.astype(float_type),
-    }
+    That is what the runtime really executes per denoising step: ORT with IOBinding and a CUDA
+    graph on a GPU, plain ORT on CPU, or the TensorRT plan with persistent buffers.
+    """
+    from tav.runtime.backends import LoadedGraphs, choose_backend
+    from tav.runtime.manifest import read_manifest
+
+    manifest = read_manifest(engine_dir)
+    unet = LoadedGraphs(manifest, choose_backend(manifest, backend, device)).graphs["unet"]
+    feeds = {"sample": inputs.sample, "timestep": inputs.timestep, "encoder_hidden_states": inputs.text}
 
     def step():
-        return session.run(["noise_pred"], feeds)[0]
+        return unet.run(feeds)["noise_pred"]
 
-    return step, step().astype(np.float32)
+    return step, np.asarray(step(), dtype=np.float32)
 
 
 def accuracy(output: np.ndarray, reference: np.ndarray) -> dict:

@@ -1,4 +1,4 @@
-"""``tav-run``: generate a video from an ENGINE_DIR and a prompt, without torch."""
+"""tav-run: generate a video from an ENGINE_DIR and a prompt, without torch."""
 
 import argparse
 import sys

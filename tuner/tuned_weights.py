@@ -75,7 +75,7 @@ def _load_run_dir(path: Path, dtype) -> TunedModel:
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
-    return TunedModel(unet.to(dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta)
+    return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta)
 
 
 def _load_official(path: Path, dtype) -> TunedModel:
@@ -90,7 +90,7 @@ def _load_official(path: Path, dtype) -> TunedModel:
         raise ValueError(f"{path} has no config.yaml and no inv_latents/; cannot tell its frame count, pass --frames")
     height = train.get("height", 512)
     width = train.get("width", 512)
-    return TunedModel(unet.to(dtype), path, frames, height, width, inverted, folder_hash(path / "unet"), {"official": True})
+    return TunedModel(_as_dtype(unet, dtype), path, frames, height, width, inverted, folder_hash(path / "unet"), {"official": True})
 
 
 def _read_latents(path: Path) -> torch.Tensor:
@@ -110,3 +110,8 @@ def _read_official_inversion(path: Path) -> torch.Tensor | None:
         return None
     latents = torch.load(files[-1], map_location="cpu", weights_only=True)
     return latents if latents.ndim == 5 else None
+
+
+def _as_dtype(unet: VideoUNet, dtype) -> VideoUNet:
+    # Skip the no-op cast: diffusers' ModelMixin.to() logs a misleading "keep in float32" notice.
+    return unet if dtype == torch.float32 else unet.to(dtype)

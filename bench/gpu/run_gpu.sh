@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole GPU check in ONE device call, on a bare lent H100/H200 (torch 2.11 + CUDA 13 + nvcc there):
+#   bash bench/gpu/fetch_wheels.sh            # here, once
+#   device run, carry [".whl"], command: bash bench/gpu/run_gpu.sh
+# It installs the carried wheels, makes `tav` importable from this tree, builds the CUDA
+# kv-gather extension, runs the GPU-marked tests, the kv-gather bandwidth check and
+# tav-bench on SD-1.5 size, and leaves every result under $OUT for docs/PERF.md.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+ROOT=$PWD
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+# The tree maps top-level folders to tav.*; a folder of links gives the same import names without pip.
+mkdir -p /tmp/tavpkg/tav
+for part in tuner export runtime cpp_ext bench; do ln -sfn "$ROOT/$part" "/tmp/tavpkg/tav/$part"; done
+export PYTHONPATH=/tmp/tavpkg:/tmp/site
+
+{ nvidia-smi; python3 -c "import torch, diffusers, onnx, onnxruntime; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'cc', torch.cuda.get_device_capability()); print('diffusers', diffusers.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"; nvcc --version | tail -1; } > "$OUT/env.txt" 2>&1
+
+step() { echo "== $1 ($(date +%T))"; }
+step "build the CUDA kv-gather extension"
+python3 -m tav.cpp_ext.build 2>&1 | tee "$OUT/build.log" | tail -5
+step "GPU-marked tests"
+python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+step "kv-gather bandwidth"
+python3 -m tav.cpp_ext.gpu_bench --json "$OUT/kv_gather.json" 2>&1 | tail -20
+step "tav-bench sd15"
+python3 -m tav.bench.cli --model sd15 --frames 8 --height 512 --width 512 --device cuda \
+  --work /tmp/tav_bench --json "$OUT/bench_sd15.json" 2>&1 | tee "$OUT/bench_sd15.log" | tail -40
+step "done"

@@ -1,0 +1,224 @@
+"""The benchmark suite: one random SD-1.x pipeline, tuned, exported, and timed on every backend.
+
+Order: device rates -> random model -> FLOPs -> tuning -> export -> UNet step per
+backend (with accuracy against PyTorch fp32) -> end to end (tav-run's pipeline
+and the PyTorch reference sampler). A stage that cannot run here is recorded
+with the reason instead of failing the whole run.
+"""
+
+import contextlib
+import functools
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .flops import unet_step_flops
+from .timing import copy_gbps, matmul_tflops, median_ms
+from .unet_backends import StepInputs, accuracy, runtime_step, torch_step
+
+PROMPT = "a red car drifting on a snowy road, cartoon style"
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    frames: int
+    height: int
+    width: int
+    device: str
+    steps: int
+    tune_steps: int
+    repeats: int
+    backends: list
+    skip: set = field(default_factory=set)
+
+
+def run_suite(cfg: BenchConfig, work: Path) -> dict:
+    gpu = cfg.device == "cuda"
+    fast_dtype = torch.float16 if gpu else torch.float32
+    report = {"device": _device_info(cfg.device, fast_dtype), "config": {**asdict(cfg), "skip": sorted(cfg.skip)},
+              "results": [], "stages": {}}
+    latent_hw = (cfg.height // 8, cfg.width // 8)
+
+    from tav.tuner.tiny_model import make_tiny
+
+    t0 = time.perf_counter()
+    sd_dir = make_tiny(work / f"sd_{cfg.model}", seed=0, size=cfg.model) if not (work / f"sd_{cfg.model}").exists() else work / f"sd_{cfg.model}"
+    unet_config = json.loads((sd_dir / "unet" / "config.json").read_text())
+    text_dim = unet_config["cross_attention_dim"]
+    report["stages"]["make_model"] = {"seconds": time.perf_counter() - t0}
+
+    flops = unet_step_flops(unet_config, 2, cfg.frames, latent_hw, text_dim)
+    report["flops"] = {"unet_step_flop": flops, "unet_step_tflop": flops / 1e12}
+
+    run_dir = _stage(report, "tune", lambda: _tune(cfg, sd_dir, work), skipped="tune" in cfg.skip)
+    if run_dir is None:
+        run_dir = _stage(report, "tune_minimal", lambda: _tune(cfg, sd_dir, work, steps=1))
+    engine_dir = None
+    if run_dir is not None and "export" not in cfg.skip:
+        engine_dir = _stage(report, "export", lambda: _export(cfg, run_dir, work))
+
+    if run_dir is not None:
+        _unet_backends(cfg, report, run_dir, engine_dir, StepInputs.seeded(cfg.frames, latent_hw, text_dim), flops)
+        if "e2e" not in cfg.skip:
+            _stage(report, "e2e_torch_sampler", lambda: _e2e_torch(cfg, run_dir))
+            if engine_dir is not None:
+                _stage(report, "e2e_tav_run", lambda: _e2e_runtime(cfg, engine_dir))
+    return report
+
+
+def _stage(report, name, fn, skipped=False):
+    """Run one stage; its dict of measurements (and return value) or the reason it could not run."""
+    if skipped:
+        report["stages"][name] = {"skipped": "--skip"}
+        return None
+    try:
+        value, measured = fn()
+        report["stages"][name] = measured
+        return value
+    except Exception as err:  # a stage that cannot run here must not hide the others' numbers
+        report["stages"][name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        return None
+
+
+def _device_info(device: str, dtype) -> dict:
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    info = {"name": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "matmul_dtype": str(dtype).replace("torch.", ""), "matmul_tflops": matmul_tflops(device, dtype)}
+    if device == "cuda":
+        info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+        info["copy_gbps"] = copy_gbps(device)
+    return info
+
+
+def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
+    from tav.runtime.video_output import write_video
+    from tav.tuner.synthetic_clip import make_clip
+    from tav.tuner.tune import tune
+    from tav.tuner.tune_config import TuneConfig
+
+    clip = work / "clip.mp4"
+    if not clip.exists():
+        write_video(make_clip(frames=2 * cfg.frames, size=max(cfg.height, cfg.width)), clip)
+    run_dir = work / f"run_{steps or cfg.tune_steps}"
+    if cfg.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    tune(TuneConfig(pretrained_model_path=str(sd_dir), video=str(clip), prompt=PROMPT, out=str(run_dir),
+                    frames=cfg.frames, height=cfg.height, width=cfg.width, steps=steps or cfg.tune_steps,
+                    device=cfg.device, checkpoint_every=0, inversion_steps=min(cfg.steps, 50)))
+    wall = time.perf_counter() - t0
+    run = json.loads((run_dir / "run.json").read_text())
+    measured = {"seconds_total": wall, "steps": steps or cfg.tune_steps}
+    if run.get("train_time_s"):
+        measured["seconds_per_step"] = run["train_time_s"] / (steps or cfg.tune_steps)
+    for key in ("train_time_s", "steps_per_s", "inversion_time_s", "peak_memory_bytes", "peak_memory_kind",
+                "eval_loss_before", "eval_loss_after", "resolved_precision"):
+        if key in run:
+            measured[key] = run[key]
+    return run_dir, measured
+
+
+def _export(cfg: BenchConfig, run_dir: Path, work: Path):
+    from tav.export import export_engine
+
+    engine_dir = work / "engine"
+    backend = "all" if _tensorrt_flavour() else "onnx"
+    t0 = time.perf_counter()
+    export_engine(run_dir, engine_dir, precision="fp16" if cfg.device == "cuda" else "fp32", backend=backend)
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    measured = {"seconds": time.perf_counter() - t0, "backend": backend, "precision": manifest["precision"]}
+    for name, graph in manifest["graphs"].items():
+        if graph.get("parity"):
+            measured[f"{name}_rel_l2_err"] = graph["parity"].get("rel_l2_err")
+    return engine_dir, measured
+
+
+def _tensorrt_flavour():
+    for module in ("tensorrt", "tensorrt_rtx"):
+        try:
+            __import__(module)
+            return module
+        except ImportError:
+            continue
+    return None
+
+
+def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
+    from tav.tuner.tuned_weights import load_tuned
+
+    gpu = cfg.device == "cuda"
+    fast = torch.float16 if gpu else torch.float32
+    unet = load_tuned(run_dir).unet
+    _, reference = torch_step(unet, inputs, cfg.device, torch.float32)  # the accuracy reference
+    candidates = {
+        "torch": lambda: torch_step(unet, inputs, cfg.device, fast),
+        "torch-compile": lambda: torch_step(unet, inputs, cfg.device, fast, compile=True),
+        "onnxruntime": lambda: _need(engine_dir, "no ENGINE_DIR") and runtime_step(engine_dir, "onnxruntime", inputs, cfg.device),
+        "tensorrt": lambda: _need(engine_dir, "no ENGINE_DIR") and runtime_step(engine_dir, "tensorrt", inputs, cfg.device),
+    }
+    torch_ms = None
+    for backend in cfg.backends:
+        row = {"backend": backend}
+        try:
+            step, output = candidates[backend]()
+            row["unet_step_ms"] = median_ms(step, cfg.device, warmup=2, repeats=cfg.repeats)
+            row.update(accuracy(output, reference), dtype=_dtype_name(backend, fast, engine_dir))
+            row["achieved_tflops"] = flops / (row["unet_step_ms"] * 1e-3) / 1e12
+            row["fraction_of_matmul"] = row["achieved_tflops"] / report["device"]["matmul_tflops"]
+            if backend == "torch":
+                torch_ms = row["unet_step_ms"]
+        except Exception as err:
+            row["note"] = f"not run: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        report["results"].append(row)
+    for row in report["results"]:
+        if torch_ms and row.get("unet_step_ms"):
+            row["speedup_vs_torch"] = torch_ms / row["unet_step_ms"]
+
+
+def _need(value, reason):
+    if value is None:
+        raise RuntimeError(reason)
+    return True
+
+
+def _dtype_name(backend, fast, engine_dir):
+    if backend.startswith("torch"):
+        return str(fast).replace("torch.", "")
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    return {"fp16": "float16", "fp32": "float32"}[manifest["precision"]]
+
+
+def _e2e_torch(cfg, run_dir):
+    from tav.tuner.sampler import PipelineParts, sample
+    from tav.tuner.tuned_weights import load_tuned
+
+    tuned = load_tuned(run_dir)
+    autocast = contextlib.nullcontext
+    if cfg.device == "cuda":  # eager fp16 with SDPA: what the original method runs (it used xformers)
+        tuned.unet.to("cuda", torch.float16)
+        autocast = functools.partial(torch.autocast, "cuda", dtype=torch.float16)
+    # Loaded once and warmed up, as tav-run's pipeline is: the timed run is generation only.
+    parts = PipelineParts.load(tuned.base_dir, cfg.device)
+    run = functools.partial(sample, tuned, PROMPT, guidance=12.5, seed=0, init="inverted", parts=parts, autocast=autocast)
+    run(steps=1)
+    t0 = time.perf_counter()
+    run(steps=cfg.steps)
+    return None, {"seconds": time.perf_counter() - t0, "steps": cfg.steps}
+
+
+def _e2e_runtime(cfg, engine_dir):
+    from tav.runtime import VideoPipeline
+
+    pipe = VideoPipeline.load(engine_dir, backend="auto", device=cfg.device)
+    pipe(PROMPT, steps=1)  # warm-up: sessions, arenas, CUDA graphs
+    t0 = time.perf_counter()
+    result = pipe(PROMPT, steps=cfg.steps, guidance=12.5, seed=0, init="inverted")
+    measured = {"seconds": time.perf_counter() - t0, "steps": cfg.steps, "backend": getattr(pipe, "backend", None)}
+    measured.update({f"stage_{k}": v for k, v in result.timings.items() if isinstance(v, float)})
+    return None, measured

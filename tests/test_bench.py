@@ -1,0 +1,24 @@
+"""tav-bench smoke test: the whole suite runs on CPU and writes its JSON (no timing is asserted)."""
+
+import json
+
+import pytest
+
+from tav.bench.cli import main
+
+
+@pytest.mark.slow
+def test_bench_runs_every_stage_on_cpu_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--model", "tiny", "--frames", "2", "--device", "cpu", "--steps", "2", "--tune-steps", "1",
+          "--repeats", "1", "--backends", "torch,onnxruntime,tensorrt", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report) >= {"device", "config", "results", "flops", "stages"}
+    rows = {r["backend"]: r for r in report["results"]}
+    assert rows["torch"]["unet_step_ms"] > 0 and rows["onnxruntime"]["unet_step_ms"] > 0
+    assert rows["onnxruntime"]["rel_l2_err"] < 1e-4  # the fp32 graph against the fp32 PyTorch model
+    assert "not run" in rows["tensorrt"]["note"]  # no GPU here: recorded with its reason, not faked
+    for stage in ("tune", "export", "e2e_torch_sampler", "e2e_tav_run"):
+        assert "error" not in report["stages"][stage], report["stages"][stage]
+    assert report["flops"]["unet_step_flop"] > 0
+    assert "onnxruntime" in capsys.readouterr().out
