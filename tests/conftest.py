@@ -23,6 +23,15 @@ def skiing_clip() -> Path:
     return clip
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model's ops are too small to gain from threads, and on a shared CPU extra threads cost ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

@@ -21,13 +21,7 @@ from tav.tuner.tuned_weights import load_tuned
 PROMPT = "spider man is skiing on the beach, cartoon style"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's ops are too small to gain from threads, and on a shared CPU extra threads cost ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

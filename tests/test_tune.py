@@ -32,13 +32,7 @@ from tav.tuner.video_unet import TRAINABLE_MODULE_SUFFIXES, VideoUNet
 SMALL = dict(frames=6, height=64, width=64, lr=1e-3, steps=8, checkpoint_every=0, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's ops are too small to gain from threads, and on a shared CPU extra threads cost ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(tiny_sd, clip, out, **overrides) -> TuneConfig:

@@ -51,8 +51,9 @@ class ModelSize:
 SIZES = {
     # Tests and the demo: the whole suite runs in minutes on 2 CPU cores.
     "tiny": ModelSize((32, 32, 64, 64), 1, 4, 8, (16, 32, 32, 32), 1, 8, 32, 2, 4, 64),
-    # CPU benchmarks: same blocks as SD 1.x with reduced channels.
-    "small": ModelSize((64, 128, 256, 256), 2, 8, 32, (32, 64, 64, 64), 1, 32, 256, 4, 4, 1024),
+    # CPU benchmarks: same blocks as SD 1.x with reduced channels; 2 heads keep the head size
+    # (32-128) in SD 1.5's range (40-160), which decides how attention maps onto GEMMs.
+    "small": ModelSize((64, 128, 256, 256), 2, 2, 32, (32, 64, 64, 64), 1, 32, 256, 4, 4, 1024),
     # The real SD 1.5 architecture (random weights do the same work as real ones).
     "sd15": ModelSize((320, 640, 1280, 1280), 2, 8, 32, (128, 256, 512, 512), 2, 32, 768, 12, 12, 3072),
 }
