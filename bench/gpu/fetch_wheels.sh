@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Run HERE (with network to PyPI) before a GPU call: downloads, into .whl/, the Python 3.12
-# wheels that the lent GPU image lacks. .whl/ is git-ignored and carried by the device call.
+# wheels that the lent GPU image lacks. .whl/ is git-ignored (.gitignore) and carried by the device call.
 # Not carried: imageio-ffmpeg (68 MB; the GPU run writes no video) and onnxruntime-gpu
 # (256 MB, over the 64 MiB a call carries; see docs/PERF.md for what that leaves unmeasured).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 rm -rf .whl && mkdir .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

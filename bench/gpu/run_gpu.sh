@@ -1,38 +1,47 @@
 #!/usr/bin/env bash
-# The whole GPU check in ONE device call, on a bare lent H100/H200 (torch 2.11 + CUDA 13 + nvcc there):
-#   bash bench/gpu/fetch_wheels.sh            # here, once
-#   device run, carry [".whl"], command: bash bench/gpu/run_gpu.sh
-# It installs the carried wheels, makes `tav` importable from this tree, builds the CUDA
-# kv-gather extension, runs the GPU-marked tests, the kv-gather bandwidth check and
-# tav-bench on SD-1.5 size, and leaves every result under $OUT for docs/PERF.md.
+# The GPU check on a bare lent H100/H200 (torch 2.11 + CUDA 13 + nvcc there), in two device calls
+# that each fit the 10-minute limit:
+#   bash bench/gpu/fetch_wheels.sh                          # here, once
+#   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh kernel   # build, GPU tests, kv-gather bandwidth
+#   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh bench    # tav-bench at SD-1.5 size
+# (no argument runs both). It installs the carried wheels, makes `tav` importable from this tree
+# and leaves every result under $OUT for docs/PERF.md.
 set -uo pipefail
+STAGE=${1:-all}
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 ROOT=$PWD
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # The tree maps top-level folders to tav.*; a folder of links gives the same import names without pip.
 mkdir -p /tmp/tavpkg/tav
 for part in tuner export runtime cpp_ext bench; do ln -sfn "$ROOT/$part" "/tmp/tavpkg/tav/$part"; done
 export PYTHONPATH=/tmp/tavpkg:/tmp/site
 
-{ nvidia-smi; python3 -c "import torch, diffusers, onnx, onnxruntime; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'cc', torch.cuda.get_device_capability()); print('diffusers', diffusers.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"; nvcc --version | tail -1; } > "$OUT/env.txt" 2>&1
-
 step() { echo "== $1 ($(date +%T))"; }
-step "build the CUDA kv-gather extension"
-python3 -m tav.cpp_ext.build 2>&1 | tee "$OUT/build.log" | tail -5
-step "GPU-marked tests"
-python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
-step "kv-gather bandwidth"
-python3 -m tav.cpp_ext.gpu_bench --json "$OUT/kv_gather.json" 2>&1 | tail -20
-step "tav-bench sd15"
-# Without onnxruntime-gpu nothing here can run the exported graphs on the GPU, and the exporter's
-# parity check of the SD-1.5 UNet on ORT's CPU provider would take most of the call: skip export
-# then (tav-run end to end needs it too; the PyTorch sampler end to end still runs).
-EXTRA=()
-python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
-  || EXTRA=(--skip export --backends torch,torch-compile)
-python3 -m tav.bench.cli --model sd15 --frames 8 --height 512 --width 512 --device cuda "${EXTRA[@]}" \
-  --work /tmp/tav_bench --json "$OUT/bench_sd15.json" 2>&1 | tee "$OUT/bench_sd15.log" | tail -40
+step "environment"
+{ nvidia-smi; nvcc --version | tail -1; python3 -c "import torch, diffusers, onnx, onnxruntime; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'); print('diffusers', diffusers.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"; } > "$OUT/env.txt" 2>&1
+tail -3 "$OUT/env.txt"
+
+if [ "$STAGE" = kernel ] || [ "$STAGE" = all ]; then
+  step "build the kv-gather extension (CUDA where nvcc and a CUDA torch are present)"
+  python3 -m tav.cpp_ext 2>&1 | tee "$OUT/build.log" | tail -5
+  step "GPU-marked tests"
+  python3 -m pytest -q -m gpu -p no:cacheprovider -rs tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+  step "kv-gather bandwidth"
+  python3 -m tav.cpp_ext.gpu_bench "$OUT/kv_gather.json" 2>&1 | tee "$OUT/kv_gather.log" | tail -20
+fi
+
+if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
+  step "tav-bench sd15"
+  # Without onnxruntime-gpu nothing here can run the exported graphs on the GPU, and the exporter's
+  # parity check of the SD-1.5 UNet on ORT's CPU provider would take most of the call: skip export
+  # then (tav-run end to end needs it too; the PyTorch sampler end to end still runs).
+  EXTRA=()
+  python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
+    || EXTRA=(--skip export --backends torch,torch-compile)
+  python3 -m tav.bench.cli --model sd15 --frames 8 --height 512 --width 512 --device cuda "${EXTRA[@]}" \
+    --work /tmp/tav_bench --json "$OUT/bench_sd15.json" 2>&1 | tee "$OUT/bench_sd15.log" | tail -40
+fi
 step "done"
