@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,12 +58,14 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
     flops = unet_step_flops(unet_config, 2, cfg.frames, latent_hw, text_dim)
     report["flops"] = {"unet_step_flop": flops, "unet_step_tflop": flops / 1e12}
 
-    run_dir = _stage(report, "tune", lambda: _tune(cfg, sd_dir, work), skipped="tune" in cfg.skip)
+    # The random SD folder is reused across runs in one --work; runs and engines never are.
+    scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=work))
+    run_dir = _stage(report, "tune", lambda: _tune(cfg, sd_dir, scratch), skipped="tune" in cfg.skip)
     if run_dir is None:
-        run_dir = _stage(report, "tune_minimal", lambda: _tune(cfg, sd_dir, work, steps=1))
+        run_dir = _stage(report, "tune_minimal", lambda: _tune(cfg, sd_dir, scratch, steps=1))
     engine_dir = None
     if run_dir is not None and "export" not in cfg.skip:
-        engine_dir = _stage(report, "export", lambda: _export(cfg, run_dir, work))
+        engine_dir = _stage(report, "export", lambda: _export(cfg, run_dir, scratch))
 
     if run_dir is not None:
         _unet_backends(cfg, report, run_dir, engine_dir, StepInputs.seeded(cfg.frames, latent_hw, text_dim), flops)
@@ -137,27 +140,31 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
 
 def _export(cfg: BenchConfig, run_dir: Path, work: Path):
     from tav.export import export_engine
+    from tav.export.tensorrt_build import find_tensorrt
 
-    engine_dir = work / "engine"
-    backend = "all" if _tensorrt_flavour() else "onnx"
+    precision = "fp16" if cfg.device == "cuda" else "fp32"
+    measured = {}
+    if find_tensorrt() is not None:
+        t0 = time.perf_counter()
+        try:
+            export_engine(run_dir, work / "engine_trt", precision=precision, backend="all")
+            measured.update(backend="all", seconds=time.perf_counter() - t0)
+            return _export_measured(work / "engine_trt", measured)
+        except Exception as err:  # e.g. a TensorRT that cannot build for this GPU: keep the ONNX numbers
+            measured["tensorrt_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
     t0 = time.perf_counter()
-    export_engine(run_dir, engine_dir, precision="fp16" if cfg.device == "cuda" else "fp32", backend=backend)
+    export_engine(run_dir, work / "engine", precision=precision, backend="onnx")
+    measured.update(backend="onnx", seconds=time.perf_counter() - t0)
+    return _export_measured(work / "engine", measured)
+
+
+def _export_measured(engine_dir: Path, measured: dict):
     manifest = json.loads((engine_dir / "manifest.json").read_text())
-    measured = {"seconds": time.perf_counter() - t0, "backend": backend, "precision": manifest["precision"]}
+    measured["precision"] = manifest["precision"]
     for name, graph in manifest["graphs"].items():
         if graph.get("parity"):
             measured[f"{name}_rel_l2_err"] = graph["parity"].get("rel_l2_err")
     return engine_dir, measured
-
-
-def _tensorrt_flavour():
-    for module in ("tensorrt", "tensorrt_rtx"):
-        try:
-            __import__(module)
-            return module
-        except ImportError:
-            continue
-    return None
 
 
 def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
@@ -166,7 +173,10 @@ def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     gpu = cfg.device == "cuda"
     fast = torch.float16 if gpu else torch.float32
     unet = load_tuned(run_dir).unet
-    _, reference = torch_step(unet, inputs, cfg.device, torch.float32)  # the accuracy reference
+    from tav.export.parity import no_tf32
+
+    with no_tf32():  # the accuracy reference is true fp32, as the exporter's parity check
+        _, reference = torch_step(unet, inputs, cfg.device, torch.float32)
     candidates = {
         "torch": lambda: torch_step(unet, inputs, cfg.device, fast),
         "torch-compile": lambda: torch_step(unet, inputs, cfg.device, fast, compile=True),
@@ -177,8 +187,10 @@ def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     for backend in cfg.backends:
         row = {"backend": backend}
         try:
-            step, output = candidates[backend]()
+            step, output, *resources = candidates[backend]()
             row["unet_step_ms"] = median_ms(step, cfg.device, warmup=2, repeats=cfg.repeats)
+            for resource in resources:
+                resource.close()  # free its device memory before the next backend is timed
             row.update(accuracy(output, reference), dtype=_dtype_name(backend, fast, engine_dir))
             row["achieved_tflops"] = flops / (row["unet_step_ms"] * 1e-3) / 1e12
             row["fraction_of_matmul"] = row["achieved_tflops"] / report["device"]["matmul_tflops"]
@@ -226,7 +238,11 @@ def _e2e_torch(cfg, run_dir):
 def _e2e_runtime(cfg, engine_dir):
     from tav.runtime import VideoPipeline
 
-    pipe = VideoPipeline.load(engine_dir, backend="auto", device=cfg.device)
+    with VideoPipeline.load(engine_dir, backend="auto", device=cfg.device) as pipe:
+        return None, _time_pipeline(cfg, pipe)
+
+
+def _time_pipeline(cfg, pipe) -> dict:
     # Warm-up of two UNet calls: ORT CPU's second run is its slowest (memory arena and pattern
     # planning settle then), and on a GPU the CUDA graph is captured after the first.
     pipe(PROMPT, steps=2)
@@ -234,4 +250,4 @@ def _e2e_runtime(cfg, engine_dir):
     result = pipe(PROMPT, steps=cfg.steps, guidance=12.5, seed=0, init="inverted")
     measured = {"seconds": time.perf_counter() - t0, "steps": cfg.steps, "backend": getattr(pipe, "backend", None)}
     measured.update({f"stage_{k}": v for k, v in result.timings.items() if isinstance(v, float)})
-    return None, measured
+    return measured

@@ -41,7 +41,7 @@ def torch_step(unet, inputs: StepInputs, device: str, dtype: torch.dtype, compil
 
 
 def runtime_step(engine_dir, backend: str, inputs: StepInputs, device: str):
-    """(callable, output) of the exported UNet through tav-run's own engine wrapper.
+    """(callable, output, loaded graphs to close) of the exported UNet through tav-run's own engine wrapper.
 
     That is what the runtime really executes per denoising step: ORT with IOBinding and a CUDA
     graph on a GPU, plain ORT on CPU, or the TensorRT plan with persistent buffers.
@@ -50,13 +50,14 @@ def runtime_step(engine_dir, backend: str, inputs: StepInputs, device: str):
     from tav.runtime.manifest import read_manifest
 
     manifest = read_manifest(engine_dir)
-    unet = LoadedGraphs(manifest, choose_backend(manifest, backend, device)).graphs["unet"]
+    graphs = LoadedGraphs(manifest, choose_backend(manifest, backend, device))
+    unet = graphs.graphs["unet"]
     feeds = {"sample": inputs.sample, "timestep": inputs.timestep, "encoder_hidden_states": inputs.text}
 
     def step():
         return unet.run(feeds)["noise_pred"]
 
-    return step, np.asarray(step(), dtype=np.float32)
+    return step, np.asarray(step(), dtype=np.float32), graphs
 
 
 def accuracy(output: np.ndarray, reference: np.ndarray) -> dict:

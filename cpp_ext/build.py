@@ -48,6 +48,11 @@ def library_path(variant: str) -> Path:
     for name in SOURCES[variant] + HEADERS:
         digest.update(name.encode() + (CSRC / name).read_bytes())
     tag = [variant, torch.__version__, str(torch.version.cuda), sys.version.split()[0], *CFLAGS, *CUDA_CFLAGS]
+    if variant == "cuda":
+        # Without TORCH_CUDA_ARCH_LIST torch compiles for the visible GPUs only: a library from
+        # another GPU generation (a shared cache) would load and then fail at the first launch.
+        tag.append(os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+        tag += [str(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
     digest.update(" ".join(tag).encode())
     return cache_root() / f"{variant}-{digest.hexdigest()[:16]}" / f"tav_kv_gather_{variant}.so"
 
@@ -69,8 +74,11 @@ def load(variant: str, verbose: bool = False) -> Path:
     """
     so = library_path(variant)
     lock = so.parent / "lock"  # held by torch's build until the link is done
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
-        lock.unlink(missing_ok=True)  # left by a killed build; torch would wait on it forever
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink(missing_ok=True)  # left by a killed build; torch would wait on it forever
+    except FileNotFoundError:
+        pass  # no lock, or another process's build just finished and removed it
     if so.exists() and not lock.exists():
         torch.ops.load_library(str(so))
         return so

@@ -74,15 +74,19 @@ def build(include_dir=None, archs=DEFAULT_ARCHS, out=None, verbose=False) -> Pat
         raise RuntimeError("nvcc not found: set CUDA_HOME")
     out = Path(out) if out else library_path()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # nvcc writes a temp name that is renamed when complete: register() trusts any file at `out`.
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     gencode.append(f"-gencode=arch=compute_{archs[0]},code=compute_{archs[0]}")
     command = [nvcc, "-shared", "-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden", "-cudart", "static",
-               f"-I{CSRC}", f"-I{include_dir}", *gencode, "-o", str(out), str(CSRC / SOURCES[0])]
+               f"-I{CSRC}", f"-I{include_dir}", *gencode, "-o", str(partial), str(CSRC / SOURCES[0])]
     if verbose:
         print(" ".join(command))
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
+        partial.unlink(missing_ok=True)
         raise RuntimeError(f"nvcc failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    os.replace(partial, out)
     return out
 
 

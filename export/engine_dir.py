@@ -36,12 +36,20 @@ def make_staging(out_dir: Path) -> Path:
         raise ExportError(f"cannot write next to --out {out_dir}: {err.strerror or err}") from None
 
 
-def move_into_place(staging: Path, out_dir: Path):
+def move_into_place(staging: Path, out_dir: Path, overwrite: bool):
+    """Swap the finished ENGINE_DIR in. What is at ``out_dir`` is re-checked now: the export took
+    minutes, and only an existing ENGINE_DIR (with --overwrite) or an empty folder may be replaced."""
+    check_output(out_dir, overwrite)
     staging.chmod(0o755)  # mkdtemp makes it private; an ENGINE_DIR is read by services under other users
     if out_dir.exists() and any(out_dir.iterdir()):  # --overwrite of an existing ENGINE_DIR
         trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.rename(out_dir, trash / "engine")
-        os.rename(staging, out_dir)
+        try:
+            os.rename(staging, out_dir)
+        except OSError:
+            os.rename(trash / "engine", out_dir)  # put the previous ENGINE_DIR back rather than lose it
+            shutil.rmtree(trash, ignore_errors=True)
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(staging, out_dir)  # replaces an empty folder in one step

@@ -56,12 +56,12 @@ def reference_output(spec, feeds: dict) -> np.ndarray:
         torch.from_numpy(np.asarray(feeds[t.name])).to(device, torch.int64 if t.dtype == "int64" else torch.float32)
         for t in spec.inputs
     ]
-    with _no_tf32():
+    with no_tf32():
         return spec.module(*args).float().cpu().numpy()
 
 
 @contextmanager
-def _no_tf32():
+def no_tf32():
     """On CUDA, TF32 convs/matmuls would make the fp32 reference itself ~1e-3 off."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -59,6 +59,9 @@ def export_engine(
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
     out_dir = Path(out_dir).absolute()
     check_output(out_dir, overwrite)
+    if kv_gather == "plugin" and backend == "onnx":
+        log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
+                    "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")
     trt = require_tensorrt() if backend != "onnx" else None
     plugin = kv_gather_plugin(trt) if kv_gather == "plugin" else None
     timings = {}
@@ -83,6 +86,12 @@ def export_engine(
         with _stage(timings, "assets"):
             write_assets(tuned, staging)
         if trt is not None:
+            # The builds read only the ONNX files: give the GPU memory torch holds to TensorRT's builder,
+            # which cannot use torch's cache and picks worse tactics (or fails) when short of memory.
+            for model in (unet, text_encoder, vae):
+                model.to("cpu")
+            if device == "cuda":
+                torch.cuda.empty_cache()
             old_cache = out_dir / TIMING_CACHE if overwrite else None
             builder = EngineBuilder(trt, optimization_level, old_cache)
             for spec in specs:
@@ -119,7 +128,7 @@ def export_engine(
             "export_seconds": timings,
         }
         write_json_atomic(staging / MANIFEST, manifest)
-        move_into_place(staging, out_dir)
+        move_into_place(staging, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -59,17 +59,28 @@ def require_tensorrt() -> TensorRT:
     return trt
 
 
-def gpu_info():
-    """(name, "major.minor") of the CUDA device the build ran next to, or (None, None) without one."""
+def gpu_info(flavour: str):
+    """(GPU name, "major.minor" the plan is tied to) for the manifest; None where unknown or not tied.
+
+    TensorRT-RTX plans are built without a compute-capability target here, so they are portable
+    across its supported GPUs: recording the build machine's GPU would make the runtime refuse
+    them elsewhere. Full TensorRT plans are tied to the GPU they were built on.
+    """
+    name = capability = None
     try:
         import torch
 
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
-            return props.name, f"{props.major}.{props.minor}"
+            name, capability = props.name, f"{props.major}.{props.minor}"
     except Exception:
         pass
-    return None, None
+    if capability is None:  # a CPU-only torch next to a real GPU: ask the CUDA runtime directly
+        from tav.runtime import cuda_rt
+
+        if cuda_rt.gpu_count() > 0:
+            capability = cuda_rt.compute_capability(0)
+    return name, None if flavour == "tensorrt_rtx" else capability
 
 
 _LOGGERS = {}
@@ -129,7 +140,7 @@ class EngineBuilder:
         if plan is None:
             raise TensorRTError(f"{spec.name}: {self.trt.flavour} build failed: {'; '.join(self.logger.errors) or 'no reason given'}")
         plan_path.write_bytes(memoryview(plan))
-        gpu, capability = gpu_info()
+        gpu, capability = gpu_info(self.trt.flavour)
         return {
             "plan": plan_path.name,
             "flavour": self.trt.flavour,

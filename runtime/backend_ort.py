@@ -51,8 +51,10 @@ class OrtGraph:
     def _cuda_session(self, ort, options, cuda_graph: bool, device_id: int):
         def session(graph: bool):
             # kSameAsRequested: the arena grows by what is asked, not by powers of two (large UNet activations).
+            # use_tf32 0: ORT enables TF32 by default, so an fp32 graph would not compute what its manifest
+            # parity measured (the exporter checks without TF32); fp16 graphs are unaffected.
             cuda = {"device_id": str(device_id), "enable_cuda_graph": "1" if graph else "0",
-                    "arena_extend_strategy": "kSameAsRequested"}
+                    "arena_extend_strategy": "kSameAsRequested", "use_tf32": "0"}
             return ort.InferenceSession(self.path, options, providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
 
         self.cuda_graph = cuda_graph

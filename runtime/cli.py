@@ -31,10 +31,10 @@ def main(argv=None):
     # Imported here so `tav-run --help` answers without loading onnxruntime.
     from .manifest import EngineDirError
     from .pipeline import NonFiniteError, VideoPipeline
-    from .video_output import VideoOutputError, output_kind, write_video
+    from .video_output import VideoOutputError, check_output_path, write_video
 
     try:
-        output_kind(args.out)  # a bad --out fails before minutes of sampling, not after
+        check_output_path(args.out)  # a bad --out (suffix, missing or clashing folder) fails before minutes of sampling
         pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device)
         with pipe:
             result = pipe(args.prompt, args.negative_prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,

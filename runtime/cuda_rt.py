@@ -1,10 +1,11 @@
 """The few CUDA runtime calls the TensorRT backend needs, through polygraphy's libcudart loader.
 
-polygraphy finds libcudart (system CUDA or the nvidia-cuda-runtime wheel) and wraps malloc,
-memcpy and streams with raw pointers. We call those, never its DeviceArray copy helpers:
-they type-check host buffers through a dispatcher that imports torch, which the runtime
-must not do. CUDA-graph and device-query calls polygraphy does not wrap go to the same
-ctypes handle (CUDA 12+ signatures). Importing this module touches no GPU.
+polygraphy finds libcudart (system CUDA or the nvidia-cuda-runtime wheel); we call its ctypes
+handle directly (CUDA 12+ signatures) and check every status ourselves, so a CUDA failure
+(out of memory above all) is a RuntimeError that the pipeline can fall back from or report in
+one line. polygraphy's own wrappers raise PolygraphyException and print to stdout instead, and
+its DeviceArray helpers import torch, which the runtime must not do. Importing this module
+touches no GPU.
 """
 
 import ctypes
@@ -12,7 +13,10 @@ import functools
 
 # cudaDeviceAttr values (driver_types.h).
 _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76
-_CAPTURE_MODE_GLOBAL = 0  # cudaStreamCaptureModeGlobal, as in TensorRT's samples
+# Thread-local capture: another thread's CUDA calls (another pipeline, ORT, torch) neither break
+# nor are broken by this stream's one-time capture, as they would be in the global mode.
+_CAPTURE_MODE_THREAD_LOCAL = 1
+_STREAM_NON_BLOCKING = 1  # cudaStreamNonBlocking: no implicit sync with the legacy default stream
 H2D, D2H = 1, 2  # cudaMemcpyKind
 
 
@@ -49,36 +53,48 @@ def compute_capability(device: int = 0) -> str:
 
 
 def malloc(nbytes: int) -> int:
-    return _cuda().malloc(max(int(nbytes), 1))
+    ptr = ctypes.c_void_p()
+    _check(_cuda().handle.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(max(int(nbytes), 1))), f"cudaMalloc({nbytes} bytes)")
+    return ptr.value
 
 
 def free(ptr: int) -> None:
     if ptr:
-        _cuda().free(ptr)
+        _check(_cuda().handle.cudaFree(ctypes.c_void_p(ptr)), "cudaFree")
+
+
+def _memcpy(dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
+    status = _cuda().handle.cudaMemcpyAsync(
+        ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes), kind, ctypes.c_void_p(stream)
+    )
+    _check(status, "cudaMemcpyAsync")
 
 
 def copy_to_device(dst: int, host, stream: int) -> None:
-    _cuda().memcpy(dst, host.ctypes.data, host.nbytes, H2D, stream)
+    _memcpy(dst, host.ctypes.data, host.nbytes, H2D, stream)
 
 
 def copy_to_host(host, src: int, stream: int) -> None:
-    _cuda().memcpy(host.ctypes.data, src, host.nbytes, D2H, stream)
+    _memcpy(host.ctypes.data, src, host.nbytes, D2H, stream)
 
 
 def create_stream() -> int:
-    return _cuda().create_stream()
+    stream = ctypes.c_void_p()
+    _check(_cuda().handle.cudaStreamCreateWithFlags(ctypes.byref(stream), _STREAM_NON_BLOCKING), "cudaStreamCreateWithFlags")
+    return stream.value
 
 
 def synchronize(stream: int) -> None:
-    _cuda().stream_synchronize(stream)
+    _check(_cuda().handle.cudaStreamSynchronize(ctypes.c_void_p(stream)), "cudaStreamSynchronize")
 
 
 def destroy_stream(stream: int) -> None:
-    _cuda().destroy_stream(stream)
+    if stream:
+        _check(_cuda().handle.cudaStreamDestroy(ctypes.c_void_p(stream)), "cudaStreamDestroy")
 
 
 def begin_capture(stream: int) -> None:
-    _check(_cuda().handle.cudaStreamBeginCapture(ctypes.c_void_p(stream), _CAPTURE_MODE_GLOBAL), "cudaStreamBeginCapture")
+    _check(_cuda().handle.cudaStreamBeginCapture(ctypes.c_void_p(stream), _CAPTURE_MODE_THREAD_LOCAL), "cudaStreamBeginCapture")
 
 
 def end_capture(stream: int) -> int:

@@ -47,7 +47,7 @@ class VideoPipeline:
     per-pipeline lock serializes engine calls, one graph call at a time, and every call copies
     its outputs out before releasing it. Results equal those of sequential calls; concurrent
     requests interleave step by step, so throughput is one engine stream's. For parallel
-    throughput load one pipeline per GPU (or per process).
+    throughput run one process per GPU (select it with CUDA_VISIBLE_DEVICES: engines use device 0).
 
     Use ``VideoPipeline.load(engine_dir)`` once, then ``pipe(prompt, ...)`` many times;
     ``close()`` (or a ``with`` block) frees device memory.

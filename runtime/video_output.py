@@ -108,6 +108,7 @@ def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
                                     macro_block_size=1, ffmpeg_log_level="error") as writer:
                 for frame in frames:
                     writer.append_data(frame)
+        _publish_mode(tmp, 0o666)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -122,6 +123,7 @@ def _write_png_dir(frames, target: Path) -> Path:
     try:
         for i, frame in enumerate(frames):
             iio.imwrite(staging / f"frame_{i:04d}.png", frame, extension=".png")
+        _publish_mode(staging, 0o777)
         if target.exists():
             target.rmdir()  # checked empty above
         staging.rename(target)
@@ -129,3 +131,11 @@ def _write_png_dir(frames, target: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _publish_mode(path: Path, full: int) -> None:
+    """The mode a plain open()/mkdir() would give: mkstemp/mkdtemp make owner-only temp files,
+    and the rename would carry that onto a video other users (a web server) must read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, full & ~umask)

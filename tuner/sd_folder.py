@@ -11,6 +11,8 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from tav.runtime.manifest import file_sha256  # one implementation for both sides of the ENGINE_DIR
+
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -56,12 +58,4 @@ def folder_hash(path, patterns=("*.json", "*.safetensors", "*.bin", "*.txt")) ->
     for f in files:
         digest.update(str(f.relative_to(path)).encode())
         digest.update(file_sha256(f).encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path, chunk=1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
     return digest.hexdigest()

@@ -70,6 +70,8 @@ def tune(cfg: TuneConfig, on_step=None) -> Path:
 
 
 def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started) -> Path:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # run.json's peak memory is this run's, not the process's
     if not cfg.resume:
         torch.manual_seed(cfg.seed)  # the global RNGs: not drawn from by our code, seeded for any library that does
         random.seed(cfg.seed)

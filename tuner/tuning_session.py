@@ -6,9 +6,9 @@
   MSE(eps_hat, eps) in fp32.
 - AdamW (betas 0.9/0.999, weight decay 1e-2, eps 1e-8), grad-norm clip 1.0, constant lr.
 
-Differences that change cost, not the objective: the clip latents (one seeded
-``latent_dist.sample()``) and the prompt embedding are computed once instead of
-every step; the VAE and text encoder run in fp32 (once, so it costs nothing);
+Differences that change cost and, negligibly, the objective: the clip latents (one
+seeded ``latent_dist.sample()``, where the official code draws a new sample each step;
+the VAE posterior's std is tiny) and the prompt embedding are computed once; the VAE and text encoder run in fp32 (once, so it costs nothing);
 frozen Linear/Conv weights are stored in the autocast dtype (autocast would cast
 them to it on every call anyway), while norms and the trained tensors stay fp32.
 """
