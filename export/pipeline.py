@@ -25,6 +25,8 @@ from .manifest import MANIFEST, SCHEMA_VERSION, graph_entry, other_files, write_
 from .onnx_export import trace_to_onnx
 from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD, check_graph, optimise, save_onnx
 from .parity import check_parity, ort_session
+from tav.runtime.backend_trt import PLUGIN_FILE
+
 from .tensorrt_build import EngineBuilder, TensorRTError, require_tensorrt
 
 log = logging.getLogger("tav.export")
@@ -100,6 +102,10 @@ def export_engine(
                     onnx_path, plan_path = staging / f"{spec.name}.onnx", staging / f"{spec.name}.plan"
                     graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins)
             builder.save_timing_cache(staging / TIMING_CACHE)
+            if plugin:
+                # Ship the plugin with the plans (hashed under "files"): a service needs only the folder.
+                shutil.copy2(plugin.library, staging / PLUGIN_FILE)
+                graphs["unet"]["tensorrt"]["plugins"] = [PLUGIN_FILE]
         entries = {
             spec.name: graph_entry(spec, staging / f"{spec.name}.onnx", root=staging, **graphs[spec.name]) for spec in specs
         }

@@ -303,8 +303,10 @@ def test_kv_gather_plugin_export(run_dir, tmp_path, monkeypatch):
     _check_plugin_engine(engine)
     if with_trt:
         graphs = manifest(engine)["graphs"]
-        assert graphs["unet"]["tensorrt"]["plugins"][0].endswith(".so") and (engine / "unet.plan").stat().st_size > 0
+        assert graphs["unet"]["tensorrt"]["plugins"] == ["kv_gather_plugin.so"] and (engine / "unet.plan").stat().st_size > 0
         assert graphs["vae_decoder"]["tensorrt"]["plugins"] == []
+        # The library travels with the plans, pinned like every other file.
+        assert manifest(engine)["files"]["kv_gather_plugin.so"] == file_sha256(engine / "kv_gather_plugin.so")
 
 
 def test_official_output_folder_is_accepted_with_its_frames_and_size(tiny_sd, run_dir, tmp_path, monkeypatch):
