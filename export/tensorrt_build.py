@@ -20,7 +20,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-FLAVOURS = ("tensorrt", "tensorrt_rtx")
+from tav.runtime.backend_trt import FLAVOURS  # the flavours a plan may name, one list for both sides
+
 INSTALL_HINT = "TensorRT is not installed: `pip install tensorrt` on a CUDA machine, or `pip install tensorrt-rtx`"
 _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "INT64": "int64", "INT32": "int32"}
 

@@ -7,13 +7,12 @@
 
 import argparse
 
-import torch
-
 from tav.runtime.video_output import check_output_path, write_video
 
 from .cli_common import run_cli
 from .sampler import INITS, sample
 from .tuned_weights import load_tuned
+from .tuning_session import resolve_device
 
 PROG = "tav-sample"
 
@@ -40,11 +39,7 @@ def main_args(argv=None):
     check_output_path(args.out)  # reject a bad --out before minutes of sampling
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked, but PyTorch sees no CUDA GPU; use --device cpu")
+    device = resolve_device(args.device)
     tuned = load_tuned(args.weights)
     if args.init == "inverted" and tuned.inverted_latents is None:
         raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
