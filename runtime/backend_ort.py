@@ -8,12 +8,16 @@ A session with bound buffers is not reentrant: callers serialize ``run`` (VideoP
 """
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 
 from .manifest import TensorSpec
 
 log = logging.getLogger("tav.runtime")
+
+PROFILE_ENV = "TAV_ORT_PROFILE"  # a folder: every session writes ONNX Runtime's per-node trace there
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(double)": "float64"}
@@ -49,6 +53,10 @@ class OrtGraph:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if profile_dir:  # where the time goes, per node: summarise with `python -m tav.bench.ort_profile DIR`
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(profile_dir) / Path(self.path).stem)
         try:
             if device == "cpu":
                 self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
@@ -119,5 +127,7 @@ class OrtGraph:
         return {name: own(value.numpy()) for name, value in self._device_outputs.items()}
 
     def close(self) -> None:
+        if self.session is not None and self.session.get_session_options().enable_profiling:
+            self.session.end_profiling()  # writes the JSON trace
         self._binding = self._device_inputs = self._device_outputs = None
         self.session = None

@@ -204,6 +204,18 @@ def test_onnxruntime_graphs_run_every_unet_and_vae_attention_as_one_fused_node(f
                 assert attrs["scale"] == pytest.approx((widths[node.input[0]] / attrs["num_heads"]) ** -0.5, rel=1e-6), name
 
 
+def _scaled_before_first_matmul(model, softmax) -> bool:
+    """TensorRT's attention fusion wants the scale on Q and/or K before the first MatMul, not on the scores:
+    the Softmax reads the MatMul directly, and both its inputs are a Mul by a constant (here d^-1/4 each)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    scores = producer.get(softmax.input[0])
+    if scores is None or scores.op_type != "MatMul":
+        return False
+    sides = [producer.get(i) for i in scores.input]
+    return all(side is not None and side.op_type == "Mul" and set(side.input) & constants for side in sides)
+
+
 def _last_dims(model) -> dict:
     inferred = onnx.shape_inference.infer_shapes(model)
     values = [*inferred.graph.value_info, *inferred.graph.input]
@@ -223,6 +235,7 @@ def test_tensorrt_plans_are_built_from_pinned_standard_op_twins(fp16_engine, tor
         softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
         assert not _multihead_attention_nodes(model) and len(softmaxes) == softmax_count
         assert all(_softmax_in_attention(model, s) for s in softmaxes), name
+        assert all(_scaled_before_first_matmul(model, s) for s in softmaxes), name
     # The text encoder is not fused, so its one graph serves both backends.
     assert "onnx" not in graphs["text_encoder"]["tensorrt"]
 
