@@ -55,12 +55,13 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> tuple[Path, str
     """The local snapshot folder of ``repo_id`` at ``revision`` (default: main) and its commit hash."""
     api = HfApi()
     requested = revision or constants.DEFAULT_REVISION
+    offline = constants.is_offline_mode()  # then straight to the cache, without "could not reach the hub" noise
     try:
-        resolved = api.resolve_revision(repo_id, revision=requested)
+        resolved = api.resolve_revision(repo_id, revision=requested, local_files_only=offline)
         commit = resolved.resolved
         wanted = files_to_fetch(_repo_files(api, repo_id, commit))
         folder = Path(snapshot_download(repo_id, revision=resolved, allow_patterns=wanted,
-                                        ignore_patterns=IGNORE_PATTERNS))
+                                        ignore_patterns=IGNORE_PATTERNS, local_files_only=offline))
         # Offline without a cached listing nothing above checked the snapshot: check what loading needs is there.
         files_to_fetch(_files_in(folder))
     except (RepositoryNotFoundError, GatedRepoError):
@@ -70,10 +71,10 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> tuple[Path, str
         raise ValueError(f"hub repo {repo_id} has no revision {requested!r}; pass an existing branch, tag or commit "
                          "with --revision") from None
     except (RevisionResolutionError, LocalEntryNotFoundError):
-        offline = " (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""
+        why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the hub cannot be reached"
         raise FileNotFoundError(
             f"{repo_id} is not a local path, and as a hub repo id it is not (completely) in the cache "
-            f"{constants.HF_HUB_CACHE} at revision {requested!r} and the hub cannot be reached{offline}; "
+            f"{constants.HF_HUB_CACHE} at revision {requested!r} and {why}; "
             "download it once with a network, or fix the path") from None
     except ValueError as err:
         raise ValueError(f"hub repo {repo_id} at revision {requested!r} is {err}") from None
@@ -125,7 +126,7 @@ def _repo_files(api: HfApi, repo_id: str, commit: str) -> list[str]:
         return [f.path for f in get_cached_repo_tree(repo_id, revision=commit)]
     except CachedRepoTreeNotFoundError:
         pass
-    if not constants.HF_HUB_OFFLINE:
+    if not constants.is_offline_mode():
         try:
             return api.list_repo_files(repo_id, revision=commit)
         except (RepositoryNotFoundError, RevisionNotFoundError):
