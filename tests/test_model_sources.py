@@ -122,6 +122,33 @@ def test_hub_ids_resolve_offline_by_branch_or_commit_and_refuse_what_is_not_cach
         assert "\n" not in str(err.value)
 
 
+def test_an_incomplete_cached_snapshot_is_reported_not_loaded(offline_cache, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    shutil.copytree(offline_cache, cache, symlinks=True)
+    (cache / "models--tiny-org--tiny-sd" / "snapshots" / COMMIT / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    with pytest.raises(FileNotFoundError, match="not \\(completely\\) in the cache"):
+        resolve_base_model(REPO)
+
+
+def test_hub_errors_online_name_the_problem_in_one_line(tiny_sd, tmp_path, monkeypatch):
+    not_sd = {"README.md": b"# a text model", "config.json": b"{}", "model.safetensors": b"x"}
+    with LocalHub({REPO: (COMMIT, {"model_index.json": b"{}"}), "other-org/text-model": (COMMIT, not_sd)}) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        for spec, revision, message in (
+            ("tiny-org/nothing-here", None, "hub repo tiny-org/nothing-here was not found, or it is private or gated"),
+            (REPO, "v9", "hub repo tiny-org/tiny-sd has no revision 'v9'"),
+            ("other-org/text-model", None, "is not a Stable Diffusion pipeline in diffusers layout: it lacks "
+                                           "model_index.json"),
+        ):
+            with pytest.raises(ValueError) as err:
+                resolve_base_model(spec, revision)
+            assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+        assert not any(r.startswith("GET") and "/resolve/" in r for r in hub.requested)  # nothing was downloaded
+
+
 def test_a_run_whose_base_folder_is_gone_refetches_its_recorded_commit(offline_cache, tiny_sd, tmp_path):
     run = make_run_dir(tiny_sd, tmp_path / "run")
     meta = json.loads((run / "run.json").read_text())

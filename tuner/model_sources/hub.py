@@ -62,8 +62,6 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> tuple[Path, str
         wanted = files_to_fetch(_repo_files(api, repo_id, commit))
         folder = Path(snapshot_download(repo_id, revision=resolved, allow_patterns=wanted,
                                         ignore_patterns=IGNORE_PATTERNS, local_files_only=offline))
-        # Offline without a cached listing nothing above checked the snapshot: check what loading needs is there.
-        files_to_fetch(_files_in(folder))
     except (RepositoryNotFoundError, GatedRepoError):
         raise ValueError(f"hub repo {repo_id} was not found, or it is private or gated: check the id, "
                          "or log in with `hf auth login` and accept its licence on the hub") from None
@@ -78,6 +76,11 @@ def fetch_from_hub(repo_id: str, revision: str | None = None) -> tuple[Path, str
             "download it once with a network, or fix the path") from None
     except ValueError as err:
         raise ValueError(f"hub repo {repo_id} at revision {requested!r} is {err}") from None
+    try:  # offline without a cached listing nothing above could check the snapshot against the repository
+        files_to_fetch(_files_in(folder))
+    except ValueError as err:
+        raise FileNotFoundError(f"the cached copy of {repo_id} at commit {commit[:12]} ({folder}) is incomplete: "
+                                f"{str(err).split(': ', 1)[-1]}; download it again with a network") from None
     return folder, commit
 
 
