@@ -283,6 +283,9 @@ def _mutated(state: dict, kind: str) -> dict:
         state[key] = torch.zeros(48, *state[key].shape[1:])
     elif kind == "unrelated":
         state = {"encoder.weight": torch.zeros(2, 2)}
+    elif kind == "misshapen":  # right keys and widths, one tensor that fits no SD 1.x layer: diffusers' load fails
+        key = "model.diffusion_model.out.2.weight"
+        state[key] = torch.zeros(5, *state[key].shape[1:])
     return state
 
 
@@ -295,6 +298,7 @@ def _mutated(state: dict, kind: str) -> dict:
     ("unet_only", "not recognisable as a Stable Diffusion 1.x checkpoint: it lacks the VAE"),
     ("other_widths", "not recognisable as Stable Diffusion 1.x: UNet width 48"),
     ("unrelated", "not recognisable as a Stable Diffusion 1.x checkpoint: it lacks the UNet"),
+    ("misshapen", "cannot convert"),
 ])
 def test_single_files_that_are_not_sd1_are_refused_in_one_line(ldm_tiny, file_cache, tmp_path, kind, message):
     checkpoint = write_single_file(_mutated(ldm_tiny, kind), tmp_path / f"{kind}.safetensors")
@@ -302,6 +306,13 @@ def test_single_files_that_are_not_sd1_are_refused_in_one_line(ldm_tiny, file_ca
         resolve_base_model(checkpoint)
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
     assert not file_cache.exists() or not any(file_cache.iterdir())  # nothing converted, nothing left
+
+
+def test_a_truncated_file_is_named(ldm_tiny, file_cache, tmp_path):
+    checkpoint = write_single_file(ldm_tiny, tmp_path / "cut.safetensors")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # an interrupted download
+    with pytest.raises(ValueError, match="cannot read checkpoint .*cut.safetensors"):
+        resolve_base_model(checkpoint)
 
 
 def test_a_ckpt_with_pickled_code_is_not_unpickled(file_cache, tmp_path):
