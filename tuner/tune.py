@@ -192,7 +192,8 @@ def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
                             init=cfg.validation_init, parts=s.parts, autocast=s.autocast)
             slug = re.sub(r"[^A-Za-z0-9]+", "-", prompt).strip("-")[:60] or "empty"
             (partial / "validation").mkdir(exist_ok=True)
-            write_video(result.frames, partial / "validation" / f"step-{step:06d}-{slug}.gif")
+            # overwrite: a resumed run re-validates the steps after its checkpoint
+            write_video(result.frames, partial / "validation" / f"step-{step:06d}-{slug}.gif", overwrite=True)
     finally:
         s.unet.train()
 
