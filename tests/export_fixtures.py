@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from tav.tuner import VideoUNet
+from tav.tuner.sd_folder import folder_hash
 
 FRAMES, HEIGHT, WIDTH = 3, 64, 64  # 3 frames: frame 2 is the first whose previous frame is not frame 0
 
@@ -29,6 +30,7 @@ def make_run_dir(sd_dir, run_dir, frames=FRAMES, height=HEIGHT, width=WIDTH, see
     if inverted:
         latents = torch.randn((1, 4, frames, height // 8, width // 8), generator=generator)
         save_file({"latents": latents}, str(run_dir / "inverted_latents.safetensors"))
-    run = {"pretrained_model_path": str(Path(sd_dir).absolute()), "frames": frames, "height": height, "width": width, "seed": seed}
+    run = {"pretrained_model_path": str(Path(sd_dir).absolute()), "pretrained_model_hash": folder_hash(sd_dir),
+           "frames": frames, "height": height, "width": width, "seed": seed}
     (run_dir / "run.json").write_text(json.dumps(run, indent=2))
     return run_dir
