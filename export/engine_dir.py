@@ -29,8 +29,10 @@ PROBE_PROMPT = "a man is skiing on the beach, cartoon style"
 
 def check_output(out_dir: Path, overwrite: bool):
     """--out must be absent, an empty folder, or (with --overwrite) provably an ENGINE_DIR and nothing else."""
-    if out_dir.exists() or out_dir.is_symlink():
-        if not out_dir.is_dir() or out_dir.is_symlink():
+    if out_dir.is_symlink():  # the swap would replace the link, not the folder it points to
+        raise ExportError(f"--out {out_dir} is a symlink; give the path of the folder itself")
+    if out_dir.exists():
+        if not out_dir.is_dir():
             raise ExportError(f"--out {out_dir} exists and is not a folder")
         if any(out_dir.iterdir()):
             if not overwrite:
