@@ -183,7 +183,8 @@ class VideoPipeline:
         return VideoResult(frames, latents, timings)
 
     def _check_args(self, prompt, negative_prompt, steps, guidance, seed, eta) -> int:
-        """Every argument checked before the first engine call; the type errors are TypeErrors, as Python's are."""
+        """Every argument checked before the first engine call: a prompt that is not a str is a TypeError, a bad value
+        a ValueError."""
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             if not isinstance(text, str):  # a list would silently become a batch of prompts
                 raise TypeError(f"{name} must be a str (one prompt per call), got {type(text).__name__}")
