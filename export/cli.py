@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     parser.add_argument("--kv-gather", choices=("onnx", "plugin"), default="onnx",
                         help="sparse-causal KV gather as standard ops (default) or as cpp_ext's KVGather plugin node")
+    parser.add_argument("--attention", choices=("fused", "standard"), default="fused",
+                        help="fused (default): ONNX Runtime graphs run each attention as one MultiHeadAttention node "
+                             "(flash attention, no score tensor); TensorRT plans are built from a standard-op twin. "
+                             "standard: one plain MatMul-Softmax-MatMul graph for every consumer")
     parser.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing ENGINE_DIR at --out (refused if the folder holds anything its manifest does not list)")
@@ -57,7 +61,7 @@ def main(argv=None):
 
         out = export_engine(
             args.weights, args.out, args.frames, args.height, args.width, args.precision, args.backend, args.opset,
-            args.kv_gather, optimization_level=args.optimization_level, overwrite=args.overwrite,
+            args.kv_gather, attention=args.attention, optimization_level=args.optimization_level, overwrite=args.overwrite,
             allow_base_mismatch=args.allow_base_mismatch,
         )
     except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it

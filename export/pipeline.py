@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .attention_fusion import MHA_DOMAIN, MHA_OP, fuse_for_onnxruntime
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
@@ -36,6 +37,8 @@ log = logging.getLogger("tav.export")
 PRECISIONS = ("fp32", "fp16")
 BACKENDS = ("onnx", "tensorrt", "all")
 KV_GATHER_MODES = ("onnx", "plugin")
+ATTENTION_MODES = ("fused", "standard")
+TENSORRT_SOURCE_SUFFIX = ".trt.onnx"  # the standard-op twin of a fused graph, which TensorRT plans are built from
 MIN_OPSET = 17  # native LayerNormalization; SDPA exports as MatMul-Softmax-MatMul
 
 
@@ -63,6 +66,7 @@ def export_engine(
     opset=17,
     kv_gather="onnx",
     *,
+    attention="fused",
     optimization_level=3,
     overwrite=False,
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
@@ -71,10 +75,14 @@ def export_engine(
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
     ``frames``/``height``/``width`` default to the run's. ``backend``: "onnx" (graphs only),
-    "tensorrt" or "all" (graphs and one plan per graph). ``allow_base_mismatch``: export even when
-    the SD folder is not the one the run was tuned on (its hash differs from run.json's). Returns ``out_dir``.
+    "tensorrt" or "all" (graphs and one plan per graph). ``attention``: "fused" (ONNX Runtime graphs
+    with MultiHeadAttention nodes; TensorRT keeps standard ops) or "standard" (one standard-op graph
+    for both). ``allow_base_mismatch``: export even when the SD folder is not the one the run was
+    tuned on (its hash differs from run.json's). Returns ``out_dir``.
     """
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
+    if attention not in ATTENTION_MODES:
+        raise ExportError(f"--attention {attention!r} is not one of {', '.join(ATTENTION_MODES)}")
     if str(out_dir).strip() in ("", "-"):
         raise ExportError(f"--out {str(out_dir)!r} is not a folder name; an ENGINE_DIR is a folder, give its path")
     out_dir = Path(out_dir).absolute()
@@ -104,7 +112,9 @@ def export_engine(
         graphs = {}
         for spec in specs:
             plugin_context = plugin.context if plugin and spec.name == "unet" else None
-            graphs[spec.name] = _export_graph(spec, staging, precision, opset, plugin_context, external_data_threshold, timings)
+            graphs[spec.name] = _export_graph(
+                spec, staging, precision, opset, plugin_context, external_data_threshold, timings, attention, trt is not None
+            )
         with _stage(timings, "assets"):
             write_assets(tuned, staging)
         if trt is not None:
@@ -119,7 +129,9 @@ def export_engine(
             for spec in specs:
                 plugins = [plugin.library] if plugin and spec.name == "unet" else []
                 with _stage(timings, "build", spec.name):
-                    onnx_path, plan_path = staging / f"{spec.name}.onnx", staging / f"{spec.name}.plan"
+                    source = graphs[spec.name].get("tensorrt_source")
+                    onnx_path = source["path"] if source else staging / f"{spec.name}.onnx"
+                    plan_path = staging / f"{spec.name}.plan"
                     graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins)
             builder.save_timing_cache(staging / TIMING_CACHE)
             if plugin:
@@ -145,9 +157,11 @@ def export_engine(
                 "weights_hash": tuned.weights_hash,
                 "base_model": str(Path(tuned.base_dir).absolute()),
                 "base_model_hash": tuned.base_model_hash or folder_hash(tuned.base_dir),
+                "base_model_source": tuned.meta.get("pretrained_model_source"),  # hub commit / file sha256, if known
             },
             "tools": _tool_versions(trt),
             "kv_gather": kv_gather,
+            "attention": attention,
             "opset": opset,
             "graphs": entries,
             "files": other_files(staging, entries),
@@ -171,29 +185,42 @@ def _warn_about_leftovers(out_dir: Path):
                     "removes the stale ones", len(stale), out_dir, ", ".join(stale[:3]), out_dir)
 
 
-def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings) -> dict:
-    """Trace, clean, check, save and parity-check one graph; return its manifest fields."""
+def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings, attention, standard_twin) -> dict:
+    """Trace, clean, check, save and parity-check one graph; return its manifest fields.
+
+    ``<name>.onnx`` is the graph ONNX Runtime loads: with ``attention="fused"`` every attention of a
+    ``spec.fused_attention`` graph is one com.microsoft.MultiHeadAttention node. TensorRT's parser
+    does not know that contrib op, so when plans are wanted (``standard_twin``) and the graphs differ,
+    the standard-op graph is kept too as ``<name>.trt.onnx``: the plans' source, parity-checked as well.
+    """
     work = staging / ".trace" / spec.name
     with _stage(timings, "trace", spec.name):
         model = trace_to_onnx(spec, precision, opset, work, plugin_context() if plugin_context else None)
     with _stage(timings, "optimise", spec.name):
         model = optimise(model, precision)
-    with _stage(timings, "check", spec.name):
         check_graph(model, spec)
+        fused = fuse_for_onnxruntime(model, spec) if attention == "fused" and spec.fused_attention and plugin_context is None else None
+    fields = {"attention": {"fused": fused.fused if fused else 0, "op": f"{MHA_DOMAIN}.{MHA_OP}" if fused else None}, "tensorrt": None}
+    with _stage(timings, "check", spec.name):
         path = staging / f"{spec.name}.onnx"
-        external = save_onnx(model, path, threshold, full_check=plugin_context is None)
-        del model
+        fields["external_files"] = save_onnx(fused.model if fused else model, path, threshold, full_check=plugin_context is None)
+        if fused and standard_twin:
+            twin = staging / f"{spec.name}{TENSORRT_SOURCE_SUFFIX}"
+            fields["tensorrt_source"] = {"path": twin, "external_files": save_onnx(model, twin, threshold)}
+        del model, fused
     with _stage(timings, "parity", spec.name):
-        fields = {"external_files": external, "tensorrt": None}
         if plugin_context is None:
             fields["parity"] = check_parity(spec, ort_session(path), precision)
+            if "tensorrt_source" in fields:
+                fields["tensorrt_source"]["parity"] = check_parity(spec, ort_session(fields["tensorrt_source"]["path"]), precision)
         else:
             fields.update(plugin_parity(spec, path, work, precision, opset, threshold))
     shutil.rmtree(staging / ".trace", ignore_errors=True)
     parity = fields["parity"] or fields["parity_standard_op_twin"]
     log.info(
-        "%s: ORT vs PyTorch fp32%s: rel_l2 %.2g, max_abs %.2g (tolerance %g)", spec.name,
+        "%s: ORT vs PyTorch fp32%s: rel_l2 %.2g, max_abs %.2g (tolerance %g)%s", spec.name,
         "" if fields["parity"] else " (standard-op twin)", parity["rel_l2_err"], parity["max_abs_err"], parity["tolerance_rel_l2"],
+        f"; {fields['attention']['fused']} attention layers fused" if fields["attention"]["fused"] else "",
     )
     return fields
 

@@ -104,7 +104,8 @@ class LoadedGraphs:
         else:
             self.graphs = {
                 # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
-                name: backend_ort.OrtGraph(manifest.path(g.onnx), choice.device, cuda_graph=name == "unet")
+                name: backend_ort.OrtGraph(manifest.path(g.onnx), choice.device, cuda_graph=name == "unet",
+                                           fused_attention=g.fused_attention)
                 for name, g in manifest.graphs.items()
             }
         try:

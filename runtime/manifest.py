@@ -8,6 +8,7 @@ backends then compare the declared I/O with what the loaded graph or plan really
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,12 @@ import numpy as np
 
 from .engine_paths import UnsafeName, resolve_inside
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("tav.runtime")
+
+SCHEMA_VERSION = 2
+# Schema 1 (before fused attention) still loads: the same contract, standard-op graphs only, which
+# run correctly but hold every attention score tensor (several x the memory at 512x512).
+READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 INVERTED_LATENTS = "inverted_latents.npy"
 FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16"}
@@ -60,7 +66,8 @@ class GraphEntry:
     external_data: tuple  # ((file, sha256), ...)
     inputs: tuple
     outputs: tuple
-    tensorrt: dict | None  # {"plan", "sha256", "flavour", "version", "gpu", "compute_capability"} or None
+    tensorrt: dict | None  # {"plan", "sha256", "flavour", "version", "gpu", "compute_capability", ["onnx"]} or None
+    fused_attention: int = 0  # com.microsoft.MultiHeadAttention nodes in ``onnx`` (schema 2)
 
     @classmethod
     def from_json(cls, name: str, entry: dict) -> "GraphEntry":
@@ -74,13 +81,21 @@ class GraphEntry:
         external = tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ())
         if not _is_text(entry["onnx"], entry["sha256"], *(x for pair in external for x in pair)):
             raise TypeError(f"graphs.{name} has a file name or sha256 that is not a string")
-        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]), tensorrt)
+        attention = entry.get("attention") or {}
+        if not isinstance(attention, dict):
+            raise TypeError(f"graphs.{name}.attention is not an object")
+        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]), tensorrt,
+                   int(attention.get("fused", 0)))
 
     def file_names(self) -> list:
-        """Every file this entry names (ONNX, external data, plan, plugin libraries)."""
+        """Every file this entry names (ONNX, external data, plan, the plan's standard-op ONNX twin, plugin libraries)."""
         names = [self.onnx, *(f for f, _ in self.external_data)]
         if self.tensorrt:
+            twin = self.tensorrt.get("onnx") or {}  # schema 2: {"onnx": "<name>.trt.onnx", "external_data": [...]}
+            if not isinstance(twin, dict):
+                raise TypeError(f"graphs.{self.name}.tensorrt.onnx is not an object")
             names += [self.tensorrt["plan"], *(self.tensorrt.get("plugins") or ())]
+            names += [twin["onnx"], *(e["file"] for e in twin.get("external_data") or ())] if twin else []
         return names
 
 
@@ -156,8 +171,10 @@ def read_manifest(engine_dir) -> Manifest:
         raise refuse(engine_dir, f"manifest.json is not valid JSON ({err})") from None
     if not isinstance(raw, dict):
         raise refuse(engine_dir, f"manifest.json holds a JSON {type(raw).__name__}, not an object")
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise refuse(engine_dir, f"manifest schema_version is {raw.get('schema_version')!r}, this runtime reads {SCHEMA_VERSION}")
+    schema = raw.get("schema_version")
+    if type(schema) is not int or schema not in READABLE_SCHEMAS:  # type check: JSON true == 1 in Python
+        readable = " or ".join(map(str, READABLE_SCHEMAS))
+        raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
     try:
         manifest = Manifest(
             engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
@@ -168,16 +185,20 @@ def read_manifest(engine_dir) -> Manifest:
         )
         if not all(_is_text(k, v) for k, v in manifest.files.items()):
             raise TypeError("files maps a name to something other than a sha256 string")
+        names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]
     except (KeyError, TypeError, ValueError) as err:
         raise refuse(engine_dir, f"manifest.json lacks or garbles {err}") from None
     if raw.get("kv_gather", "onnx") not in ("onnx", "plugin"):
         raise refuse(engine_dir, f"manifest kv_gather is {raw['kv_gather']!r}, neither 'onnx' nor 'plugin'")
-    for name in [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]:
+    for name in names:
         manifest.path(name)  # every name must stay inside the folder, whichever backend reads it
     if not isinstance(manifest.precision, str) or manifest.precision not in FLOAT_DTYPES:
         raise refuse(engine_dir, f"manifest precision {manifest.precision!r} is neither fp32 nor fp16")
     if raw.get("batch", 2) != 2:
         raise refuse(engine_dir, f"manifest batch is {raw['batch']}, the runtime's CFG batch is 2")
+    if schema < SCHEMA_VERSION:
+        log.warning("%s: exported before fused attention (schema %s): it runs, but ONNX Runtime holds every attention "
+                    "score tensor; re-export it with tav-export for far less memory", engine_dir, schema)
     for name, graph in manifest.graphs.items():
         inputs, outputs = manifest.contract_io(name)
         problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(outputs, graph.outputs)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import sd_folder
 from .inversion import ddim_inversion
+from .model_sources import resolve_base_model
 from .partial_claim import claim_partial
 from .saved_files import save_tensors
 from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
@@ -52,10 +53,12 @@ def tune(cfg: TuneConfig, on_step=None) -> Path:
     run_dir = Path(cfg.out).absolute()
     partial = partial_dir(run_dir)
     _check_targets(run_dir, partial, cfg.resume)
-    sd_dir = sd_folder.check_sd_folder(cfg.pretrained_model_path).absolute()
     pixels = load_clip(cfg.video, cfg.frames, cfg.height, cfg.width, cfg.stride, cfg.start)
-    settings = dict(cfg.to_dict(), pretrained_model_path=str(sd_dir), video=str(Path(cfg.video).absolute()),
-                    out=str(run_dir), pretrained_model_hash=sd_folder.folder_hash(sd_dir))
+    base = resolve_base_model(cfg.pretrained_model_path, cfg.pretrained_model_revision)  # may download: after cheap checks
+    sd_dir = base.path
+    settings = dict(cfg.to_dict(), pretrained_model_path=str(sd_dir), pretrained_model_source=base.source,
+                    video=str(Path(cfg.video).absolute()), out=str(run_dir),
+                    pretrained_model_hash=sd_folder.folder_hash(sd_dir))
     del settings["resume"]
     if cfg.resume:
         _check_resume_matches(partial, settings)
