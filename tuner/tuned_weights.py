@@ -58,9 +58,10 @@ def load_tuned(weights, dtype=torch.float32, base_dir=None, allow_base_mismatch:
     ``base_dir`` (a folder from ``resolve_base_model``) replaces the base model the weights name:
     run.json's ``pretrained_model_path``, or an official output folder's own frozen parts. It must hold
     the weights the run was tuned on (e.g. the same model moved, or as a single file): the tuned layers
-    are only meaningful beside the frozen weights they were trained with. So a RUN_DIR's base, recorded
-    or given, must hash as run.json recorded at tuning time; ``allow_base_mismatch`` turns the refusal
-    into a loud warning.
+    are only meaningful beside the frozen weights they were trained with. So the base run.json names must
+    still hash as run.json recorded at tuning time (an edited or replaced folder is refused);
+    ``allow_base_mismatch`` turns that refusal into a loud warning, and a ``base_dir`` that hashes
+    differently is used with the same warning.
     """
     path = Path(weights)
     if not path.exists():
@@ -83,7 +84,7 @@ def _load_run_dir(path: Path, dtype, override, allow_base_mismatch: bool) -> Tun
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} is missing; the run did not finish, re-run tav-tune")
     base_dir = _recorded_base(meta, path) if override is None else check_sd_folder(override)
-    base_hash = _check_base_hash(path, meta, base_dir, allow_base_mismatch)
+    base_hash = _check_base_hash(path, meta, base_dir, allow_base_mismatch, given=override is not None)
     unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
     latents_file = path / INVERTED_LATENTS
@@ -115,8 +116,12 @@ def _read_run_json(path: Path) -> tuple:
     return meta, base_dir, frames, height, width
 
 
-def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: bool) -> str | None:
-    """folder_hash(base_dir) when run.json recorded one to compare with (runs before it did are not checked)."""
+def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: bool, given: bool) -> str | None:
+    """folder_hash(base_dir) when run.json recorded one to compare with (runs before it did are not checked).
+
+    The hash covers file bytes, not weights: a base given explicitly (``given``: the same model moved,
+    or converted from a single file) may hash differently and still be right, so it only warns.
+    """
     recorded = meta.get("pretrained_model_hash")
     if recorded is None:
         return None
@@ -124,9 +129,10 @@ def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: boo
     if current != recorded:
         what = (f"the base model {base_dir} is not the one {path} was tuned on (its files hash to {current[:12]}..., "
                 f"run.json recorded {str(recorded)[:12]}...)")
-        if not allow_mismatch:
+        if not (allow_mismatch or given):
             raise ValueError(f"{what}; use the SD model it was tuned on, or pass --allow-base-mismatch to use this one anyway")
-        log.warning("WARNING: %s; continuing because of --allow-base-mismatch: results will not be those of the tuned run", what)
+        why = "--allow-base-mismatch" if allow_mismatch else "it was given explicitly"
+        log.warning("WARNING: %s; using it because %s: results equal the tuned run's only if it holds the same weights", what, why)
     return current
 
 
