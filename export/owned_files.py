@@ -16,8 +16,9 @@ from tav.runtime.plugin_library import PLUGIN_FILE
 from .manifest import MANIFEST, TIMING_CACHE
 
 KNOWN_OUTPUTS = {MANIFEST, TIMING_CACHE, PLUGIN_FILE}
-# Keys of a graph entry whose string values are file names, at any depth ("file" in external_data,
-# "plugins" under tensorrt). Schema 2 may add an ONNX Runtime graph file: any key ending in "onnx" counts.
+# Keys of a graph entry whose string values are file names, at any depth: "file" in external_data,
+# "plan" and "plugins" under tensorrt, "onnx" also inside schema 2's tensorrt.onnx (the plans'
+# standard-op twin); any key ending in "onnx" counts, so a later graph file is not taken for a stranger.
 FILE_KEYS = ("onnx", "file", "plan", "plugins")
 
 

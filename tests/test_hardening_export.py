@@ -85,6 +85,24 @@ def test_overwrite_of_an_engine_dir_with_a_user_file_keeps_it(run_dir, tmp_path,
     assert "tokenizer/my_notes.txt" in message and tree(out) == before
 
 
+def test_a_schema_2_engine_dir_with_plans_and_twins_is_ours_to_replace(tmp_path):
+    from tav.export.owned_files import foreign_entries
+
+    out = tmp_path / "engine"
+    graph = {"onnx": "unet.onnx", "sha256": "0", "external_data": [{"file": "unet.onnx.data", "sha256": "0"}],
+             "tensorrt": {"plan": "unet.plan", "sha256": "0", "plugins": ["kv_gather_plugin.so"],
+                          "onnx": {"onnx": "unet.trt.onnx", "sha256": "0", "external_data": [{"file": "unet.trt.onnx.data"}]}}}
+    manifest = {"schema_version": 2, "graphs": {"unet": graph}, "files": {"tokenizer/tokenizer.json": "0"}}
+    for name in ("unet.onnx", "unet.onnx.data", "unet.plan", "kv_gather_plugin.so", "unet.trt.onnx", "unet.trt.onnx.data",
+                 "tokenizer/tokenizer.json", "timing.cache"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"x")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert foreign_entries(out) is None
+    (out / "tokenizer" / "vocab.json").write_text("{}")  # not listed: not ours
+    assert "tokenizer/vocab.json" in foreign_entries(out)
+
+
 # --- defect 5: the base model must be the one the run was tuned on --------------------------------
 
 
