@@ -16,6 +16,8 @@ from .manifest import Manifest, describe_io_mismatch, refuse
 log = logging.getLogger("tav.runtime")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
+# Graphs that keep ONNX Runtime's CPU memory arena between runs: the one run every denoising step.
+CPU_ARENA_GRAPHS = ("unet",)
 DEVICES = ("cuda", "cpu")
 
 
@@ -105,7 +107,7 @@ class LoadedGraphs:
             self.graphs = {
                 # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
                 name: backend_ort.OrtGraph(manifest.path(g.onnx), choice.device, cuda_graph=name == "unet",
-                                           fused_attention=g.fused_attention)
+                                           fused_attention=g.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS)
                 for name, g in manifest.graphs.items()
             }
         try:
