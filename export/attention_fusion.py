@@ -61,10 +61,6 @@ def fuse_attention(model: onnx.ModelProto) -> FusionResult:
     return FusionResult(result, fused, left)
 
 
-def count_fused(model: onnx.ModelProto) -> int:
-    return sum(n.op_type == MHA_OP and n.domain == MHA_DOMAIN for n in model.graph.node)
-
-
 def _match(softmax):
     """(q, k, v, out, num_heads, scale) when ``softmax`` sits in the traced SDPA form, else None."""
     if softmax.attrs.get("axis", -1) not in (-1, 3):
@@ -81,14 +77,14 @@ def _match(softmax):
     q = _split_heads(q_heads, (0, 2, 1, 3))
     k = _split_heads(k_heads_t, (0, 2, 3, 1))
     v = _split_heads(context.inputs[1], (0, 2, 1, 3))
-    out = _merge_heads(context.outputs[0])
-    if any(part is None for part in (q, k, v, out)):
+    if any(part is None for part in (q, k, v)):
         return None
-    (q, heads, size), (k, k_heads, k_size), (v, v_heads, _) = q, k, v
+    (q, heads, size), (k, k_heads, k_size), (v, v_heads, v_size) = q, k, v
     # MultiHeadAttention's contract: q [B,S,H*d], k [B,L,H*d], v [B,L,H*d_v] -> [B,S,H*d_v].
-    same_heads = heads == k_heads == v_heads and size == k_size
-    same_batch = q.shape[0] == k.shape[0] == v.shape[0] and k.shape[1] == v.shape[1]
-    if not (same_heads and same_batch and out.shape[2] == v.shape[2]):
+    if not (heads == k_heads == v_heads and size == k_size):
+        return None
+    out = _merge_heads(context.outputs[0], heads * v_size)
+    if out is None or not _same_batch(q, k, v):
         return None
     return q, k, v, out, int(heads), _exact_scale(c_q * c_k, size)
 
@@ -128,34 +124,50 @@ def _strip_scale(tensor):
 
 
 def _split_heads(tensor, perm):
-    """(x [B,T,C], heads, head size) when ``tensor`` is Transpose(perm)(Reshape(x, [B,T,H,d])), else None."""
+    """(x, heads, head size) when ``tensor`` is Transpose(perm)(Reshape(x, [b, t, H, d])), else None.
+
+    H and d are read off the Reshape's folded target, not off inferred shapes: ONNX shape
+    inference is not kept for models past protobuf's 2 GB (an fp32 SD-1.5 UNet), and the
+    fusion must not depend on model size. Inferred shapes, where present, are checked too.
+    """
     transpose = _only_producer(tensor, "Transpose")
     if transpose is None or tuple(transpose.attrs.get("perm", ())) != perm:
         return None
     reshape = _only_producer(transpose.inputs[0], "Reshape")
-    if reshape is None:
+    target = _reshape_target(reshape)
+    if target is None or len(target) != 4 or target[2] <= 0 or target[3] <= 0:
         return None
-    x, split = reshape.inputs[0], reshape.outputs[0]
-    if x.shape is None or split.shape is None or len(split.shape) != 4 or len(x.shape) != 3:
-        return None
-    batch, tokens, heads, size = split.shape
-    if not all(isinstance(s, int) for s in (batch, tokens, heads, size)) or tuple(x.shape) != (batch, tokens, heads * size):
+    x, heads, size = reshape.inputs[0], int(target[2]), int(target[3])
+    if x.shape is not None and (len(x.shape) != 3 or x.shape[2] != heads * size):
         return None
     return x, heads, size
 
 
-def _merge_heads(tensor):
-    """out [B,S,C] when ``tensor`` [B,H,S,d] flows only through Transpose(0,2,1,3) -> Reshape [B,S,H*d]."""
+def _merge_heads(tensor, width: int):
+    """out [B,S,width] when ``tensor`` [B,H,S,d] flows only through Transpose(0,2,1,3) -> Reshape [b, s, width]."""
     if len(tensor.outputs) != 1 or tensor.outputs[0].op != "Transpose" or tuple(tensor.outputs[0].attrs.get("perm", ())) != (0, 2, 1, 3):
         return None
     moved = tensor.outputs[0].outputs[0]
     if len(moved.outputs) != 1 or moved.outputs[0].op != "Reshape":
         return None
-    out = moved.outputs[0].outputs[0]
-    if out.shape is None or len(out.shape) != 3 or tensor.shape is None:
+    target = _reshape_target(moved.outputs[0])
+    if target is None or len(target) != 3 or target[2] != width:
         return None
-    batch, heads, tokens, size = tensor.shape
-    return out if tuple(out.shape) == (batch, tokens, heads * size) else None
+    return moved.outputs[0].outputs[0]
+
+
+def _reshape_target(reshape):
+    """The Reshape's target shape as ints when it is a folded constant (``allowzero`` unset), else None."""
+    if reshape is None or reshape.attrs.get("allowzero", 0) or not isinstance(reshape.inputs[1], gs.Constant):
+        return None
+    return [int(d) for d in np.asarray(reshape.inputs[1].values).reshape(-1)]
+
+
+def _same_batch(q, k, v) -> bool:
+    """Where shapes were inferred: one batch for q/k/v, one key length for k and v (True when unknown)."""
+    if q.shape is None or k.shape is None or v.shape is None:
+        return True
+    return q.shape[0] == k.shape[0] == v.shape[0] and k.shape[1] == v.shape[1]
 
 
 def fuse_for_onnxruntime(model: onnx.ModelProto, spec) -> FusionResult:

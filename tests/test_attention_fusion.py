@@ -134,3 +134,13 @@ def test_attention_outside_the_traced_form_is_left_as_it_is(tmp_path):
     torch.onnx.export(Masked(), args, str(path), opset_version=17, dynamo=False)
     result = fuse_attention(optimise(onnx.load(str(path))))
     assert (result.fused, result.left) == (0, 1)
+
+
+def test_fusion_needs_no_inferred_shapes(tmp_path):
+    """Past protobuf's 2 GB (an fp32 SD-1.5 UNet) the traced graph carries no inferred shapes:
+    heads and head size must come from the graph's own Reshape targets."""
+    inputs = [np.random.default_rng(1).standard_normal((2 * FRAMES, TOKENS, WIDTH)).astype(np.float32)]
+    traced, _ = _export(SparseCausal(), inputs, "fp32", tmp_path / "traced.onnx")
+    del traced.graph.value_info[:]
+    result = fuse_attention(traced)
+    assert (result.fused, result.left) == (1, 0)
