@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--tune-steps", type=int, default=None, help="tuning steps timed (default 30 on cuda, 3 on cpu)")
     parser.add_argument("--repeats", type=int, default=None, help="timed UNet steps per backend (default 20 cuda, 3 cpu)")
     parser.add_argument("--backends", default="torch,torch-compile,onnxruntime,tensorrt")
-    parser.add_argument("--skip", default="", help="comma list of stages to skip: tune,export,e2e")
+    parser.add_argument("--skip", default="", help="comma list of stages to skip: tune,export,packs,e2e")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)

@@ -65,6 +65,9 @@ def export_engine(
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
     out_dir = Path(out_dir).absolute()
     check_output(out_dir, overwrite)
+    if base and kv_gather == "plugin":
+        raise ExportError("--base with --kv-gather plugin is not supported yet (the plugin's parity twin has no tunable "
+                          "inputs); export the base with --kv-gather onnx")
     if kv_gather == "plugin" and backend == "onnx":
         log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
                     "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")

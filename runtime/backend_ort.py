@@ -109,6 +109,17 @@ class OrtGraph:
             self._bound_weights = None
         weights.clear()
 
+    def bind_weights(self, weights: dict) -> None:
+        """Point the bound per-video inputs at ``weights`` (a no-op when they already are): the switch between videos."""
+        if self._bound_weights is weights:
+            return
+        for name, value in weights.items():
+            if isinstance(value, np.ndarray):
+                self._binding.bind_cpu_input(name, value)
+            else:
+                self._binding.bind_ortvalue_input(name, value)
+        self._bound_weights = weights
+
     def run(self, feeds: dict, weights: dict | None = None) -> dict:
         weights = weights or {}
         if set(weights) != self.weight_inputs:
@@ -116,13 +127,8 @@ class OrtGraph:
         feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
         if self._binding is None:
             return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights})))
-        if weights and self._bound_weights is not weights:
-            for name, value in weights.items():
-                if isinstance(value, np.ndarray):
-                    self._binding.bind_cpu_input(name, value)
-                else:
-                    self._binding.bind_ortvalue_input(name, value)
-            self._bound_weights = weights
+        if weights:
+            self.bind_weights(weights)
         for name, array in feeds.items():
             self._device_inputs[name].update_inplace(array)  # same device address: a captured graph stays valid
         # ORT's CUDA provider runs on its own stream: order the copies around the run (as ORT's CudaSession does).
