@@ -9,6 +9,8 @@ with the reason instead of failing the whole run.
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,7 +24,7 @@ from .flops import unet_step_flops
 from .packs import measure_packs, pack_sizes
 from .memory import step_memory
 from .timing import copy_gbps, matmul_tflops, median_ms
-from .unet_backends import StepInputs, accuracy, runtime_step, torch_step
+from .unet_backends import StepInputs, accuracy
 
 PROMPT = "a red car drifting on a snowy road, cartoon style"
 
@@ -156,7 +158,8 @@ def _export(cfg: BenchConfig, run_dir: Path, work: Path):
 
     precision = "fp16" if cfg.device == "cuda" else "fp32"
     measured = {}
-    if find_tensorrt() is not None:
+    # On a CPU no plan can run, and building them (tensorrt-rtx can) only adds minutes.
+    if cfg.device == "cuda" and find_tensorrt() is not None:
         t0 = time.perf_counter()
         try:
             export_engine(run_dir, work / "engine_trt", precision=precision, backend="all")
@@ -180,52 +183,52 @@ def _export_measured(engine_dir: Path, measured: dict):
 
 
 def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
+    """Each backend timed in its own process (bench/step_worker.py); accuracy against PyTorch fp32 here."""
+    from tav.export.parity import no_tf32
     from tav.tuner.tuned_weights import load_tuned
 
-    gpu = cfg.device == "cuda"
-    fast = torch.float16 if gpu else torch.float32
-    unet = load_tuned(run_dir).unet
-    from tav.export.parity import no_tf32
+    from .unet_backends import torch_step
 
-    with no_tf32():  # the accuracy reference is true fp32, as the exporter's parity check
-        _, reference = torch_step(unet, inputs, cfg.device, torch.float32)
-    candidates = {
-        "torch": lambda: torch_step(unet, inputs, cfg.device, fast),
-        "torch-compile": lambda: torch_step(unet, inputs, cfg.device, fast, compile=True),
-        "onnxruntime": lambda: _need(engine_dir, "no ENGINE_DIR") and runtime_step(engine_dir, "onnxruntime", inputs, cfg.device),
-        "tensorrt": lambda: _need(engine_dir, "no ENGINE_DIR") and runtime_step(engine_dir, "tensorrt", inputs, cfg.device),
-    }
-    torch_ms = None
+    text_dim = inputs.text.shape[-1]
+    outputs = {}
     for backend in cfg.backends:
         row = {"backend": backend}
-        try:
-            with step_memory(cfg.device) as memory:
-                step, output, *resources = candidates[backend]()
-                row["unet_step_ms"] = median_ms(step, cfg.device, warmup=cfg.warmup, repeats=cfg.repeats)
-            row.update(memory)
-            for resource in resources:
-                resource.close()  # free its device memory before the next backend is timed
-            row.update(accuracy(output, reference), dtype=_dtype_name(backend, fast, engine_dir))
+        args = {"backend": backend, "device": cfg.device, "run_dir": str(run_dir), "engine_dir": str(engine_dir) if engine_dir else None,
+                "frames": cfg.frames, "latent_hw": list(inputs.sample.shape[-2:]), "text_dim": int(text_dim),
+                "warmup": cfg.warmup, "repeats": cfg.repeats}
+        measured = _step_worker(args, run_dir.parent / f"step_{backend}.npy")
+        if "error" in measured:
+            row["note"] = f"not run: {measured['error']}"
+        else:
+            row.update(measured)
+            row["dtype"] = _dtype_name(backend, cfg.device, engine_dir)
             row["achieved_tflops"] = flops / (row["unet_step_ms"] * 1e-3) / 1e12
             row["fraction_of_matmul"] = row["achieved_tflops"] / report["device"]["matmul_tflops"]
-            if backend == "torch":
-                torch_ms = row["unet_step_ms"]
-        except Exception as err:
-            row["note"] = f"not run: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            outputs[backend] = np.load(run_dir.parent / f"step_{backend}.npy")
         report["results"].append(row)
+    # The reference last, in this process: true fp32 (no TF32), as the exporter's parity check.
+    with no_tf32():
+        _, reference = torch_step(load_tuned(run_dir).unet, inputs, cfg.device, torch.float32)
+    torch_ms = next((r["unet_step_ms"] for r in report["results"] if r["backend"] == "torch" and "unet_step_ms" in r), None)
     for row in report["results"]:
+        if row["backend"] in outputs:
+            row.update(accuracy(outputs[row["backend"]], reference))
         if torch_ms and row.get("unet_step_ms"):
             row["speedup_vs_torch"] = torch_ms / row["unet_step_ms"]
 
 
-def _need(value, reason):
-    if value is None:
-        raise RuntimeError(reason)
-    return True
+def _step_worker(args: dict, out_path: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tav.bench.step_worker", json.dumps(args), str(out_path)],
+                          capture_output=True, text=True)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("TAV_STEP ")), None)
+    if line is None:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"error": f"worker exited {done.returncode}: {tail}"}
+    return json.loads(line[len("TAV_STEP "):])
 
 
-def _dtype_name(backend, fast, engine_dir):
+def _dtype_name(backend, device, engine_dir):
     if backend.startswith("torch"):
-        return str(fast).replace("torch.", "")
+        return "float16" if device == "cuda" else "float32"
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     return {"fp16": "float16", "fp32": "float32"}[manifest["precision"]]
