@@ -35,17 +35,15 @@ from .graphs import GraphSpec, TensorSpec, UNetGraph
 TRANSPOSED_SUFFIX = ".T"  # input name of a Linear weight fed as W^T, the layout MatMul reads
 
 
-def resolve_base_model(text) -> Path:
-    """The SD 1.x folder the user named with ``--base``: the one place that turns what was typed into a folder.
-
-    Today a local diffusers-layout folder; hub ids and single files (issue 14) plug in here.
-    """
-    from tav.tuner.sd_folder import check_sd_folder
+def resolve_base(text):
+    """What the user typed for ``--base`` (a diffusers folder, a .safetensors/.ckpt file or a hub ORG/NAME)
+    -> ``ResolvedModel(path, source)``, through the project's one resolver (tav.tuner.model_sources)."""
+    from tav.tuner.model_sources import resolve_base_model
 
     try:
-        return check_sd_folder(text)
-    except FileNotFoundError as err:
-        raise ExportError(f"--base: {err}") from None
+        return resolve_base_model(text)
+    except (OSError, ValueError) as err:
+        raise ExportError(f"--base: {str(err).strip().splitlines()[0]}") from None
 
 
 @dataclass(frozen=True)
@@ -176,19 +174,21 @@ def load_base_model(sd_folder, frames, height, width):
 
     if None in (frames, height, width):
         raise ExportError("--base needs --frames, --height and --width: a base ENGINE_DIR has static shapes and no run to take them from")
-    base_dir = resolve_base_model(sd_folder)
-    unet = VideoUNet.from_pretrained_2d(base_dir)
-    return TunedModel(unet, base_dir, int(frames), int(height), int(width), None, folder_hash(base_dir), {"base": True})
+    resolved = resolve_base(sd_folder)
+    unet = VideoUNet.from_pretrained_2d(resolved.path)
+    meta = {"base": True, "pretrained_model_source": resolved.source}
+    return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder_hash(resolved.path), meta)
 
 
-def base_section(specs: list, frames: int, height: int, width: int, precision: str) -> dict:
-    """manifest.json "base": what a pack must match, and the UNet inputs it fills."""
+def base_section(specs: list, frames: int, height: int, width: int, precision: str, model_source: dict) -> dict:
+    """manifest.json "base": what a pack must match, the UNet inputs it fills, and where the base model came from."""
     spec = next(s for s in specs if isinstance(s, BaseUNetSpec))
     unet_frozen = unet_frozen_sha256(spec.module.unet, [t.param for t in spec.tunables])
     return {
         "id": base_id(unet_frozen, frames, height, width, precision, spec.tunables),
         "unet_frozen_sha256": unet_frozen,
         "tunable": [t.as_json() for t in spec.tunables],
+        "model_source": model_source,
     }
 
 

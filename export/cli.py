@@ -1,6 +1,6 @@
 """``tav-export``: tuned weights (RUN_DIR or an official Tune-A-Video output) -> ENGINE_DIR of ONNX graphs / TensorRT plans.
 
-Many videos on one base: ``--base SD_FOLDER`` exports a base ENGINE_DIR whose UNet takes the tuned
+Many videos on one base: ``--base MODEL`` exports a base ENGINE_DIR whose UNet takes the tuned
 tensors as inputs, and ``--weights RUN_DIR --pack-for BASE_DIR --out NAME.tavpack`` writes a video's pack.
 """
 
@@ -14,8 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
-    source.add_argument("--base", help="a base Stable Diffusion 1.x folder: export a base ENGINE_DIR for per-video packs "
-                                       "(needs --frames, --height, --width)")
+    source.add_argument("--base", help="a base Stable Diffusion 1.x model (diffusers folder, .safetensors/.ckpt file or hub "
+                                       "ORG/NAME): export a base ENGINE_DIR for per-video packs (needs --frames, --height, --width)")
     parser.add_argument("--pack-for", metavar="BASE_DIR", help="with --weights: write the video's pack for this base "
                                                                 "ENGINE_DIR to --out NAME.tavpack instead of an ENGINE_DIR")
     parser.add_argument("--out", required=True, help="ENGINE_DIR to create (must not exist, or be empty), or NAME.tavpack with --pack-for")

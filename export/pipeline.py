@@ -157,7 +157,7 @@ def export_engine(
             "attention": attention,
             "opset": opset,
             "graphs": entries,
-            **({"base": base_section(specs, frames, height, width, precision)} if base else {}),
+            **({"base": base_section(specs, frames, height, width, precision, tuned.meta["pretrained_model_source"])} if base else {}),
             "files": other_files(staging, entries),
             "export_seconds": timings,
         }
