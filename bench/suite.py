@@ -2,8 +2,8 @@
 
 Order: device rates -> random model -> FLOPs and pack sizes -> tuning -> export ->
 UNet step per backend (with accuracy against PyTorch fp32) -> base ENGINE_DIR + pack
-(bench/packs.py) -> end to end (tav-run's pipeline and the PyTorch reference sampler). A stage that cannot run here is recorded
-with the reason instead of failing the whole run.
+(bench/packs.py) -> end to end (tav-run's pipeline and the PyTorch reference sampler).
+A stage that cannot run here is recorded with the reason instead of failing the whole run.
 """
 
 import json
