@@ -177,7 +177,8 @@ def load_base_model(sd_folder, frames, height, width):
     resolved = resolve_base(sd_folder)
     unet = VideoUNet.from_pretrained_2d(resolved.path)
     meta = {"base": True, "pretrained_model_source": resolved.source}
-    return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder_hash(resolved.path), meta)
+    folder = folder_hash(resolved.path)
+    return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder, meta, base_model_hash=folder)
 
 
 def base_section(specs: list, frames: int, height: int, width: int, precision: str, model_source: dict) -> dict:

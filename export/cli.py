@@ -12,8 +12,9 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     summary = __doc__.split(": ", 1)[1].split("\n")[0]
     parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder (required unless "
+                                          "--base or --clean-stale)")
     source.add_argument("--base", help="a base Stable Diffusion 1.x model (diffusers folder, .safetensors/.ckpt file or hub "
                                        "ORG/NAME): export a base ENGINE_DIR for per-video packs (needs --frames, --height, --width)")
     parser.add_argument("--pack-for", metavar="BASE_DIR", help="with --weights: write the video's pack for this base "
@@ -35,14 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "(flash attention, no score tensor); TensorRT plans are built from a standard-op twin. "
                              "standard: one plain MatMul-Softmax-MatMul graph for every consumer")
     parser.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing ENGINE_DIR (or pack) at --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing ENGINE_DIR at --out (refused if the folder holds anything its manifest does not "
+                             "list), or an existing pack with --pack-for")
+    parser.add_argument("--allow-base-mismatch", action="store_true",
+                        help="export even if the SD folder differs from the one the run was tuned on (run.json's hash); "
+                             "the tuned weights then sit on another base model")
+    parser.add_argument("--clean-stale", action="store_true",
+                        help="only remove hidden .<out>.partial-*/.old-* folders left next to --out by killed exports "
+                             "(those whose process is gone), then exit")
     parser.add_argument("--quiet", action="store_true", help="no per-stage progress lines")
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="tav-export: %(message)s", stream=sys.stderr)
+    if args.clean_stale:
+        return clean_stale(args.out)
+    if not (args.weights or args.base):
+        parser.error("one of the arguments --weights --base is required")
     try:
         import onnxruntime
 
@@ -62,10 +76,11 @@ def main(argv=None):
             out = export_engine(
                 args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32", args.backend,
                 args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
-                overwrite=args.overwrite, base=args.base is not None,
+                overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
             )
-    except KeyboardInterrupt:
-        sys.exit("tav-export: interrupted; nothing was written")
+    except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it
+        print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
     except (OSError, ValueError, RuntimeError) as err:  # ExportError, ParityError, TensorRTError, GraphError, load errors
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         sys.exit(f"tav-export: error: {message}")
@@ -82,6 +97,19 @@ def _write_pack(args):
     if fixed:
         raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size and precision from its base {args.pack_for}; drop them")
     return write_pack(args.weights, args.pack_for, args.out, overwrite=args.overwrite)
+
+
+def clean_stale(out):
+    from .stale_exports import clean, leftovers
+
+    try:
+        done = clean(out)
+    except OSError as err:
+        sys.exit(f"tav-export: error: cannot clean next to {out}: {err.strerror or err}")
+    for line in done:
+        print(f"tav-export: {line}")
+    for path, state in leftovers(out):  # what is left was not provably abandoned
+        print(f"tav-export: kept {path} ({'its export is running' if state == 'in use' else 'no owner recorded; remove it by hand if no export runs'})")
 
 
 if __name__ == "__main__":

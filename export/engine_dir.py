@@ -1,37 +1,55 @@
 """The ENGINE_DIR folder itself: refuse to clobber, build in a hidden sibling, swap in atomically; the non-graph files.
 
-An ENGINE_DIR is written into ``.<name>.partial-*`` next to it (same file system)
+An ENGINE_DIR is written into ``.<name>.partial-<pid>-*`` next to it (same file system)
 and renamed into place as the last step, so the path either does not exist or
-holds a complete export whose manifest.json is the last file written.
+holds a complete export whose manifest.json is the last file written. The exporting
+process holds an flock on that folder, so a sibling left by a killed export can be told
+from one still being written (see stale_exports).
 """
 
+import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ExportError
-from .manifest import MANIFEST
+from .owned_files import foreign_entries
+from .stale_exports import OLD, PARTIAL, lock_folder
+
+log = logging.getLogger("tav.export")
 
 PROBE_PROMPT = "a man is skiing on the beach, cartoon style"
 
 
 def check_output(out_dir: Path, overwrite: bool):
+    """--out must be absent, an empty folder, or (with --overwrite) provably an ENGINE_DIR and nothing else."""
+    if out_dir.is_symlink():  # the swap would replace the link, not the folder it points to
+        raise ExportError(f"--out {out_dir} is a symlink; give the path of the folder itself")
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ExportError(f"--out {out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (overwrite and (out_dir / MANIFEST).is_file()):
-            hint = "; --overwrite replaces only an existing ENGINE_DIR" if overwrite else " (or pass --overwrite to replace an ENGINE_DIR)"
-            raise ExportError(f"--out {out_dir} exists and is not empty; choose a new folder{hint}")
+        if any(out_dir.iterdir()):
+            if not overwrite:
+                raise ExportError(f"--out {out_dir} exists and is not empty; choose a new folder "
+                                  "(or pass --overwrite to replace an ENGINE_DIR)")
+            problem = foreign_entries(out_dir)
+            if problem:
+                raise ExportError(f"--out {out_dir} is not only an ENGINE_DIR ({problem}); --overwrite replaces nothing else: "
+                                  "move those away or choose a new folder")
 
 
 def make_staging(out_dir: Path) -> Path:
-    """The hidden sibling the ENGINE_DIR is built in; the same file system, so the final rename is atomic."""
+    """The hidden sibling the ENGINE_DIR is built in; the same file system, so the final rename is atomic.
+    Its name carries our pid; lock it with ``lock_folder`` while building."""
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{PARTIAL}{os.getpid()}-", dir=out_dir.parent))
     except OSError as err:
         raise ExportError(f"cannot write next to --out {out_dir}: {err.strerror or err}") from None
 
@@ -41,18 +59,38 @@ def move_into_place(staging: Path, out_dir: Path, overwrite: bool):
     minutes, and only an existing ENGINE_DIR (with --overwrite) or an empty folder may be replaced."""
     check_output(out_dir, overwrite)
     staging.chmod(0o755)  # mkdtemp makes it private; an ENGINE_DIR is read by services under other users
-    if out_dir.exists() and any(out_dir.iterdir()):  # --overwrite of an existing ENGINE_DIR
-        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.rename(out_dir, trash / "engine")
-        try:
-            os.rename(staging, out_dir)
-        except OSError:
-            os.rename(trash / "engine", out_dir)  # put the previous ENGINE_DIR back rather than lose it
+    with _signals_deferred(out_dir):
+        if out_dir.exists() and any(out_dir.iterdir()):  # --overwrite of an existing ENGINE_DIR
+            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{OLD}{os.getpid()}-", dir=out_dir.parent))
+            with lock_folder(trash):  # a killed swap leaves the old ENGINE_DIR here: stale_exports restores it
+                os.rename(out_dir, trash / "engine")
+                try:
+                    os.rename(staging, out_dir)
+                except OSError:
+                    os.rename(trash / "engine", out_dir)  # put the previous ENGINE_DIR back rather than lose it
+                    shutil.rmtree(trash, ignore_errors=True)
+                    raise
             shutil.rmtree(trash, ignore_errors=True)
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(staging, out_dir)  # replaces an empty folder in one step
+        else:
+            os.rename(staging, out_dir)  # replaces an empty folder in one step
+
+
+@contextmanager
+def _signals_deferred(out_dir: Path):
+    """Ctrl-C or SIGTERM between the two renames would leave --out missing: they wait until the swap is done,
+    which takes milliseconds. The export is then complete, so the command finishes normally and says so."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        log.warning("interrupt received while putting the ENGINE_DIR in place; the swap finished: %s is complete", out_dir)
 
 
 def write_assets(tuned, staging: Path):

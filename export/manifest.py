@@ -13,6 +13,7 @@ from tav.tuner.sd_folder import file_sha256
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+TIMING_CACHE = "timing.cache"  # TensorRT's, reused by the next --overwrite export
 
 
 def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, tensorrt_source=None, **extra) -> dict:

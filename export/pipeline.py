@@ -9,6 +9,7 @@ minutes of tracing, so bad invocations fail in a second.
 """
 
 import logging
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -23,10 +24,11 @@ from .engine_dir import check_output, make_staging, move_into_place, write_asset
 from .errors import ExportError
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
 from .kv_gather_plugin import kv_gather_plugin, plugin_parity
-from .manifest import MANIFEST, SCHEMA_VERSION, graph_entry, other_files, write_json_atomic
+from .manifest import MANIFEST, SCHEMA_VERSION, TIMING_CACHE, graph_entry, other_files, write_json_atomic
 from .onnx_export import trace_to_onnx
 from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD, check_graph, optimise, save_onnx
 from .parity import check_parity, ort_session
+from .stale_exports import hold_lock, leftovers
 from tav.runtime.backend_trt import PLUGIN_FILE
 
 from .tensorrt_build import EngineBuilder, TensorRTError, require_tensorrt
@@ -39,7 +41,19 @@ KV_GATHER_MODES = ("onnx", "plugin")
 ATTENTION_MODES = ("fused", "standard")
 TENSORRT_SOURCE_SUFFIX = ".trt.onnx"  # the standard-op twin of a fused graph, which TensorRT plans are built from
 MIN_OPSET = 17  # native LayerNormalization; SDPA exports as MatMul-Softmax-MatMul
-TIMING_CACHE = "timing.cache"
+
+
+def _max_opset() -> int:
+    """Beyond this the TorchScript exporter fails after minutes of tracing, printing the whole Torch IR."""
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+        return ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    except ImportError:  # a private module: if torch moves it, fall back to the value torch 2.x has had
+        return 20
+
+
+MAX_OPSET = _max_opset()
 
 
 def export_engine(
@@ -57,6 +71,7 @@ def export_engine(
     optimization_level=3,
     overwrite=False,
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
+    allow_base_mismatch=False,
     base=False,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
@@ -64,15 +79,19 @@ def export_engine(
     ``frames``/``height``/``width`` default to the run's. ``backend``: "onnx" (graphs only),
     "tensorrt" or "all" (graphs and one plan per graph). ``attention``: "fused" (ONNX Runtime graphs
     with MultiHeadAttention nodes; TensorRT keeps standard ops) or "standard" (one standard-op graph
-    for both). Returns ``out_dir``.
+    for both). ``allow_base_mismatch``: export even when the SD folder is not the one the run was
+    tuned on (its hash differs from run.json's). Returns ``out_dir``.
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     """
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
     if attention not in ATTENTION_MODES:
         raise ExportError(f"--attention {attention!r} is not one of {', '.join(ATTENTION_MODES)}")
+    if str(out_dir).strip() in ("", "-"):
+        raise ExportError(f"--out {str(out_dir)!r} is not a folder name; an ENGINE_DIR is a folder, give its path")
     out_dir = Path(out_dir).absolute()
     check_output(out_dir, overwrite)
+    _warn_about_leftovers(out_dir)
     if base and kv_gather == "plugin":
         raise ExportError("--base with --kv-gather plugin is not supported yet (the plugin's parity twin has no tunable "
                           "inputs); export the base with --kv-gather onnx")
@@ -83,12 +102,13 @@ def export_engine(
     plugin = kv_gather_plugin(trt) if kv_gather == "plugin" else None
     timings = {}
     staging = make_staging(out_dir)
+    staging_lock = hold_lock(staging)  # tells stale_exports that this folder's export is alive
     try:
         with _stage(timings, "load"):
             from tav.tuner.sd_folder import folder_hash, load_text_encoder, load_vae
             from tav.tuner.tuned_weights import load_tuned
 
-            tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights)
+            tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
             text_encoder, vae = load_text_encoder(tuned.base_dir), load_vae(tuned.base_dir)
             # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);
@@ -149,7 +169,7 @@ def export_engine(
                 "weights": str(Path(weights).absolute()),
                 "weights_hash": tuned.weights_hash,
                 "base_model": str(Path(tuned.base_dir).absolute()),
-                "base_model_hash": folder_hash(tuned.base_dir),
+                "base_model_hash": tuned.base_model_hash or folder_hash(tuned.base_dir),
                 "base_model_source": tuned.meta.get("pretrained_model_source"),  # hub commit / file sha256, if known
             },
             "tools": _tool_versions(trt),
@@ -166,8 +186,17 @@ def export_engine(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        os.close(staging_lock)
     log.info("done: %s (%.1fs)", out_dir, sum(timings.values()))
     return out_dir
+
+
+def _warn_about_leftovers(out_dir: Path):
+    stale = [path.name for path, state in leftovers(out_dir) if state != "in use"]
+    if stale:
+        log.warning("%d hidden folder(s) next to %s were left by killed exports (%s); `tav-export --out %s --clean-stale` "
+                    "removes the stale ones", len(stale), out_dir, ", ".join(stale[:3]), out_dir)
 
 
 def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings, attention, standard_twin) -> dict:
@@ -217,6 +246,8 @@ def _check_choices(precision, backend, opset, kv_gather, frames, height, width, 
             raise ExportError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
     if int(opset) < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old: opset {MIN_OPSET}+ is needed for native LayerNormalization")
+    if int(opset) > MAX_OPSET:
+        raise ExportError(f"--opset {opset} is newer than torch's TorchScript ONNX exporter supports (at most {MAX_OPSET})")
     if frames is not None and int(frames) < 1:
         raise ExportError(f"--frames {frames} must be at least 1")
     for name, value in (("height", height), ("width", width)):
@@ -233,6 +264,11 @@ def _resolve_shape(tuned, weights, frames, height, width):
         raise ExportError(f"the run's size {height}x{width} is not a multiple of {VAE_FACTOR}; pass --height and --width")
     latents = tuned.inverted_latents
     if latents is not None:
+        if latents.ndim != 5 or tuple(latents.shape[:2]) != (1, LATENT_CHANNELS):
+            raise ExportError(
+                f"the inverted latents in {weights} have shape {list(latents.shape)}, not [1, {LATENT_CHANNELS}, F, H/8, W/8] "
+                "(the runtime would refuse the ENGINE_DIR); re-run tav-tune to invert the clip again"
+            )
         f, h, w = latents.shape[2:]
         if f != frames:
             raise ExportError(

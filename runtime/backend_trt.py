@@ -9,21 +9,15 @@ Nothing here touches a GPU or imports TensorRT until an engine is loaded.
 """
 
 import importlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import cuda_rt
 from .manifest import TensorSpec
+from .plugin_library import PLUGIN_ENV, PLUGIN_FILE, UNTRUSTED_PLUGIN, load_plugin_library  # noqa: F401 (re-exported)
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
-# Path of cpp_ext's KVGather TensorRT plugin library (libtav_kv_gather_trt.so), needed by kv_gather="plugin" plans;
-# the same variable tav.cpp_ext.tensorrt_plugin reads (we cannot import that package: it imports torch).
-PLUGIN_ENV = "TAV_TRT_PLUGIN"
-# The exporter copies the KVGather plugin library into a plugin-mode ENGINE_DIR under this name
-# (hashed in manifest.json like every other file), so the folder is all a service needs.
-PLUGIN_FILE = "kv_gather_plugin.so"
 
 
 def import_tensorrt(flavour: str):
@@ -56,23 +50,6 @@ def plan_incompatibility(manifest, trt, device_id: int = 0) -> str | None:
 
 def _np_dtype(trt, trt_dtype) -> str:
     return np.dtype(trt.nptype(trt_dtype)).name
-
-
-def load_plugin_library(trt, engine_dir=None) -> None:
-    """Registers the KVGather plugin creators with TensorRT before a plan that uses them is deserialized.
-
-    The ENGINE_DIR's own copy comes first (its sha256 was checked with the manifest); ``$TAV_TRT_PLUGIN``
-    serves folders exported before the library was shipped with them.
-    """
-    shipped = Path(engine_dir) / PLUGIN_FILE if engine_dir else None
-    path = str(shipped) if shipped and shipped.is_file() else os.environ.get(PLUGIN_ENV)
-    if not path or not Path(path).is_file():
-        raise RuntimeError(
-            f"this ENGINE_DIR's plans use the KVGather TensorRT plugin (kv_gather='plugin') but it has no {PLUGIN_FILE}: "
-            f"set ${PLUGIN_ENV} to libtav_kv_gather_trt.so (build it with `python -m tav.cpp_ext.tensorrt_plugin build`), "
-            "or re-export with --kv-gather onnx"
-        )
-    trt.get_plugin_registry().load_library(path)
 
 
 class Engine:
@@ -182,18 +159,19 @@ class Engine:
 class TensorRTEngines:
     """The ENGINE_DIR's plans on one GPU: one stream, one shared scratch allocation; ``graphs`` by name."""
 
-    def __init__(self, manifest, trt, device_id: int = 0, cuda_graph: bool = True):
+    def __init__(self, manifest, trt, device_id: int = 0, cuda_graph: bool = True, allow_plugin: bool = False):
+        """``allow_plugin``: load the KVGather plugin library that plugin-mode plans need (see plugin_library)."""
+        if manifest.kv_gather == "plugin":
+            load_plugin_library(trt, manifest, allow_plugin)
         cuda_rt.set_device(device_id)
         self.logger = trt.Logger(trt.Logger.WARNING)
-        if manifest.kv_gather == "plugin":
-            load_plugin_library(trt, manifest.engine_dir)
         runtime = trt.Runtime(self.logger)
         self.stream = cuda_rt.create_stream()
         self.scratch = 0
         self.graphs = {}
         try:
             for name, graph in manifest.graphs.items():
-                engine = Engine(trt, manifest.engine_dir / graph.tensorrt["plan"], cuda_graph=cuda_graph and name == "unet")
+                engine = Engine(trt, manifest.path(graph.tensorrt["plan"]), cuda_graph=cuda_graph and name == "unet")
                 engine.load(runtime)
                 self.graphs[name] = engine
             if manifest.base is not None:

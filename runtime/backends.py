@@ -16,6 +16,8 @@ from .manifest import Manifest, describe_io_mismatch, refuse
 log = logging.getLogger("tav.runtime")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
+# Graphs that keep ONNX Runtime's CPU memory arena between runs: the one run every denoising step.
+CPU_ARENA_GRAPHS = ("unet",)
 DEVICES = ("cuda", "cpu")
 
 
@@ -30,10 +32,12 @@ class BackendChoice:
     reason: str  # why this one, for the log
 
 
-def _tensorrt_problem(manifest: Manifest) -> str | None:
+def _tensorrt_problem(manifest: Manifest, allow_plugin: bool) -> str | None:
     """None when this manifest's plans can run here, else why not."""
     if not manifest.has_plans:
         return "the ENGINE_DIR has no TensorRT plans (export with --backend tensorrt)"
+    if manifest.kv_gather == "plugin" and not allow_plugin:
+        return backend_trt.UNTRUSTED_PLUGIN
     flavour = next(iter(manifest.graphs.values())).tensorrt.get("flavour", "tensorrt")
     trt = backend_trt.import_tensorrt(flavour)
     if trt is None:
@@ -51,7 +55,9 @@ def _ort_cuda_problem() -> str | None:
     return None
 
 
-def choose_backend(manifest: Manifest, backend: str = "auto", device: str | None = None) -> BackendChoice:
+def choose_backend(manifest: Manifest, backend: str = "auto", device: str | None = None,
+                   allow_plugin: bool = False) -> BackendChoice:
+    """``allow_plugin``: the caller trusts the ENGINE_DIR enough to load its native KVGather plugin library."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if device not in (None, *DEVICES):
@@ -59,13 +65,13 @@ def choose_backend(manifest: Manifest, backend: str = "auto", device: str | None
     if backend == "tensorrt":
         if device == "cpu":
             raise BackendUnavailable("TensorRT runs on a CUDA GPU only; use --backend onnxruntime for --device cpu")
-        problem = _tensorrt_problem(manifest)
+        problem = _tensorrt_problem(manifest, allow_plugin)
         if problem:
             raise BackendUnavailable(f"cannot use TensorRT: {problem}")
         return BackendChoice("tensorrt", "cuda", "requested")
     reasons = []
     if backend == "auto" and device != "cpu":
-        problem = _tensorrt_problem(manifest)
+        problem = _tensorrt_problem(manifest, allow_plugin)
         if problem is None:
             return BackendChoice("tensorrt", "cuda", "plans match this TensorRT and GPU")
         reasons.append(f"TensorRT: {problem}")
@@ -89,20 +95,21 @@ def choose_backend(manifest: Manifest, backend: str = "auto", device: str | None
 class LoadedGraphs:
     """The three graphs of an ENGINE_DIR on one backend: ``graphs[name].run(feeds) -> outputs``."""
 
-    def __init__(self, manifest: Manifest, choice: BackendChoice):
+    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False):
         self.choice = choice
         log.info("tav.runtime: %s on %s (%s)", choice.name, choice.device, choice.reason)
         self._engines = None
         if choice.name == "tensorrt":
             flavour = next(iter(manifest.graphs.values())).tensorrt.get("flavour", "tensorrt")
-            self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour))
+            self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour), allow_plugin=allow_plugin)
             self.graphs = self._engines.graphs
         else:
             weights = [t.name for t in manifest.tunable_inputs]  # a base ENGINE_DIR's per-video UNet inputs
             self.graphs = {
                 # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
-                name: backend_ort.OrtGraph(manifest.engine_dir / g.onnx, choice.device, cuda_graph=name == "unet",
-                                           fused_attention=g.fused_attention, weight_inputs=weights if name == "unet" else ())
+                name: backend_ort.OrtGraph(manifest.path(g.onnx), choice.device, cuda_graph=name == "unet",
+                                           fused_attention=g.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS,
+                                           weight_inputs=weights if name == "unet" else ())
                 for name, g in manifest.graphs.items()
             }
         try:

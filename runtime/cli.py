@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default=None, help="default: cuda if a GPU backend is available, else cpu")
     parser.add_argument("--out", required=True, help=".mp4, .gif, .npy (uint8 [F,H,W,3]) or a folder for PNG frames")
     parser.add_argument("--fps", type=float, default=8, help="frames per second of .mp4/.gif (default 8, as the official GIFs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (or folder of PNG frames)")
+    parser.add_argument("--trust-plugin", action="store_true",
+                        help="load the ENGINE_DIR's KVGather TensorRT plugin library (native code: only for folders you trust; "
+                             "plugin-mode TensorRT plans need it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no timings; print only the output path")
     return parser
 
@@ -33,12 +37,19 @@ def main(argv=None):
     # Imported here so `tav-run --help` answers without loading onnxruntime.
     from .manifest import EngineDirError
     from .pipeline import NonFiniteError, VideoPipeline
+    from .video_output import VideoOutputError, check_fps, check_output_path, write_video
     from .video_registry import UnknownVideoError
-    from .video_output import VideoOutputError, check_output_path, write_video
 
     try:
-        check_output_path(args.out)  # a bad --out (suffix, missing or clashing folder) fails before minutes of sampling
-        pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device)
+        # Everything that can be checked without the engines is, before loading them: a bad --out (suffix,
+        # missing, clashing or unwritable), --fps, --steps, --eta fail in a second, not after minutes of sampling.
+        check_output_path(args.out, args.overwrite)
+        check_fps(args.fps)
+        if args.steps < 1:
+            raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+        if not 0 <= args.eta <= 1:
+            raise ValueError(f"--eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {args.eta}")
+        pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device, allow_plugin=args.trust_plugin)
         with pipe:
             video = None
             if pipe.manifest.base and not args.video:
@@ -49,10 +60,13 @@ def main(argv=None):
             result = pipe(args.prompt, args.negative_prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
                           init=args.init, eta=args.eta, progress=not args.quiet, video=video)
         start = time.perf_counter()
-        path = write_video(result.frames, args.out, fps=args.fps)
+        path = write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite)
         result.timings["write"] = time.perf_counter() - start
+    except KeyboardInterrupt:
+        print("tav-run: error: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
     except (EngineDirError, VideoOutputError, NonFiniteError, UnknownVideoError, ValueError, RuntimeError, OSError) as err:
-        sys.exit(f"tav-run: error: {err}")
+        sys.exit(f"tav-run: error: {' '.join(str(err).split()) or type(err).__name__}")
     if not args.quiet:
         print(format_timings(pipe, result.timings, args.steps), file=sys.stderr)
     print(path)

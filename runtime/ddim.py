@@ -35,6 +35,19 @@ class DDIMConfig:
     clip_sample_range: float = 1.0
 
     def __post_init__(self):
+        # A config file is input: wrong types would fail deep inside numpy, or silently index from the end.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            allowed = (int, float) if f.type is float else f.type  # JSON writes 1.0 as 1
+            numeric = f.type in (int, float)
+            if (not isinstance(value, allowed) or (numeric and isinstance(value, bool))
+                    or (numeric and not np.isfinite(value))):
+                raise ValueError(f"scheduler {f.name} must be a{' finite' if numeric else ''} {f.type.__name__}, got {value!r}")
+        if self.num_train_timesteps < 1 or self.steps_offset < 0 or self.steps_offset >= self.num_train_timesteps:
+            raise ValueError(f"scheduler num_train_timesteps={self.num_train_timesteps} / steps_offset={self.steps_offset} "
+                             "are out of range")
+        if not 0 < self.beta_start < 1 or not 0 < self.beta_end < 1:
+            raise ValueError(f"scheduler betas must lie in (0, 1), got {self.beta_start}..{self.beta_end}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"scheduler beta_schedule {self.beta_schedule!r} is not supported; use one of {BETA_SCHEDULES}")
         if self.timestep_spacing not in SPACINGS:
@@ -47,6 +60,8 @@ class DDIMConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "DDIMConfig":
+        if not isinstance(config, dict):
+            raise ValueError(f"a scheduler config is a JSON object, got a {type(config).__name__}")
         # Settings that change the math and that we do not implement must not be silently ignored.
         unsupported = {
             "thresholding": False,
@@ -84,8 +99,10 @@ class DDIMScheduler:
     def timesteps(self, steps: int) -> np.ndarray:
         """The ``steps`` training timesteps to visit, descending (int64), as diffusers' ``set_timesteps``."""
         c = self.config
-        if not 0 < steps <= c.num_train_timesteps:
-            raise ValueError(f"steps must be between 1 and {c.num_train_timesteps}, got {steps}")
+        if not 0 < steps <= self.max_steps:
+            # "leading" adds steps_offset to timesteps up to num_train_timesteps - 1: more steps would step past the table.
+            raise ValueError(f"steps must be between 1 and {self.max_steps} for this scheduler "
+                             f"(num_train_timesteps={c.num_train_timesteps}, steps_offset={c.steps_offset}), got {steps}")
         if c.timestep_spacing == "linspace":
             return np.linspace(0, c.num_train_timesteps - 1, steps).round()[::-1].astype(np.int64)
         if c.timestep_spacing == "leading":
@@ -93,6 +110,11 @@ class DDIMScheduler:
             return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64) + c.steps_offset
         ratio = c.num_train_timesteps / steps  # "trailing"
         return np.round(np.arange(c.num_train_timesteps, 0, -ratio)).astype(np.int64) - 1
+
+    @property
+    def max_steps(self) -> int:
+        c = self.config
+        return c.num_train_timesteps - c.steps_offset if c.timestep_spacing == "leading" else c.num_train_timesteps
 
     def previous_timestep(self, timestep: int, steps: int) -> int:
         # diffusers' DDIM always steps back by num_train_timesteps // steps, whatever the spacing

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine_paths import UnsafeName, resolve_inside
+
 log = logging.getLogger("tav.runtime")
 
 SCHEMA_VERSION = 2
@@ -69,17 +71,36 @@ class GraphEntry:
 
     @classmethod
     def from_json(cls, name: str, entry: dict) -> "GraphEntry":
+        """Raises KeyError/TypeError/ValueError on a missing or wrongly typed field (read_manifest words them)."""
         specs = lambda items: tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)  # noqa: E731
-        return cls(
-            name,
-            entry["onnx"],
-            entry["sha256"],
-            tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ()),
-            specs(entry["inputs"]),
-            specs(entry["outputs"]),
-            entry.get("tensorrt"),
-            int((entry.get("attention") or {}).get("fused", 0)),
-        )
+        if not isinstance(entry, dict):
+            raise TypeError(f"graphs.{name} is not an object")
+        tensorrt = entry.get("tensorrt")
+        if tensorrt is not None and not (isinstance(tensorrt, dict) and _is_text(tensorrt.get("plan"), tensorrt.get("sha256"))):
+            raise TypeError(f"graphs.{name}.tensorrt needs a plan file name and its sha256")
+        external = tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ())
+        if not _is_text(entry["onnx"], entry["sha256"], *(x for pair in external for x in pair)):
+            raise TypeError(f"graphs.{name} has a file name or sha256 that is not a string")
+        attention = entry.get("attention") or {}
+        if not isinstance(attention, dict):
+            raise TypeError(f"graphs.{name}.attention is not an object")
+        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]), tensorrt,
+                   int(attention.get("fused", 0)))
+
+    def file_names(self) -> list:
+        """Every file this entry names (ONNX, external data, plan, the plan's standard-op ONNX twin, plugin libraries)."""
+        names = [self.onnx, *(f for f, _ in self.external_data)]
+        if self.tensorrt:
+            twin = self.tensorrt.get("onnx") or {}  # schema 2: {"onnx": "<name>.trt.onnx", "external_data": [...]}
+            if not isinstance(twin, dict):
+                raise TypeError(f"graphs.{self.name}.tensorrt.onnx is not an object")
+            names += [self.tensorrt["plan"], *(self.tensorrt.get("plugins") or ())]
+            names += [twin["onnx"], *(e["file"] for e in twin.get("external_data") or ())] if twin else []
+        return names
+
+
+def _is_text(*values) -> bool:
+    return all(isinstance(v, str) for v in values)
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,13 @@ class Manifest:
     graphs: dict  # name -> GraphEntry
     files: dict  # relative path -> sha256
     raw: dict
+
+    def path(self, name) -> Path:
+        """The file the manifest calls ``name``, strictly inside the ENGINE_DIR (see engine_paths)."""
+        try:
+            return resolve_inside(self.engine_dir, name)
+        except UnsafeName as err:
+            raise refuse(self.engine_dir, str(err)) from None
 
     @property
     def kv_gather(self) -> str:
@@ -141,13 +169,18 @@ class Manifest:
 def read_manifest(engine_dir) -> Manifest:
     """The parsed manifest, refused unless its schema and declared graph I/O follow the contract."""
     engine_dir = Path(engine_dir)
-    path = engine_dir / "manifest.json"
+    try:
+        path = resolve_inside(engine_dir, "manifest.json")
+    except UnsafeName:
+        raise refuse(engine_dir, "manifest.json is a link out of the folder") from None
     if not path.is_file():
         raise refuse(engine_dir, "no manifest.json (not an ENGINE_DIR, or an export that did not finish)")
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise refuse(engine_dir, f"manifest.json is not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise refuse(engine_dir, f"manifest.json holds a JSON {type(raw).__name__}, not an object")
     schema = raw.get("schema_version")
     if type(schema) is not int or schema not in READABLE_SCHEMAS:  # type check: JSON true == 1 in Python
         readable = " or ".join(map(str, READABLE_SCHEMAS))
@@ -160,9 +193,16 @@ def read_manifest(engine_dir) -> Manifest:
             {name: GraphEntry.from_json(name, raw["graphs"][name]) for name in GRAPHS},
             dict(raw["files"]), raw,
         )
+        if not all(_is_text(k, v) for k, v in manifest.files.items()):
+            raise TypeError("files maps a name to something other than a sha256 string")
+        names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]
     except (KeyError, TypeError, ValueError) as err:
         raise refuse(engine_dir, f"manifest.json lacks or garbles {err}") from None
-    if manifest.precision not in FLOAT_DTYPES:
+    if raw.get("kv_gather", "onnx") not in ("onnx", "plugin"):
+        raise refuse(engine_dir, f"manifest kv_gather is {raw['kv_gather']!r}, neither 'onnx' nor 'plugin'")
+    for name in names:
+        manifest.path(name)  # every name must stay inside the folder, whichever backend reads it
+    if not isinstance(manifest.precision, str) or manifest.precision not in FLOAT_DTYPES:
         raise refuse(engine_dir, f"manifest precision {manifest.precision!r} is neither fp32 nor fp16")
     if raw.get("batch", 2) != 2:
         raise refuse(engine_dir, f"manifest batch is {raw['batch']}, the runtime's CFG batch is 2")
@@ -188,7 +228,7 @@ def verify_files(manifest: Manifest, backend: str) -> None:
             expected[graph.onnx] = graph.sha256
             expected.update(graph.external_data)
     for relative, sha256 in expected.items():
-        path = manifest.engine_dir / relative
+        path = manifest.path(relative)
         if not path.is_file():
             raise refuse(manifest.engine_dir, f"{relative} is missing")
         if file_sha256(path) != sha256:
@@ -196,8 +236,13 @@ def verify_files(manifest: Manifest, backend: str) -> None:
 
 
 def read_inverted_latents(manifest: Manifest) -> np.ndarray:
-    path = manifest.engine_dir / INVERTED_LATENTS
-    latents = np.load(path, allow_pickle=False)
+    path = manifest.path(INVERTED_LATENTS)
+    try:
+        latents = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:  # a hash-consistent file can still be no .npy array
+        raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a readable .npy array ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(latents, np.ndarray):
+        raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a .npy array")
     if latents.shape != manifest.latent_shape or latents.dtype != np.float32:
         raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is {latents.dtype}{list(latents.shape)}, "
                                           f"expected float32{list(manifest.latent_shape)}")

@@ -26,6 +26,33 @@ log = logging.getLogger("tav.runtime")
 
 INITS = ("inverted", "noise")
 PINNED_FILES = ("tokenizer/tokenizer.json", "scheduler_config.json")
+TOKENIZER_CONFIG = "tokenizer/tokenizer_config.json"  # read when present (the pad token), so pinned when present
+
+
+def _read_text_assets(manifest) -> tuple:
+    """The tokenizer and the DDIM scheduler; a file whose hash matches can still be malformed: one line then."""
+    try:
+        tokenizer = ClipTokenizer(manifest.path("tokenizer"), manifest.text_max_length)
+    except Exception as err:  # the tokenizers library raises a bare Exception for unreadable JSON
+        raise refuse(manifest.engine_dir, f"its tokenizer cannot be read ({_first_line(err)})") from None
+    try:
+        scheduler = DDIMScheduler(DDIMConfig.from_file(manifest.path("scheduler_config.json")))
+    except (OSError, ValueError, TypeError) as err:
+        raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({_first_line(err)})") from None
+    return tokenizer, scheduler
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 class NonFiniteError(FloatingPointError):
@@ -76,25 +103,28 @@ class VideoPipeline:
         self._videos = VideoRegistry(unet.upload, unet.release, max_resident_videos) if manifest.base else None
 
     @classmethod
-    def load(cls, engine_dir, backend: str = "auto", device: str | None = None,
+    def load(cls, engine_dir, backend: str = "auto", device: str | None = None, allow_plugin: bool = False,
              max_resident_videos: int | None = None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
-        ``device`` None means "cuda if a GPU backend is available, else cpu". ``max_resident_videos``
-        caps the packs kept on the device (None: no cap); it matters only for a base ENGINE_DIR.
+        ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
+        caller trusts this ENGINE_DIR enough to run its native KVGather plugin library (plugin-mode
+        TensorRT plans need it); without it no code from the folder is ever loaded (docs/SECURITY.md).
+        ``max_resident_videos`` caps the packs kept on the device (None: no cap); it matters only for a
+        base ENGINE_DIR.
         """
         start = time.perf_counter()
         manifest = read_manifest(engine_dir)
-        choice = choose_backend(manifest, backend, device)
-        unpinned = [f for f in PINNED_FILES if f not in manifest.files]
+        choice = choose_backend(manifest, backend, device, allow_plugin)
+        tokenizer_files = [*PINNED_FILES, *([TOKENIZER_CONFIG] if manifest.path(TOKENIZER_CONFIG).exists() else [])]
+        unpinned = [f for f in tokenizer_files if f not in manifest.files]
         if unpinned:
             raise refuse(manifest.engine_dir, f"manifest.json does not pin {', '.join(unpinned)} with a sha256")
         verify_files(manifest, choice.name)
-        tokenizer = ClipTokenizer(manifest.engine_dir / "tokenizer", manifest.text_max_length)
-        scheduler = DDIMScheduler(DDIMConfig.from_file(manifest.engine_dir / "scheduler_config.json"))
+        tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
         try:
-            graphs = LoadedGraphs(manifest, choice)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
@@ -160,7 +190,7 @@ class VideoPipeline:
         ``guidance`` 1 skips the unconditional branch (eps_u + 1 * (eps_c - eps_u) = eps_c):
         both halves of the batch-2 UNet get the prompt and the second half is used.
         """
-        steps = self._check_args(steps, guidance, eta)
+        steps = self._check_args(prompt, negative_prompt, steps, guidance, seed, eta)
         chosen = self._choose_video(video)
         timings = {}
         clock = time.perf_counter()
@@ -207,13 +237,23 @@ class VideoPipeline:
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
 
-    def _check_args(self, steps, guidance, eta) -> int:
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+    def _check_args(self, prompt, negative_prompt, steps, guidance, seed, eta) -> int:
+        """Every argument checked before the first engine call: a prompt that is not a str is a TypeError, a bad value
+        a ValueError."""
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if not isinstance(text, str):  # a list would silently become a batch of prompts
+                raise TypeError(f"{name} must be a str (one prompt per call), got {type(text).__name__}")
+        if not _is_integer(steps) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not np.isfinite(guidance):
+        if not _is_integer(seed) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not _is_real(guidance) or not np.isfinite(guidance):
             raise ValueError(f"guidance must be a finite number, got {guidance!r}")
-        if not (np.isfinite(eta) and eta >= 0):
-            raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM), got {eta!r}")
+        # Above 1 the DDIM noise term exceeds what the step leaves room for (the square root of a negative).
+        if not _is_real(eta) or not 0 <= eta <= 1:
+            raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta!r}")
+        if steps > self.scheduler.max_steps:
+            raise ValueError(f"steps must be between 1 and {self.scheduler.max_steps} for this ENGINE_DIR's scheduler, got {steps}")
         return int(steps)
 
     def _choose_video(self, name):

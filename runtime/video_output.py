@@ -7,13 +7,16 @@ into place, so a crash never leaves a half-written video under the real name.
 """
 
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 FORMATS = (".mp4", ".gif", ".npy", "a folder of PNGs (a path without suffix, or ending in /)")
+MAX_FPS = 1000  # a GIF frame lasts a whole number of milliseconds
+PNG_FRAME = re.compile(r"frame_\d{4,}\.png")
 
 
 class VideoOutputError(ValueError):
@@ -36,12 +39,21 @@ def frames_to_uint8(images: np.ndarray) -> np.ndarray:
 def output_kind(path) -> str:
     """'mp4' | 'gif' | 'npy' | 'png_dir' for an output path; a clear error for anything else."""
     text = os.fspath(path)
+    if text.strip() in ("", "-"):
+        raise VideoOutputError(f"cannot write to {text!r}: videos are not written to stdout; give a file or folder path")
     if text.endswith(("/", os.sep)) or Path(text).suffix == "":
         return "png_dir"
     suffix = Path(text).suffix.lower()
     if suffix in (".mp4", ".gif", ".npy"):
         return suffix[1:]
     raise VideoOutputError(f"cannot write {text}: unknown suffix {suffix!r}; use one of {', '.join(FORMATS)}")
+
+
+def check_fps(fps) -> float:
+    """Frames per second a GIF (integer milliseconds per frame) and an mp4 can both carry."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not 0 < fps <= MAX_FPS:
+        raise VideoOutputError(f"fps must be a number above 0 and at most {MAX_FPS}, got {fps!r}")
+    return float(fps)
 
 
 def check_frames(frames) -> np.ndarray:
@@ -54,8 +66,9 @@ def check_frames(frames) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def check_output_path(path) -> Path:
-    """The absolute target of ``path`` if it can be written (known format, folder exists, no clash); else a clear error.
+def check_output_path(path, overwrite: bool = False) -> Path:
+    """The absolute target of ``path`` if it can be written (known format, writable folder, nothing in the way);
+    else a clear error. ``overwrite`` allows replacing an existing file, or a folder of our PNG frames.
 
     Callers that compute for minutes before writing call this first.
     """
@@ -66,32 +79,54 @@ def check_output_path(path) -> Path:
         raise VideoOutputError(f"cannot write {target}: folder {parent} does not exist; create it first")
     if kind == "png_dir":
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise VideoOutputError(f"cannot write PNG frames to {target}: it exists and is not an empty folder")
+            if not (overwrite and _is_png_frames_folder(target)):
+                hint = "" if overwrite else " (--overwrite replaces a folder of frame_NNNN.png only)"
+                raise VideoOutputError(f"cannot write PNG frames to {target}: it exists and is not an empty folder{hint}")
     elif target.is_dir():
         raise VideoOutputError(f"cannot write {target}: a folder of that name exists")
+    elif (target.exists() or target.is_symlink()) and not overwrite:
+        raise VideoOutputError(f"cannot write {target}: it exists; pass --overwrite to replace it, or choose another name")
+    probe = _temp_name(target, ".probe")
+    try:  # writable? (permissions, read-only mounts): find out now, not after minutes of sampling
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as err:
+        raise VideoOutputError(f"cannot write {target}: {err.strerror or err}") from None
     return target
 
 
-def write_video(frames: np.ndarray, path, fps: float = 8) -> Path:
-    """Write uint8 frames [F, H, W, 3] to ``path`` (format from the suffix); returns the final path."""
+def write_video(frames: np.ndarray, path, fps: float = 8, overwrite: bool = False) -> Path:
+    """Write uint8 frames [F, H, W, 3] to ``path`` (format from the suffix); returns the final path.
+
+    ``overwrite``: replace an existing file (or a folder of our PNG frames); otherwise that is an error.
+    """
     frames = check_frames(frames)
     kind = output_kind(path)
-    if not fps or fps <= 0:
-        raise VideoOutputError(f"fps must be positive, got {fps}")
+    fps = check_fps(fps)
     if kind == "mp4" and (frames.shape[1] % 2 or frames.shape[2] % 2):
         # H.264 in yuv420p (the format every player reads) needs even sizes.
         raise VideoOutputError(f"mp4 needs an even height and width, got {frames.shape[2]}x{frames.shape[1]}; write .gif, .npy or PNGs")
-    target = check_output_path(path)
+    target = check_output_path(path, overwrite)
     try:
         return _write_png_dir(frames, target) if kind == "png_dir" else _write_file(frames, target, kind, fps)
     except OSError as err:
         raise VideoOutputError(f"cannot write {target}: {err.strerror or err}") from None
 
 
+def _temp_name(target: Path, suffix: str) -> Path:
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+
+
+def _is_png_frames_folder(folder: Path) -> bool:
+    return folder.is_dir() and not folder.is_symlink() and all(
+        PNG_FRAME.fullmatch(f.name) and f.is_file() and not f.is_symlink() for f in folder.iterdir())
+
+
 def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp.{kind}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Created with mode 0666 and O_EXCL: the kernel applies the umask, so the video gets the mode a
+    # plain open() would give (others may need to read it) without touching the process-wide umask.
+    tmp = _temp_name(target, f".tmp.{kind}")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         if kind == "npy":
             np.save(tmp, frames, allow_pickle=False)
@@ -108,7 +143,6 @@ def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
                                     macro_block_size=1, ffmpeg_log_level="error") as writer:
                 for frame in frames:
                     writer.append_data(frame)
-        _publish_mode(tmp, 0o666)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -119,23 +153,24 @@ def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
 def _write_png_dir(frames, target: Path) -> Path:
     import imageio.v3 as iio
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging = _temp_name(target, ".tmp")
+    staging.mkdir(0o777)  # umask applies, as for the files above
     try:
         for i, frame in enumerate(frames):
             iio.imwrite(staging / f"frame_{i:04d}.png", frame, extension=".png")
-        _publish_mode(staging, 0o777)
         if target.exists():
-            target.rmdir()  # checked empty above
-        staging.rename(target)
+            # Empty, or (with overwrite) only our frames: checked above. Moved aside first, so a failure keeps it.
+            trash = _temp_name(target, ".old")
+            target.rename(trash)
+            try:
+                staging.rename(target)
+            except BaseException:
+                trash.rename(target)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
-
-
-def _publish_mode(path: Path, full: int) -> None:
-    """The mode a plain open()/mkdir() would give: mkstemp/mkdtemp make owner-only temp files,
-    and the rename would carry that onto a video other users (a web server) must read."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, full & ~umask)

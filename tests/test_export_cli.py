@@ -96,14 +96,14 @@ def test_parity_failure_fails_the_export_and_leaves_nothing(run_dir, tmp_path, m
     assert "differs from PyTorch" in message and "text_encoder" in message
 
 
-def test_interrupted_export_leaves_no_folder(run_dir, tmp_path, monkeypatch):
+def test_interrupted_export_leaves_no_folder(run_dir, tmp_path, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tav.export.pipeline, "check_parity", interrupt)
     with pytest.raises(SystemExit) as exit_info:
         main(["--weights", str(run_dir), "--out", str(tmp_path / "engine"), "--quiet"])
-    assert "interrupted" in exit_info.value.code
+    assert exit_info.value.code == 130 and "interrupted; nothing was written" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
@@ -126,10 +126,14 @@ def test_overwrite_replaces_an_engine_dir_and_nothing_else(run_dir, tmp_path, mo
     monkeypatch.setattr(tav.export.pipeline, "_export_graph", fake_graph)
     out = tmp_path / "engine"
     main(["--weights", str(run_dir), "--out", str(out), "--quiet"])
-    (out / "stale.txt").write_text("from the old export")
+    first = (out / "manifest.json").stat().st_ino
     main(["--weights", str(run_dir), "--out", str(out), "--quiet", "--overwrite"])
-    assert (out / "manifest.json").is_file() and not (out / "stale.txt").exists()
+    assert (out / "manifest.json").stat().st_ino != first  # a new export (made while the old one still existed)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine"]  # no old copy or staging left
+    (out / "notes.txt").write_text("not from an export")
+    with pytest.raises(SystemExit):
+        main(["--weights", str(run_dir), "--out", str(out), "--quiet", "--overwrite"])
+    assert (out / "notes.txt").read_text() == "not from an export"
     other = tmp_path / "not_an_engine"
     other.mkdir()
     (other / "keep.txt").write_text("mine")

@@ -19,7 +19,7 @@ def test_files_that_appear_at_out_during_the_export_are_kept(tmp_path, overwrite
     staging = _finished_staging(out)
     out.mkdir()
     (out / "precious.txt").write_text("user data")  # appears while the export runs
-    with pytest.raises(ExportError, match="not empty"):
+    with pytest.raises(ExportError, match="not empty|not only an ENGINE_DIR"):
         move_into_place(staging, out, overwrite)
     assert (out / "precious.txt").read_text() == "user data"
 
@@ -27,7 +27,8 @@ def test_files_that_appear_at_out_during_the_export_are_kept(tmp_path, overwrite
 def test_overwrite_replaces_an_existing_engine_dir(tmp_path):
     out = tmp_path / "engine"
     out.mkdir()
-    (out / "manifest.json").write_text('{"old": true}')
+    (out / "manifest.json").write_text('{"schema_version": 1, "graphs": {"unet": {"onnx": "unet.onnx"}}, "files": {}}')
+    (out / "unet.onnx").write_bytes(b"old graph")
     move_into_place(_finished_staging(out), out, overwrite=True)
     assert (out / "manifest.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine"]  # no staging or trash left

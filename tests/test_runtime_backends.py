@@ -257,21 +257,3 @@ def test_plugin_exports_are_refused_by_onnxruntime_with_the_way_out(tmp_path, mo
     for device in (None, "cpu"):
         with pytest.raises(BackendUnavailable, match="tav::KVGather.*re-export with --kv-gather onnx"):
             choose_backend(manifest, "auto", device)
-
-
-def test_plugin_plans_need_the_plugin_library(monkeypatch, tmp_path):
-    monkeypatch.delenv(backend_trt.PLUGIN_ENV, raising=False)
-    with pytest.raises(RuntimeError, match=r"no kv_gather_plugin.so: set \$TAV_TRT_PLUGIN to libtav_kv_gather_trt.so"):
-        backend_trt.load_plugin_library(types.SimpleNamespace(), tmp_path)
-    library = tmp_path / "libtav_kv_gather_trt.so"
-    library.write_bytes(b"")
-    loaded = []
-    monkeypatch.setenv(backend_trt.PLUGIN_ENV, str(library))
-    trt = types.SimpleNamespace(get_plugin_registry=lambda: types.SimpleNamespace(load_library=loaded.append))
-    backend_trt.load_plugin_library(trt)
-    assert loaded == [str(library)]
-    shipped = tmp_path / "engine" / backend_trt.PLUGIN_FILE  # the ENGINE_DIR's own copy wins over the variable
-    shipped.parent.mkdir()
-    shipped.write_bytes(b"")
-    backend_trt.load_plugin_library(trt, shipped.parent)
-    assert loaded == [str(library), str(shipped)]

@@ -213,7 +213,7 @@ def test_bad_init_and_eta_are_rejected(pipe):
         pipe("a dog", init="video", steps=1)
     with pytest.raises(ValueError, match="starting latents must have shape"):
         pipe("a dog", init=np.zeros((1, 4, F + 1, h, w), np.float32), steps=1)
-    with pytest.raises(ValueError, match="eta must be >= 0"):
+    with pytest.raises(ValueError, match="eta must be between 0"):
         pipe("a dog", eta=-0.1, steps=1)
 
 
@@ -406,11 +406,11 @@ def test_auto_falls_back_to_onnxruntime_when_tensorrt_cannot_load_the_plans(engi
     import tav.runtime.pipeline as pipeline_module
     from tav.runtime.backends import BackendChoice, LoadedGraphs, choose_backend
 
-    def choose(manifest, backend, device):
+    def choose(manifest, backend, device, allow_plugin=False):
         trt = backend in ("auto", "tensorrt")
         return BackendChoice("tensorrt", "cuda", "test") if trt else choose_backend(manifest, backend, "cpu")
 
-    def load(manifest, choice):
+    def load(manifest, choice, allow_plugin=False):
         if choice.name == "tensorrt":
             raise RuntimeError("TensorRT could not deserialize unet.plan")
         return LoadedGraphs(manifest, choice)

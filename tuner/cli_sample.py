@@ -7,7 +7,7 @@
 
 import argparse
 
-from tav.runtime.video_output import check_output_path, write_video
+from tav.runtime.video_output import check_fps, check_output_path, write_video
 
 from .cli_common import run_cli
 from .model_sources import resolve_base_model
@@ -35,24 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=8, help="frames per second of mp4/gif (default 8, as the official GIFs)")
     a("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     a("--out", required=True, metavar="PATH", help="output: .mp4, .gif, .npy, or a folder of PNGs")
+    a("--overwrite", action="store_true", help="replace an existing --out file (or folder of PNG frames)")
+    a("--allow-base-mismatch", action="store_true",
+      help="sample even if the SD folder changed since tuning (its hash differs from run.json's); results will differ")
     return p
 
 
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
-    check_output_path(args.out)  # reject a bad --out before minutes of sampling
-    if args.fps <= 0:
-        raise ValueError(f"--fps must be positive, got {args.fps}")
+    check_output_path(args.out, args.overwrite)  # reject a bad --out before minutes of sampling
+    check_fps(args.fps)
     if args.revision and not args.pretrained:
         raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
     device = resolve_device(args.device)
     base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
-    tuned = load_tuned(args.weights, base_dir=base_dir)
+    tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
     if args.init == "inverted" and tuned.inverted_latents is None:
         raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
     tuned.unet.to(device).eval()
     result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta)
-    print(write_video(result.frames, args.out, fps=args.fps))
+    print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 
 
 def main(argv=None):

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .sd_folder import folder_hash
 from .video_unet import VideoUNet
 
 
@@ -29,6 +30,7 @@ def make_random_run(sd_dir, run_dir, frames: int, height: int, width: int, seed:
     if inverted:
         latents = torch.randn((1, 4, frames, height // 8, width // 8), generator=generator)
         save_file({"latents": latents}, str(run_dir / "inverted_latents.safetensors"))
-    run = {"pretrained_model_path": str(Path(sd_dir).absolute()), "frames": frames, "height": height, "width": width, "seed": seed}
+    run = {"pretrained_model_path": str(Path(sd_dir).absolute()), "pretrained_model_hash": folder_hash(sd_dir),
+           "frames": frames, "height": height, "width": width, "seed": seed}
     (run_dir / "run.json").write_text(json.dumps(run, indent=2))
     return run_dir

@@ -41,8 +41,9 @@ def main_args(argv=None):
     p.add_argument("--size", type=int, default=128, help="width and height in pixels")
     p.add_argument("--seed", type=int, default=0, help="picks the colours")
     p.add_argument("--fps", type=float, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
-    print(write_video(make_clip(args.frames, args.size, args.seed), args.out, fps=args.fps))
+    print(write_video(make_clip(args.frames, args.size, args.seed), args.out, fps=args.fps, overwrite=args.overwrite))
 
 
 def main(argv=None):

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from . import sd_folder
 from .inversion import ddim_inversion
 from .model_sources import resolve_base_model
+from .partial_claim import claim_partial
+from .saved_files import save_tensors
 from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
 from .tune_config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
 from .tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
-from .tuning_session import TuningSession, eval_loss, prepare, train_step
+from .tuning_session import TuningSession, eval_loss, prepare, resolve_device, train_step
 from .video_input import load_clip
 
 TUNE_CONFIG = "tune_config.json"
@@ -61,15 +62,15 @@ def tune(cfg: TuneConfig, on_step=None) -> Path:
     del settings["resume"]
     if cfg.resume:
         _check_resume_matches(partial, settings)
-    created = not partial.exists()
-    partial.mkdir(parents=True, exist_ok=True)
-    try:
-        with _InterruptFlag() as stop:
-            return _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started)
-    except BaseException:
-        if created and not has_checkpoint(partial):
-            shutil.rmtree(partial, ignore_errors=True)  # nothing worth resuming: leave nothing behind
-        raise
+    with claim_partial(partial, cfg.resume) as created:  # one run per RUN_DIR.partial, claimed atomically
+        try:
+            with _InterruptFlag() as stop:
+                return _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started)
+        except BaseException:
+            # Nothing worth resuming: leave nothing behind. A finished run (run.json) is never deleted.
+            if created and not has_checkpoint(partial) and not (partial / RUN_JSON).is_file():
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
 
 
 def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started) -> Path:
@@ -141,8 +142,8 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
                 "resume with the same command plus --resume") from None
         raise TuneInterrupted("interrupted before the first step; nothing to resume") from None
 
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, str(partial / TUNED_WEIGHTS))
-    save_file({"latents": inverted.float().cpu().contiguous()}, str(partial / INVERTED_LATENTS))
+    save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, partial / TUNED_WEIGHTS)
+    save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
     peak, peak_kind = _peak_memory(s.device)
     run = dict(
         settings,
@@ -169,9 +170,15 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
     (partial / RUN_JSON).write_text(json.dumps(run, indent=1))
     remove_checkpoints(partial)
     (partial / TUNE_CONFIG).unlink(missing_ok=True)
-    if run_dir.exists():
-        run_dir.rmdir()  # checked empty at the start
-    partial.rename(run_dir)
+    try:
+        if run_dir.exists():
+            run_dir.rmdir()  # empty at the start; fails if something appeared in it since
+        partial.rename(run_dir)
+    except OSError as err:
+        raise FileExistsError(
+            f"the run finished but cannot become {run_dir} ({err.strerror or err}: something appeared there while tuning); "
+            f"the complete run is kept in {partial}: move it to a free RUN_DIR name yourself"
+        ) from None
     return run_dir
 
 
@@ -195,7 +202,8 @@ def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
                             init=cfg.validation_init, parts=s.parts, autocast=s.autocast)
             slug = re.sub(r"[^A-Za-z0-9]+", "-", prompt).strip("-")[:60] or "empty"
             (partial / "validation").mkdir(exist_ok=True)
-            write_video(result.frames, partial / "validation" / f"step-{step:06d}-{slug}.gif")
+            # overwrite: a resumed run re-validates the steps after its checkpoint
+            write_video(result.frames, partial / "validation" / f"step-{step:06d}-{slug}.gif", overwrite=True)
     finally:
         s.unet.train()
 
@@ -205,6 +213,7 @@ def _check_config(cfg: TuneConfig):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.validation_init not in ("noise", "inverted"):
         raise ValueError(f"validation init must be 'noise' or 'inverted', got {cfg.validation_init!r}")
+    resolve_device(cfg.device)  # "--device tpu" fails now, not after loading the clip and the model
     for name in ("steps", "inversion_steps", "eval_pairs", "validation_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -212,6 +221,8 @@ def _check_config(cfg: TuneConfig):
         raise ValueError(f"learning rate must be positive, got {cfg.lr}")
     if not cfg.prompt:
         raise ValueError("the training prompt is empty; pass --prompt with the clip's caption")
+    if str(cfg.out).strip() in ("", "-"):
+        raise ValueError(f"--out {cfg.out!r} is not a folder name; give the RUN_DIR's path")
 
 
 def _check_targets(run_dir: Path, partial: Path, resume: bool):
@@ -251,28 +262,36 @@ def _versions() -> dict:
 
 
 class _InterruptFlag:
-    """Turns the first Ctrl-C into a request honoured between steps, so a checkpoint is never half-updated.
+    """Turns the first Ctrl-C (or SIGTERM, as a service manager or `kill` stops a job) into a request honoured
+    between steps, so a checkpoint is saved and never half-updated.
 
-    A second Ctrl-C interrupts at once (Python's default handler is back by then).
+    A second signal interrupts at once (the previous handlers are back by then).
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        tqdm.write("tav-tune: stopping after this step to save a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+        self._restore()
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        tqdm.write(f"tav-tune: {name}: stopping after this step to save a checkpoint (again to stop at once)", file=sys.stderr)
+
+    def _restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
     def check(self):
         if self.requested:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
         return False

@@ -11,6 +11,7 @@ pipeline folder whose ``unet/`` is a 3D UNet with the temporal weights, a
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from .checkpoints import read_state_dict
 from .model_sources import resolve_base_model
 from .sd_folder import check_sd_folder, file_sha256, folder_hash
 from .video_unet import VideoUNet
+
+log = logging.getLogger("tav.tuner")
 
 RUN_JSON = "run.json"
 TUNED_WEIGHTS = "tuned.safetensors"
@@ -38,6 +41,7 @@ class TunedModel:
     inverted_latents: torch.Tensor | None
     weights_hash: str  # sha256 pinning the tuned weights this model came from
     meta: dict = field(default_factory=dict)
+    base_model_hash: str | None = None  # folder_hash(base_dir) when it was computed (checked against run.json)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -48,19 +52,22 @@ def is_official_output(path: Path) -> bool:
     return (path / "model_index.json").is_file() and (path / "unet" / "config.json").is_file()
 
 
-def load_tuned(weights, dtype=torch.float32, base_dir=None) -> TunedModel:
+def load_tuned(weights, dtype=torch.float32, base_dir=None, allow_base_mismatch: bool = False) -> TunedModel:
     """The tuned video UNet and where the rest of its pipeline lives.
 
     ``base_dir`` (a folder from ``resolve_base_model``) replaces the base model the weights name:
     run.json's ``pretrained_model_path``, or an official output folder's own frozen parts. It must hold
     the weights the run was tuned on (e.g. the same model moved, or as a single file): the tuned layers
-    are only meaningful beside the frozen weights they were trained with.
+    are only meaningful beside the frozen weights they were trained with. So the base run.json names must
+    still hash as run.json recorded at tuning time (an edited or replaced folder is refused);
+    ``allow_base_mismatch`` turns that refusal into a loud warning, and a ``base_dir`` that hashes
+    differently is used with the same warning.
     """
     path = Path(weights)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; pass a RUN_DIR from tav-tune or an official Tune-A-Video output folder")
     if is_run_dir(path):
-        return _load_run_dir(path, dtype, base_dir)
+        return _load_run_dir(path, dtype, base_dir, allow_base_mismatch)
     if is_official_output(path):
         tuned = _load_official(path, dtype)
         if base_dir is not None:
@@ -71,21 +78,62 @@ def load_tuned(weights, dtype=torch.float32, base_dir=None) -> TunedModel:
     )
 
 
-def _load_run_dir(path: Path, dtype, override) -> TunedModel:
-    try:
-        meta = json.loads((path / RUN_JSON).read_text())
-        _, frames, height, width = (meta[k] for k in ("pretrained_model_path", "frames", "height", "width"))
-    except (json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{path / RUN_JSON} is corrupt or incomplete ({err}); re-run tav-tune") from None
+def _load_run_dir(path: Path, dtype, override, allow_base_mismatch: bool) -> TunedModel:
+    meta, _, frames, height, width = _read_run_json(path)
     weights_file = path / TUNED_WEIGHTS
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} is missing; the run did not finish, re-run tav-tune")
     base_dir = _recorded_base(meta, path) if override is None else check_sd_folder(override)
+    base_hash = _check_base_hash(path, meta, base_dir, allow_base_mismatch, given=override is not None)
     unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
-    return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta)
+    return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta,
+                      base_hash)
+
+
+def _read_run_json(path: Path) -> tuple:
+    """run.json's fields that loading needs, each of the right type, or a one-line error."""
+    where = path / RUN_JSON
+    try:
+        meta = json.loads(where.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where} is corrupt or incomplete ({err}); re-run tav-tune") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where} is corrupt: a JSON {type(meta).__name__}, not an object; re-run tav-tune")
+    try:
+        base_dir, frames, height, width = (meta[k] for k in ("pretrained_model_path", "frames", "height", "width"))
+    except KeyError as err:
+        raise ValueError(f"{where} is corrupt or incomplete (no {err}); re-run tav-tune") from None
+    if not isinstance(base_dir, str) or not base_dir:
+        raise ValueError(f"{where} is corrupt: pretrained_model_path is {base_dir!r}, not a folder path; re-run tav-tune")
+    for name, value in (("frames", frames), ("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where} is corrupt: {name} is {value!r}, not a positive integer; re-run tav-tune")
+    if not isinstance(meta.get("seed", 0), int):
+        raise ValueError(f"{where} is corrupt: seed is {meta['seed']!r}, not an integer; re-run tav-tune")
+    return meta, base_dir, frames, height, width
+
+
+def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: bool, given: bool) -> str | None:
+    """folder_hash(base_dir) when run.json recorded one to compare with (runs before it did are not checked).
+
+    The hash covers file bytes, not weights: a base given explicitly (``given``: the same model moved,
+    or converted from a single file) may hash differently and still be right, so it only warns.
+    """
+    recorded = meta.get("pretrained_model_hash")
+    if recorded is None:
+        return None
+    current = folder_hash(base_dir)
+    if current != recorded:
+        what = (f"the base model {base_dir} is not the one {path} was tuned on (its files hash to {current[:12]}..., "
+                f"run.json recorded {str(recorded)[:12]}...)")
+        if not (allow_mismatch or given):
+            raise ValueError(f"{what}; use the SD model it was tuned on, or pass --allow-base-mismatch to use this one anyway")
+        why = "--allow-base-mismatch" if allow_mismatch else "it was given explicitly"
+        log.warning("WARNING: %s; using it because %s: results equal the tuned run's only if it holds the same weights", what, why)
+    return current
 
 
 def _recorded_base(meta: dict, run_dir: Path) -> Path:

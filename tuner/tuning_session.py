@@ -54,11 +54,20 @@ class TuningSession:
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto, cpu, cuda or cuda:N; anything else (tpu, mps, a typo) is a one-line ValueError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked, but PyTorch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name} asked, but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

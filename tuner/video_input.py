@@ -91,26 +91,37 @@ def _iter_video(path: Path):
 
 
 def _read_image_folder(path: Path, indices: list) -> list:
-    import imageio.v3 as iio
-
     files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not files:
         raise VideoInputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a video file or a folder of frames")
     if indices[-1] >= len(files):
         raise _too_few(path, len(files), indices)
-    frames = []
-    for i in indices:
-        try:
-            frames.append(_to_rgb(iio.imread(files[i])))
-        except Exception as err:
-            raise VideoInputError(f"cannot decode {files[i]}: {_first_line(err)}") from None
+    frames = [_read_image_rgb(files[i]) for i in indices]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise VideoInputError(f"images in {path} differ in size ({', '.join(map(str, sorted(sizes)))}); use frames of one size")
     return frames
 
 
+def _read_image_rgb(path: Path) -> np.ndarray:
+    """uint8 RGB [h, w, 3] of an 8-bit image in any colour mode (grey, grey+alpha, palette, RGBA, CMYK, YCbCr).
+
+    PIL converts by the mode's meaning; keeping "the first three channels" would read CMYK's C, M, Y
+    as R, G, B and give grey+alpha two channels."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode.startswith(("I", "F")):  # 16/32-bit integer or float pixels
+                raise VideoInputError(f"{path} has {image.mode} pixels; frames must be 8-bit images")
+            return np.asarray(image.convert("RGB"))
+    except VideoInputError:
+        raise
+    except Exception as err:  # PIL raises many types for undecodable data
+        raise VideoInputError(f"cannot decode {path}: {_first_line(err)}") from None
+
+
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    """A decoded video frame (the decoders are asked for RGB) as contiguous uint8 [h, w, 3]."""
     frame = np.asarray(frame)
     if frame.dtype != np.uint8:
         raise VideoInputError(f"frames must be 8-bit, got {frame.dtype}")
