@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed UNet steps per backend before timing (default 2)")
     parser.add_argument("--backends", default="torch,torch-compile,onnxruntime,tensorrt")
     parser.add_argument("--skip", default="", help="comma list of stages to skip: tune (then a random untuned RUN_DIR "
-                        "of the same size is exported: SD-1.5 sizes on a CPU), export, e2e")
+                        "of the same size is exported: SD-1.5 sizes on a CPU), export, packs, e2e")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)

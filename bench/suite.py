@@ -1,9 +1,9 @@
 """The benchmark suite: one random SD-1.x pipeline, tuned, exported, and timed on every backend.
 
-Order: device rates -> random model -> FLOPs -> tuning -> export -> UNet step per
-backend (with accuracy against PyTorch fp32) -> end to end (tav-run's pipeline
-and the PyTorch reference sampler). A stage that cannot run here is recorded
-with the reason instead of failing the whole run.
+Order: device rates -> random model -> FLOPs and pack sizes -> tuning -> export ->
+UNet step per backend (with accuracy against PyTorch fp32) -> base ENGINE_DIR + pack
+(bench/packs.py) -> end to end (tav-run's pipeline and the PyTorch reference sampler).
+A stage that cannot run here is recorded with the reason instead of failing the whole run.
 """
 
 import json
@@ -21,6 +21,7 @@ import torch
 
 from .e2e import e2e_cli
 from .flops import unet_step_flops
+from .packs import measure_packs, pack_sizes
 from .memory import step_memory
 from .timing import copy_gbps, matmul_tflops, median_ms
 from .unet_backends import StepInputs, accuracy
@@ -60,6 +61,9 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
 
     flops = unet_step_flops(unet_config, 2, cfg.frames, latent_hw, text_dim)
     report["flops"] = {"unet_step_flop": flops, "unet_step_tflop": flops / 1e12}
+    # The issue's reference point (SD-1.5, 8 frames 512x512) next to this run's model; counted, not timed.
+    report["pack_sizes"] = [pack_sizes("sd15", 8, 512, 512, p) for p in ("fp16", "fp32")]
+    report["pack_sizes"].append(pack_sizes(cfg.model, cfg.frames, cfg.height, cfg.width, "fp16" if gpu else "fp32"))
 
     # The random SD folder is reused across runs in one --work; runs and engines never are.
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=work))
@@ -72,7 +76,9 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
         engine_dir = _stage(report, "export", lambda: _export(cfg, run_dir, scratch))
 
     if run_dir is not None:
-        _unet_backends(cfg, report, run_dir, engine_dir, StepInputs.seeded(cfg.frames, latent_hw, text_dim), flops)
+        inputs = StepInputs.seeded(cfg.frames, latent_hw, text_dim)
+        _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops)
+        _stage(report, "packs", lambda: measure_packs(cfg, sd_dir, run_dir, engine_dir, inputs, scratch), skipped="packs" in cfg.skip)
         if "e2e" not in cfg.skip and engine_dir is not None:
             _stage(report, "e2e", lambda: (None, e2e_cli(run_dir, engine_dir, scratch, cfg.steps, cfg.device, PROMPT)))
     return report

@@ -1,4 +1,8 @@
-"""``tav-export``: tuned weights (RUN_DIR or an official Tune-A-Video output) -> ENGINE_DIR of ONNX graphs / TensorRT plans."""
+"""``tav-export``: tuned weights (RUN_DIR or an official Tune-A-Video output) -> ENGINE_DIR of ONNX graphs / TensorRT plans.
+
+Many videos on one base: ``--base MODEL`` exports a base ENGINE_DIR whose UNet takes the tuned
+tensors as inputs, and ``--weights RUN_DIR --pack-for BASE_DIR --out NAME.tavpack`` writes a video's pack.
+"""
 
 import argparse
 import logging
@@ -6,15 +10,21 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    summary = __doc__.split(": ", 1)[1]
+    summary = __doc__.split(": ", 1)[1].split("\n")[0]
     parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:])
-    parser.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder (required unless --clean-stale)")
-    parser.add_argument("--out", required=True, help="ENGINE_DIR to create (must not exist, or be empty)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder (required unless "
+                                          "--base or --clean-stale)")
+    source.add_argument("--base", help="a base Stable Diffusion 1.x model (diffusers folder, .safetensors/.ckpt file or hub "
+                                       "ORG/NAME): export a base ENGINE_DIR for per-video packs (needs --frames, --height, --width)")
+    parser.add_argument("--pack-for", metavar="BASE_DIR", help="with --weights: write the video's pack for this base "
+                                                                "ENGINE_DIR to --out NAME.tavpack instead of an ENGINE_DIR")
+    parser.add_argument("--out", required=True, help="ENGINE_DIR to create (must not exist, or be empty), or NAME.tavpack with --pack-for")
     parser.add_argument("--frames", type=int, help="frame count (default: the run's; must match its inverted latents)")
     parser.add_argument("--height", type=int, help="video height in pixels, a multiple of 8 (default: the run's)")
     parser.add_argument("--width", type=int, help="video width in pixels, a multiple of 8 (default: the run's)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                        help="fp16: half-precision graphs and I/O (timestep stays fp32, norms compute in fp32)")
+    parser.add_argument("--precision", choices=("fp32", "fp16"),
+                        help="fp16: half-precision graphs and I/O (timestep stays fp32, norms compute in fp32); default fp32")
     parser.add_argument("--backend", choices=("onnx", "tensorrt", "all"), default="onnx",
                         help="onnx: ONNX graphs only; tensorrt or all: also a TensorRT plan per graph "
                              "(the graphs stay: plans are built from them and the manifest pins them)")
@@ -27,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "standard: one plain MatMul-Softmax-MatMul graph for every consumer")
     parser.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing ENGINE_DIR at --out (refused if the folder holds anything its manifest does not list)")
+                        help="replace an existing ENGINE_DIR at --out (refused if the folder holds anything its manifest does not "
+                             "list), or an existing pack with --pack-for")
     parser.add_argument("--allow-base-mismatch", action="store_true",
                         help="export even if the SD folder differs from the one the run was tuned on (run.json's hash); "
                              "the tuned weights then sit on another base model")
@@ -44,8 +55,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="tav-export: %(message)s", stream=sys.stderr)
     if args.clean_stale:
         return clean_stale(args.out)
-    if not args.weights:
-        parser.error("the following arguments are required: --weights")
+    if not (args.weights or args.base):
+        parser.error("one of the arguments --weights --base is required")
     try:
         import onnxruntime
 
@@ -59,11 +70,14 @@ def main(argv=None):
         transformers.utils.logging.disable_progress_bar()
         from .pipeline import export_engine
 
-        out = export_engine(
-            args.weights, args.out, args.frames, args.height, args.width, args.precision, args.backend, args.opset,
-            args.kv_gather, attention=args.attention, optimization_level=args.optimization_level, overwrite=args.overwrite,
-            allow_base_mismatch=args.allow_base_mismatch,
-        )
+        if args.pack_for:
+            out = _write_pack(args)
+        else:
+            out = export_engine(
+                args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32", args.backend,
+                args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
+                overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
+            )
     except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it
         print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
@@ -71,6 +85,18 @@ def main(argv=None):
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         sys.exit(f"tav-export: error: {message}")
     print(out)
+
+
+def _write_pack(args):
+    from .errors import ExportError
+    from .pack_writer import write_pack
+
+    if args.base:
+        raise ExportError("--pack-for takes --weights RUN_DIR (the tuned video), not --base")
+    fixed = [f"--{name}" for name in ("frames", "height", "width", "precision") if getattr(args, name) is not None]
+    if fixed:
+        raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size and precision from its base {args.pack_for}; drop them")
+    return write_pack(args.weights, args.pack_for, args.out, overwrite=args.overwrite)
 
 
 def clean_stale(out):

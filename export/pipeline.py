@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .attention_fusion import MHA_DOMAIN, MHA_OP, fuse_for_onnxruntime
+from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
@@ -71,6 +72,7 @@ def export_engine(
     overwrite=False,
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
     allow_base_mismatch=False,
+    base=False,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
@@ -79,6 +81,8 @@ def export_engine(
     with MultiHeadAttention nodes; TensorRT keeps standard ops) or "standard" (one standard-op graph
     for both). ``allow_base_mismatch``: export even when the SD folder is not the one the run was
     tuned on (its hash differs from run.json's). Returns ``out_dir``.
+    ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
+    (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     """
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
     if attention not in ATTENTION_MODES:
@@ -88,6 +92,9 @@ def export_engine(
     out_dir = Path(out_dir).absolute()
     check_output(out_dir, overwrite)
     _warn_about_leftovers(out_dir)
+    if base and kv_gather == "plugin":
+        raise ExportError("--base with --kv-gather plugin is not supported yet (the plugin's parity twin has no tunable "
+                          "inputs); export the base with --kv-gather onnx")
     if kv_gather == "plugin" and backend == "onnx":
         log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
                     "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")
@@ -101,7 +108,7 @@ def export_engine(
             from tav.tuner.sd_folder import folder_hash, load_text_encoder, load_vae
             from tav.tuner.tuned_weights import load_tuned
 
-            tuned = load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
+            tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
             text_encoder, vae = load_text_encoder(tuned.base_dir), load_vae(tuned.base_dir)
             # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);
@@ -109,6 +116,8 @@ def export_engine(
             device = "cuda" if torch.cuda.is_available() else "cpu"
             unet, text_encoder, vae = (m.to(device).eval() for m in (tuned.unet, text_encoder, vae))
             specs = graph_specs(unet, text_encoder, vae, frames, height, width, precision)
+            if base:
+                specs = with_tunable_inputs(specs, precision)
         graphs = {}
         for spec in specs:
             plugin_context = plugin.context if plugin and spec.name == "unet" else None
@@ -132,7 +141,11 @@ def export_engine(
                     source = graphs[spec.name].get("tensorrt_source")
                     onnx_path = source["path"] if source else staging / f"{spec.name}.onnx"
                     plan_path = staging / f"{spec.name}.plan"
-                    graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins)
+                    refittable = ()
+                    if base and spec.name == "unet":  # built from a twin whose tunable inputs are weights again
+                        onnx_path, refittable = refittable_twin(onnx_path, tunable_values(spec), staging / ".trace" / "refit")
+                    graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins, refittable)
+                    shutil.rmtree(staging / ".trace", ignore_errors=True)
             builder.save_timing_cache(staging / TIMING_CACHE)
             if plugin:
                 # Ship the plugin with the plans (hashed under "files"): a service needs only the folder.
@@ -164,6 +177,7 @@ def export_engine(
             "attention": attention,
             "opset": opset,
             "graphs": entries,
+            **({"base": base_section(specs, frames, height, width, precision, tuned.meta["pretrained_model_source"])} if base else {}),
             "files": other_files(staging, entries),
             "export_seconds": timings,
         }
@@ -199,6 +213,7 @@ def _export_graph(spec, staging, precision, opset, plugin_context, threshold, ti
     with _stage(timings, "optimise", spec.name):
         model = optimise(model, precision)
         check_graph(model, spec)
+        check_no_transpose(model, spec)
         fused = fuse_for_onnxruntime(model, spec) if attention == "fused" and spec.fused_attention and plugin_context is None else None
     fields = {"attention": {"fused": fused.fused if fused else 0, "op": f"{MHA_DOMAIN}.{MHA_OP}" if fused else None}, "tensorrt": None}
     with _stage(timings, "check", spec.name):
