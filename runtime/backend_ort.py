@@ -8,6 +8,7 @@ A session with bound buffers is not reentrant: callers serialize ``run`` (VideoP
 """
 
 import logging
+import os
 
 import numpy as np
 
@@ -39,6 +40,10 @@ class OrtGraph:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
+        # Several processes sharing a CPU (tav-serve replicas) each want few threads, not one per core.
+        threads = int(os.environ.get("TAV_ORT_THREADS") or 0)
+        if threads > 0:
+            options.intra_op_num_threads = threads
         if device == "cpu":
             self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         else:

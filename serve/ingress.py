@@ -1,0 +1,180 @@
+"""What each HTTP route does, on the ingress replica: checks, routing by video id, jobs; no model work here.
+
+Generation goes to the model deployment through its handle with
+``.options(multiplexed_model_id=video_id)``: Ray Serve sends it to a replica that already
+holds that video's pack when one exists (and otherwise to one that loads it). Overload and
+replica loss come back as 503 with Retry-After, never as a hang: the handle's
+``max_queued_requests`` bounds the queue and every call has a timeout.
+"""
+
+import asyncio
+import logging
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
+
+from .config import ServeConfig
+from .errors import ApiError, busy
+from .ids import BadId, check_job_id, check_video_id, new_job_id
+from .jobs import create_job, fail_job, public_view, read_job, reserved_video_ids
+from .metrics import RequestMetrics
+from .residency import VideoNotFound
+from .schemas import GenerateRequest, TuneOptions, one_line
+from .store import Store
+from .tuning_job import run_tuning_job
+from .uploads import UploadRefused, accept, check_declared_size, clip_suffix, discard, probe_clip, save_incoming
+
+log = logging.getLogger("tav.serve")
+
+FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
+REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
+
+
+class IngressService:
+    def __init__(self, config: ServeConfig, model_handle):
+        self.config, self.model = config, model_handle
+        self.store = Store(config.store).create()
+        self.metrics = RequestMetrics()
+        self._base = None
+        self._upload_lock = asyncio.Lock()
+        self._jobs_in_flight = {}
+        self._tuning_task = ray.remote(run_tuning_job).options(
+            num_cpus=config.job_cpus, num_gpus=config.job_gpus, max_retries=0, name="tav-serve-tuning-job")
+
+    # -- videos ---------------------------------------------------------------------------------
+
+    def _video_id(self, video_id: str) -> str:
+        try:
+            return check_video_id(video_id)
+        except BadId as err:
+            raise ApiError(422, str(err)) from None
+
+    def _known_video(self, video_id: str) -> str:
+        video_id = self._video_id(video_id)
+        if not self.store.has_video(video_id):
+            known = self.store.video_ids()
+            listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "none yet"
+            raise ApiError(404, f"no video {video_id!r}; known videos: {listing} (GET /v1/videos)")
+        return video_id
+
+    async def list_videos(self) -> list:
+        return await asyncio.to_thread(lambda: [self._metadata(v) for v in self.store.video_ids()])
+
+    async def describe_video(self, video_id: str) -> dict:
+        video_id = self._known_video(video_id)
+        return await asyncio.to_thread(self._metadata, video_id)
+
+    def _metadata(self, video_id: str) -> dict:
+        from tav.runtime import read_pack_metadata
+
+        path = self.store.pack_path(video_id)
+        return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": read_pack_metadata(path)}
+
+    async def generate(self, video_id: str, body: GenerateRequest) -> dict:
+        video_id = self._known_video(video_id)
+        limits = self.config.limits
+        response = self.model.options(multiplexed_model_id=video_id).generate.remote(body.sampling_args(), body.format, body.fps)
+        try:
+            return await asyncio.wait_for(response, timeout=limits.generate_timeout_s)
+        except BackPressureError:
+            raise busy(f"all replicas are busy and the queue is full ({limits.max_queued} waiting); retry later",
+                       limits.retry_after_s) from None
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise ApiError(504, f"generation took longer than {limits.generate_timeout_s:g} s and was cancelled; "
+                                "ask for fewer steps") from None
+        except RequestCancelledError:
+            raise busy("the request was cancelled on the replica (shutting down?); retry", limits.retry_after_s) from None
+        except REPLICA_GONE as err:
+            log.warning("replica lost during generate for %s: %s", video_id, str(err).splitlines()[0])
+            raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
+        except VideoNotFound:
+            raise ApiError(404, f"no video {video_id!r} (it was removed from the store)") from None
+        except ValueError as err:  # the runtime's own argument checks, e.g. init="inverted" on a pack without latents
+            raise ApiError(422, str(err).splitlines()[0]) from None
+
+    async def check_ready(self) -> None:
+        try:
+            await asyncio.wait_for(self.model.ready.remote(), timeout=10)
+        except (asyncio.TimeoutError, BackPressureError, *REPLICA_GONE) as err:
+            raise busy(f"no model replica answered ({type(err).__name__})", self.config.limits.retry_after_s) from None
+
+    # -- tuning jobs ----------------------------------------------------------------------------
+
+    def base(self):
+        if self._base is None:
+            from tav.runtime.manifest import read_manifest
+
+            self._base = read_manifest(self.config.base_dir)
+        return self._base
+
+    async def submit_upload(self, request) -> dict:
+        if self.config.sd_dir is None:
+            raise ApiError(501, "this server cannot tune: start tav-serve with --sd SD_FOLDER (the base model's diffusers folder)")
+        limits = self.config.limits
+        try:
+            check_declared_size(request.headers.get("content-length"), limits.max_upload_bytes + FORM_OVERHEAD_BYTES)
+        except UploadRefused as err:
+            raise ApiError(err.status, str(err)) from None
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except Exception as err:  # starlette's multipart errors: malformed body, too many parts
+            raise ApiError(422, f"the body is not a valid multipart form ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                "send the clip as file field 'clip' and the options as fields") from None
+        async with form:
+            fields = {k: v for k, v in form.multi_items() if k != "clip"}
+            try:
+                options = TuneOptions.model_validate(fields)
+            except ValueError as err:
+                raise ApiError(422, "invalid upload: " + one_line(err.errors() if hasattr(err, "errors") else [{"msg": str(err)}])) from None
+            video_id = self._video_id(options.video_id)
+            clip_file = form.get("clip")
+            if clip_file is None or isinstance(clip_file, str):
+                raise ApiError(422, "no clip: send the video as the multipart file field 'clip' (curl -F clip=@video.mp4)")
+            base = self.base()
+            frames_needed = options.start + options.stride * (base.frames - 1) + 1
+            try:
+                suffix = clip_suffix(clip_file.filename)
+                async with self._upload_lock:  # one id check-and-reserve at a time on this replica
+                    if video_id in await asyncio.to_thread(reserved_video_ids, self.store):
+                        raise ApiError(409, f"video id {video_id!r} is taken (by a pack or a running job); choose another")
+                    clip = await asyncio.to_thread(save_incoming, clip_file.file, self.store.uploads, suffix, limits.max_upload_bytes)
+                    try:
+                        await asyncio.to_thread(probe_clip, clip, frames_needed)
+                        job_id = new_job_id()
+                        clip = accept(clip, self.store.upload_dir(job_id))
+                    except BaseException:
+                        discard(clip)
+                        raise
+                    record = create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
+            except UploadRefused as err:
+                raise ApiError(err.status, str(err)) from None
+        ref = self._tuning_task.remote(self.config, job_id)
+        self._jobs_in_flight[job_id] = asyncio.create_task(self._watch(job_id, ref))
+        log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
+        return {**public_view(record), "status_url": f"/v1/jobs/{job_id}"}
+
+    async def _watch(self, job_id: str, ref) -> None:
+        """A task that dies without writing its record (worker killed, node lost) still ends its job as failed."""
+        try:
+            await ref
+        except Exception as err:
+            reason = f"the tuning task ended abnormally: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            await asyncio.to_thread(fail_job, self.store, job_id, reason)
+        finally:
+            self._jobs_in_flight.pop(job_id, None)
+
+    async def job_status(self, job_id: str) -> dict:
+        try:
+            check_job_id(job_id)
+        except BadId as err:
+            raise ApiError(422, str(err)) from None
+        try:
+            return public_view(await asyncio.to_thread(read_job, self.store, job_id))
+        except FileNotFoundError:
+            raise ApiError(404, f"no job {job_id}") from None
+
+    async def shutdown(self) -> None:
+        for task in list(self._jobs_in_flight.values()):
+            task.cancel()
