@@ -19,7 +19,7 @@ from .errors import ApiError, busy
 from .ids import BadId, check_job_id, check_video_id, new_job_id
 from .jobs import create_job, fail_job, public_view, read_job, reserved_video_ids
 from .metrics import RequestMetrics
-from .residency import VideoNotFound
+from .residency import VideoNotFound, VideoUnusable
 from .schemas import GenerateRequest, TuneOptions, one_line
 from .store import Store
 from .tuning_job import run_tuning_job
@@ -29,6 +29,16 @@ log = logging.getLogger("tav.serve")
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
+
+
+SERVER_PATH_KEYS = ("weights", "video", "pretrained_model_path", "pack")
+
+
+def without_paths(meta):
+    """Pack metadata as clients see it: the server's file paths (tuning folders, uploads) left out."""
+    if isinstance(meta, dict):
+        return {k: without_paths(v) for k, v in meta.items() if k not in SERVER_PATH_KEYS}
+    return meta
 
 
 class IngressService:
@@ -69,7 +79,10 @@ class IngressService:
         from tav.runtime import read_pack_metadata
 
         path = self.store.pack_path(video_id)
-        return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": read_pack_metadata(path)}
+        try:
+            return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": without_paths(read_pack_metadata(path))}
+        except (OSError, ValueError) as err:  # a pack removed meanwhile or with a broken header: listed, marked
+            return {"video_id": video_id, "error": str(err).splitlines()[0]}
 
     async def generate(self, video_id: str, body: GenerateRequest) -> dict:
         video_id = self._known_video(video_id)
@@ -91,6 +104,8 @@ class IngressService:
             raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
         except VideoNotFound:
             raise ApiError(404, f"no video {video_id!r} (it was removed from the store)") from None
+        except VideoUnusable as err:  # the store's fault, not the client's
+            raise ApiError(500, str(err)) from None
         except ValueError as err:  # the runtime's own argument checks, e.g. init="inverted" on a pack without latents
             raise ApiError(422, str(err).splitlines()[0]) from None
 

@@ -21,6 +21,10 @@ class VideoNotFound(LookupError):
     """No pack in STORE under that video id."""
 
 
+class VideoUnusable(RuntimeError):
+    """STORE holds a pack under that id that this base refuses (made for another base, tampered, truncated)."""
+
+
 class ResidentVideo:
     """One pack made resident on ``pipe``; ``generate(**request)`` samples with it."""
 
@@ -71,5 +75,8 @@ def load_video_into(pipe, video_id: str, store: Store) -> ResidentVideo:
     if not path.is_file():
         raise VideoNotFound(f"no video {video_id!r} in the store")
     name = f"{video_id}#{next(_load_counter)}"
-    pipe.add_video(name, path)
+    try:
+        pipe.add_video(name, path)
+    except ValueError as err:  # tav.runtime's PackError: one line naming the pack and what differs
+        raise VideoUnusable(f"video {video_id!r} cannot be served: {str(err).splitlines()[0]}") from None
     return ResidentVideo(pipe, video_id, name)
