@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, with_tunable_inputs
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
@@ -52,11 +53,14 @@ def export_engine(
     optimization_level=3,
     overwrite=False,
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
+    base=False,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
     ``frames``/``height``/``width`` default to the run's. ``backend``: "onnx" (graphs only),
     "tensorrt" or "all" (graphs and one plan per graph). Returns ``out_dir``.
+    ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
+    (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     """
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
     out_dir = Path(out_dir).absolute()
@@ -73,7 +77,7 @@ def export_engine(
             from tav.tuner.sd_folder import folder_hash, load_text_encoder, load_vae
             from tav.tuner.tuned_weights import load_tuned
 
-            tuned = load_tuned(weights)
+            tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
             text_encoder, vae = load_text_encoder(tuned.base_dir), load_vae(tuned.base_dir)
             # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);
@@ -81,6 +85,8 @@ def export_engine(
             device = "cuda" if torch.cuda.is_available() else "cpu"
             unet, text_encoder, vae = (m.to(device).eval() for m in (tuned.unet, text_encoder, vae))
             specs = graph_specs(unet, text_encoder, vae, frames, height, width, precision)
+            if base:
+                specs = with_tunable_inputs(specs, precision)
         graphs = {}
         for spec in specs:
             plugin_context = plugin.context if plugin and spec.name == "unet" else None
@@ -100,7 +106,11 @@ def export_engine(
                 plugins = [plugin.library] if plugin and spec.name == "unet" else []
                 with _stage(timings, "build", spec.name):
                     onnx_path, plan_path = staging / f"{spec.name}.onnx", staging / f"{spec.name}.plan"
-                    graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins)
+                    refittable = ()
+                    if base and spec.name == "unet":  # built from a twin whose tunable inputs are weights again
+                        onnx_path, refittable = refittable_twin(onnx_path, spec, staging / ".trace" / "refit")
+                    graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins, refittable)
+                    shutil.rmtree(staging / ".trace", ignore_errors=True)
             builder.save_timing_cache(staging / TIMING_CACHE)
             if plugin:
                 # Ship the plugin with the plans (hashed under "files"): a service needs only the folder.
@@ -130,6 +140,7 @@ def export_engine(
             "kv_gather": kv_gather,
             "opset": opset,
             "graphs": entries,
+            **({"base": base_section(specs, frames, height, width, precision)} if base else {}),
             "files": other_files(staging, entries),
             "export_seconds": timings,
         }
@@ -151,6 +162,7 @@ def _export_graph(spec, staging, precision, opset, plugin_context, threshold, ti
         model = optimise(model, precision)
     with _stage(timings, "check", spec.name):
         check_graph(model, spec)
+        check_no_transpose(model, spec)
         path = staging / f"{spec.name}.onnx"
         external = save_onnx(model, path, threshold, full_check=plugin_context is None)
         del model

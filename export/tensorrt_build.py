@@ -116,8 +116,12 @@ class EngineBuilder:
         self.timing_cache_path = timing_cache
         self._cache = None
 
-    def build(self, spec, onnx_path: Path, plan_path: Path, precision: str, plugins=()) -> dict:
-        """One plan; ``plugins``: libraries already registered that this graph needs (the runtime loads them too)."""
+    def build(self, spec, onnx_path: Path, plan_path: Path, precision: str, plugins=(), refittable=()) -> dict:
+        """One plan; ``plugins``: libraries already registered that this graph needs (the runtime loads them too).
+
+        ``refittable``: initializer names to build as individually refittable weights (a base UNet's
+        tunable tensors, which are graph inputs in ``spec`` but weights in ``onnx_path``).
+        """
         t = self.trt.module
         self.logger.errors.clear()
         network = self.builder.create_network(1 << int(t.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -126,13 +130,22 @@ class EngineBuilder:
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
             raise TensorRTError(f"{spec.name}: {self.trt.flavour} cannot parse {onnx_path.name}: {errors}")
-        self._check_inputs(network, spec)
+        inputs = [tensor for tensor in spec.inputs if tensor.name not in set(refittable)]
+        self._check_inputs(network, spec.name, inputs)
         config = self.builder.create_builder_config()
         config.builder_optimization_level = self.optimization_level
         if precision == "fp32":
             config.clear_flag(t.BuilderFlag.TF32)
+        if refittable:
+            # REFIT_INDIVIDUAL keeps every other weight constant (and foldable); REFIT_IDENTICAL would be
+            # wrong here, since each pack's values differ from the ones the plan is built with.
+            config.set_flag(t.BuilderFlag.REFIT_INDIVIDUAL)
+            unmarked = [name for name in refittable if not network.mark_weights_refittable(name)]
+            if unmarked:
+                raise TensorRTError(f"{spec.name}: {self.trt.flavour} cannot mark {len(unmarked)} weights refittable, "
+                                    f"e.g. {unmarked[0]} (not a weight of the parsed network)")
         profile = self.builder.create_optimization_profile()
-        for tensor in spec.inputs:
+        for tensor in inputs:
             profile.set_shape(tensor.name, tensor.shape, tensor.shape, tensor.shape)
         config.add_optimization_profile(profile)
         if self.trt.has_timing_cache:
@@ -152,6 +165,7 @@ class EngineBuilder:
             "builder_optimization_level": self.optimization_level,
             "timing_cache": self.trt.has_timing_cache,
             "plugins": [str(p) for p in plugins],
+            "refittable": list(refittable),
         }
 
     def _timing_cache(self, config):
@@ -168,11 +182,11 @@ class EngineBuilder:
         path.write_bytes(memoryview(self._cache.serialize()))
         return True
 
-    def _check_inputs(self, network, spec):
+    def _check_inputs(self, network, name: str, inputs: list):
         got = []
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             got.append({"name": tensor.name, "shape": list(tensor.shape), "dtype": _DTYPE_NAMES.get(tensor.dtype.name, tensor.dtype.name)})
-        want = [t.as_json() for t in spec.inputs]
+        want = [t.as_json() for t in inputs]
         if got != want:
-            raise TensorRTError(f"{spec.name}: TensorRT sees inputs {got}, the contract says {want}")
+            raise TensorRTError(f"{name}: TensorRT sees inputs {got}, the contract says {want}")

@@ -5,6 +5,12 @@ each call copies new inputs into the same device memory (``update_inplace``) and
 Fixed addresses are what ORT's CUDA-graph mode requires (``enable_cuda_graph``: the first
 run captures, later runs replay), and they spare per-call allocations even without a graph.
 A session with bound buffers is not reentrant: callers serialize ``run`` (VideoPipeline's lock).
+
+A base ENGINE_DIR's UNet also takes per-video weights as inputs (``weight_inputs``). They are
+not copied per call: ``upload`` makes them resident once (OrtValues on the GPU; on the CPU the
+host arrays themselves, which ORT reads in place), and ``run(feeds, weights)`` binds the
+resident values. Switching videos rebinds those inputs; nothing is re-created. The CUDA graph
+is off for such a UNet: a captured graph replays fixed weight addresses.
 """
 
 import logging
@@ -33,10 +39,14 @@ def _specs(nodes) -> list:
 class OrtGraph:
     """One ONNX graph in an InferenceSession; ``run(feeds) -> {output name: new numpy array}``."""
 
-    def __init__(self, path, device: str = "cpu", cuda_graph: bool = False, device_id: int = 0, io_binding=None):
+    def __init__(self, path, device: str = "cpu", cuda_graph: bool = False, device_id: int = 0, io_binding=None,
+                 weight_inputs=()):
         import onnxruntime as ort
 
-        self.path, self.device, self.cuda_graph = str(path), device, False
+        self.path, self.device, self.cuda_graph, self.device_id = str(path), device, False, device_id
+        self.weight_inputs = frozenset(weight_inputs)
+        cuda_graph = cuda_graph and not self.weight_inputs
+        self._bound_weights = None
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
@@ -80,6 +90,8 @@ class OrtGraph:
         binding = self.session.io_binding()
         self._device_inputs, self._device_outputs = {}, {}
         for spec in self.inputs:
+            if spec.name in self.weight_inputs:
+                continue  # bound per video by run(feeds, weights)
             value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype), self.device, device_id)
             binding.bind_ortvalue_input(spec.name, value)
             self._device_inputs[spec.name] = value
@@ -89,10 +101,33 @@ class OrtGraph:
             self._device_outputs[spec.name] = value
         return binding
 
-    def run(self, feeds: dict) -> dict:
-        feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs}
+    def upload(self, arrays: dict):
+        """Per-video weights made resident for ``run``: OrtValues on the GPU, or the host arrays on the CPU."""
+        import onnxruntime as ort
+
+        if self.device == "cpu":
+            return dict(arrays)
+        return {name: ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id) for name, array in arrays.items()}
+
+    def release(self, weights) -> None:
+        if self._bound_weights is weights:  # never leave a binding that points at freed memory
+            self._bound_weights = None
+        weights.clear()
+
+    def run(self, feeds: dict, weights: dict | None = None) -> dict:
+        weights = weights or {}
+        if set(weights) != self.weight_inputs:
+            raise ValueError(f"{self.path}: weights for {len(weights)} of its {len(self.weight_inputs)} per-video inputs")
+        feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
         if self._binding is None:
-            return dict(zip((s.name for s in self.outputs), self.session.run(None, feeds)))
+            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights})))
+        if weights and self._bound_weights is not weights:
+            for name, value in weights.items():
+                if isinstance(value, np.ndarray):
+                    self._binding.bind_cpu_input(name, value)
+                else:
+                    self._binding.bind_ortvalue_input(name, value)
+            self._bound_weights = weights
         for name, array in feeds.items():
             self._device_inputs[name].update_inplace(array)  # same device address: a captured graph stays valid
         # ORT's CUDA provider runs on its own stream: order the copies around the run (as ORT's CudaSession does).
@@ -104,5 +139,5 @@ class OrtGraph:
         return {name: own(value.numpy()) for name, value in self._device_outputs.items()}
 
     def close(self) -> None:
-        self._binding = self._device_inputs = self._device_outputs = None
+        self._binding = self._device_inputs = self._device_outputs = self._bound_weights = None
         self.session = None

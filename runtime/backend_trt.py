@@ -85,6 +85,7 @@ class Engine:
         self.device_buffers = {}  # tensor name -> device pointer, bound to the context once
         self.graph_exec = 0
         self.inputs, self.outputs = [], []
+        self.refit = None  # trt_refit.RefitWeights for a base ENGINE_DIR's UNet (per-video weights)
 
     def load(self, runtime) -> None:
         self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
@@ -123,8 +124,23 @@ class Engine:
         if not self.context.execute_async_v3(self.stream):
             raise RuntimeError(f"TensorRT execution of {self.path.name} failed (see its log above)")
 
-    def run(self, feeds: dict) -> dict:
+    def upload(self, arrays: dict):
+        return self.refit.upload(arrays)
+
+    def release(self, weights) -> None:
+        self.refit.release(weights)
+
+    def drop_cuda_graph(self) -> None:
+        """Forget the captured graph (after a refit); the next call captures again."""
+        if self.graph_exec:
+            cuda_rt.destroy_graph(self.graph_exec)
+            self.graph_exec = 0
+            self.use_cuda_graph = True
+
+    def run(self, feeds: dict, weights=None) -> dict:
         """Copy inputs in, run (or replay the captured graph), copy outputs out: new host arrays."""
+        if weights is not None:
+            self.refit.fit(weights)  # on this stream, before the inputs' copies and the execution
         hosts = [np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs]  # alive until the sync
         for spec, host in zip(self.inputs, hosts):
             cuda_rt.copy_to_device(self.device_buffers[spec.name], host, self.stream)
@@ -180,6 +196,10 @@ class TensorRTEngines:
                 engine = Engine(trt, manifest.engine_dir / graph.tensorrt["plan"], cuda_graph=cuda_graph and name == "unet")
                 engine.load(runtime)
                 self.graphs[name] = engine
+            if manifest.base is not None:
+                from .trt_refit import RefitWeights
+
+                self.graphs["unet"].refit = RefitWeights(trt, self.graphs["unet"], self.logger)
             self.scratch = cuda_rt.malloc(max(e.scratch_size() for e in self.graphs.values()))
             for engine in self.graphs.values():
                 engine.activate(self.scratch, self.stream)

@@ -98,15 +98,20 @@ class LoadedGraphs:
             self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour))
             self.graphs = self._engines.graphs
         else:
+            weights = [t.name for t in manifest.tunable_inputs]  # a base ENGINE_DIR's per-video UNet inputs
             self.graphs = {
                 # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
-                name: backend_ort.OrtGraph(manifest.engine_dir / g.onnx, choice.device, cuda_graph=name == "unet")
+                name: backend_ort.OrtGraph(manifest.engine_dir / g.onnx, choice.device, cuda_graph=name == "unet",
+                                           weight_inputs=weights if name == "unet" else ())
                 for name, g in manifest.graphs.items()
             }
         try:
             for name, graph in self.graphs.items():
                 declared = manifest.graphs[name]
-                problem = describe_io_mismatch(list(declared.inputs), graph.inputs) or describe_io_mismatch(
+                inputs = list(declared.inputs)
+                if choice.name == "tensorrt":  # a base UNet plan has its per-video tensors as refittable weights
+                    inputs = [t for t in inputs if t not in manifest.tunable_inputs]
+                problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(
                     list(declared.outputs), graph.outputs
                 )
                 if problem:

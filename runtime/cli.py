@@ -3,13 +3,15 @@
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .backends import BACKENDS, DEVICES
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"))
-    parser.add_argument("--engine", required=True, help="ENGINE_DIR written by tav-export")
+    parser.add_argument("--engine", required=True, help="ENGINE_DIR written by tav-export (a full one, or a base with --video)")
+    parser.add_argument("--video", help="NAME.tavpack to sample with a base ENGINE_DIR (tav-export --pack-for)")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--negative-prompt", default="", help="the unconditional text for guidance (default: empty)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
@@ -31,18 +33,25 @@ def main(argv=None):
     # Imported here so `tav-run --help` answers without loading onnxruntime.
     from .manifest import EngineDirError
     from .pipeline import NonFiniteError, VideoPipeline
+    from .video_registry import UnknownVideoError
     from .video_output import VideoOutputError, check_output_path, write_video
 
     try:
         check_output_path(args.out)  # a bad --out (suffix, missing or clashing folder) fails before minutes of sampling
         pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device)
         with pipe:
+            video = None
+            if pipe.manifest.base and not args.video:
+                raise ValueError(f"{args.engine} is a base ENGINE_DIR: pass --video NAME.tavpack (made with tav-export --pack-for)")
+            if args.video:
+                video = Path(args.video).stem
+                pipe.add_video(video, args.video)
             result = pipe(args.prompt, args.negative_prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                          init=args.init, eta=args.eta, progress=not args.quiet)
+                          init=args.init, eta=args.eta, progress=not args.quiet, video=video)
         start = time.perf_counter()
         path = write_video(result.frames, args.out, fps=args.fps)
         result.timings["write"] = time.perf_counter() - start
-    except (EngineDirError, VideoOutputError, NonFiniteError, ValueError, RuntimeError, OSError) as err:
+    except (EngineDirError, VideoOutputError, NonFiniteError, UnknownVideoError, ValueError, RuntimeError, OSError) as err:
         sys.exit(f"tav-run: error: {err}")
     if not args.quiet:
         print(format_timings(pipe, result.timings, args.steps), file=sys.stderr)

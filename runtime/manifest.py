@@ -103,6 +103,16 @@ class Manifest:
         return INVERTED_LATENTS in self.files
 
     @property
+    def base(self) -> dict | None:
+        """A base ENGINE_DIR's "base" section (per-video packs fill its tunable UNet inputs), else None."""
+        return self.raw.get("base")
+
+    @property
+    def tunable_inputs(self) -> list:
+        """The UNet inputs a pack fills (empty for an ENGINE_DIR with the tuned weights baked in)."""
+        return [TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in (self.base or {}).get("tunable", ())]
+
+    @property
     def has_plans(self) -> bool:
         return all(self.graphs[g].tensorrt for g in GRAPHS)
 
@@ -115,7 +125,7 @@ class Manifest:
             return [TensorSpec("input_ids", (2, self.text_max_length), "int64")], [TensorSpec("last_hidden_state", text, f)]
         if graph == "unet":
             inputs = [TensorSpec("sample", (2, c, F, h, w), f), TensorSpec("timestep", (1,), "float32"),
-                      TensorSpec("encoder_hidden_states", text, f)]
+                      TensorSpec("encoder_hidden_states", text, f)] + self.tunable_inputs
             return inputs, [TensorSpec("noise_pred", (2, c, F, h, w), f)]
         return [TensorSpec("latents", (F, c, h, w), f)], [TensorSpec("images", (F, 3, self.height, self.width), f)]
 

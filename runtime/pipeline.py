@@ -17,7 +17,9 @@ from tqdm import tqdm
 from .backends import LoadedGraphs, choose_backend
 from .ddim import DDIMConfig, DDIMScheduler
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
+from .packs import check_pack_fits, read_pack, remake_hint
 from .tokenizer import ClipTokenizer
+from .video_registry import VideoRegistry
 from .video_output import frames_to_uint8
 
 log = logging.getLogger("tav.runtime")
@@ -51,10 +53,16 @@ class VideoPipeline:
 
     Use ``VideoPipeline.load(engine_dir)`` once, then ``pipe(prompt, ...)`` many times;
     ``close()`` (or a ``with`` block) frees device memory.
+
+    A base ENGINE_DIR (``tav-export --base``) serves many tuned videos: ``add_video(name, pack)``
+    makes a pack resident, ``pipe(prompt, video=name)`` samples with its weights and inverted
+    latents, ``remove_video`` / ``videos`` manage them (runtime/video_registry.py: LRU cap
+    ``max_resident_videos``, evicting to host memory). Switching videos rebinds the UNet's
+    per-video inputs (ORT) or refits its weights (TensorRT); no session or engine is re-created.
     """
 
     def __init__(self, manifest, graphs: LoadedGraphs, tokenizer: ClipTokenizer, scheduler: DDIMScheduler,
-                 inverted_latents, load_seconds: float = 0.0):
+                 inverted_latents, load_seconds: float = 0.0, max_resident_videos: int | None = None):
         self.manifest = manifest
         self._graphs = graphs
         self.tokenizer = tokenizer
@@ -64,12 +72,16 @@ class VideoPipeline:
         self.float_dtype = np.dtype(FLOAT_DTYPES[manifest.precision])
         self.load_seconds = load_seconds
         self._lock = threading.Lock()
+        unet = graphs.graphs["unet"]
+        self._videos = VideoRegistry(unet.upload, unet.release, max_resident_videos) if manifest.base else None
 
     @classmethod
-    def load(cls, engine_dir, backend: str = "auto", device: str | None = None) -> "VideoPipeline":
+    def load(cls, engine_dir, backend: str = "auto", device: str | None = None,
+             max_resident_videos: int | None = None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
-        ``device`` None means "cuda if a GPU backend is available, else cpu".
+        ``device`` None means "cuda if a GPU backend is available, else cpu". ``max_resident_videos``
+        caps the packs kept on the device (None: no cap); it matters only for a base ENGINE_DIR.
         """
         start = time.perf_counter()
         manifest = read_manifest(engine_dir)
@@ -90,17 +102,58 @@ class VideoPipeline:
             choice = choose_backend(manifest, "onnxruntime", device)
             verify_files(manifest, choice.name)
             graphs = LoadedGraphs(manifest, choice)
-        return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start)
+        try:
+            return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start, max_resident_videos)
+        except BaseException:
+            graphs.close()
+            raise
 
-    def _run(self, name: str, feeds: dict) -> dict:
+    @property
+    def videos(self) -> dict:
+        """name -> metadata of each added video (pack path, sha256, prompt, base, run summary, resident)."""
+        return self._videos.describe() if self._videos else {}
+
+    def add_video(self, name: str, pack_path, replace: bool = False) -> dict:
+        """Verify ``pack_path`` (sha256, made for this base) and make it resident as ``name``; returns its metadata.
+
+        Fails in one line, registering nothing, on a bad or foreign pack, or a name in use without ``replace``.
+        """
+        videos = self._require_base("add_video")
+        videos.check_free(name, replace)  # before reading a large file
+        pack = read_pack(pack_path)
+        check_pack_fits(pack, self.manifest)
+        with self._lock:  # uploads and evictions never overlap an engine call
+            self._check_open()
+            videos.add(name, pack, replace)
+        return self.videos[name]
+
+    def remove_video(self, name: str) -> None:
+        """Forget ``name`` and free its memory; a call sampling it fails at its next step."""
+        videos = self._require_base("remove_video")
         with self._lock:
-            if not self._graphs.graphs:
-                raise RuntimeError("this VideoPipeline is closed; load a new one")
-            return self._graphs.graphs[name].run(feeds)
+            videos.remove(name)
+
+    def _require_base(self, what: str) -> VideoRegistry:
+        if self._videos is None:
+            raise ValueError(f"{what}: {self.manifest.engine_dir} has its tuned weights baked in; videos are added to a "
+                             "base ENGINE_DIR (`tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`)")
+        return self._videos
+
+    def _check_open(self) -> None:
+        if not self._graphs.graphs:
+            raise RuntimeError("this VideoPipeline is closed; load a new one")
+
+    def _run(self, name: str, feeds: dict, video=None) -> dict:
+        with self._lock:
+            self._check_open()
+            graph = self._graphs.graphs[name]
+            return graph.run(feeds) if video is None else graph.run(feeds, self._videos.weights(video))
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
-                 init="inverted", eta: float = 0.0, progress: bool = False) -> VideoResult:
+                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None) -> VideoResult:
         """Generate the ENGINE_DIR's F frames for ``prompt``.
+
+        ``video``: the added video to sample (required for a base ENGINE_DIR, refused otherwise).
 
         ``init``: "inverted" (the tuned video's DDIM-inverted latents: keeps its motion), "noise"
         (``default_rng(seed)`` normal), or a float32 array [1, 4, F, H/8, W/8] of starting latents.
@@ -108,6 +161,7 @@ class VideoPipeline:
         both halves of the batch-2 UNet get the prompt and the second half is used.
         """
         steps = self._check_args(steps, guidance, eta)
+        chosen = self._choose_video(video)
         timings = {}
         clock = time.perf_counter()
 
@@ -119,7 +173,7 @@ class VideoPipeline:
 
         # One generator per call: starting noise first (init="noise"), then one draw per step when eta > 0.
         rng = np.random.default_rng(seed)
-        latents = self._initial_latents(init, rng)  # before any engine work: a bad init fails fast
+        latents = self._initial_latents(init, rng, chosen)  # before any engine work: a bad init fails fast
         timesteps = self.scheduler.timesteps(steps)
         lap("prepare")
 
@@ -131,7 +185,7 @@ class VideoPipeline:
         for i, t in enumerate(tqdm(timesteps, desc="denoise", unit="step", disable=not progress, leave=False)):
             sample = np.concatenate([latents, latents]).astype(self.float_dtype)
             feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
-            eps_uncond, eps_cond = self._run("unet", feeds)["noise_pred"].astype(np.float32)[:, None]
+            eps_uncond, eps_cond = self._run("unet", feeds, chosen)["noise_pred"].astype(np.float32)[:, None]
             noise = rng.standard_normal(latents.shape, dtype=np.float32) if eta > 0 else None
             with np.errstate(all="ignore"):  # overflow is reported below, once, with what to do about it
                 eps = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond
@@ -162,12 +216,29 @@ class VideoPipeline:
             raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM), got {eta!r}")
         return int(steps)
 
-    def _initial_latents(self, init, rng) -> np.ndarray:
+    def _choose_video(self, name):
+        if self._videos is None:
+            if name is not None:
+                raise ValueError(f"video={name!r}: {self.manifest.engine_dir} has its tuned weights baked in and serves "
+                                 "only its own video; omit video=, or load a base ENGINE_DIR")
+            return None
+        if name is None:
+            known = ", ".join(repr(n) for n in sorted(self.videos)) or "none yet; add_video(name, pack_path) first"
+            raise ValueError(f"{self.manifest.engine_dir} is a base ENGINE_DIR: pass video=NAME (known videos: {known})")
+        return self._videos.get(name)
+
+    def _initial_latents(self, init, rng, video=None) -> np.ndarray:
         shape = self.manifest.latent_shape
         if isinstance(init, np.ndarray):
             latents = init.astype(np.float32)
             if latents.shape != shape:
                 raise ValueError(f"starting latents must have shape {shape}, got {latents.shape}")
+        elif init == "inverted" and video is not None:
+            if video.pack.inverted_latents is None:
+                raise ValueError(f"pack {video.pack.path} of video {video.name!r} has no inverted latents (its weights had no "
+                                 f"DDIM inversion); use init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} "
+                                 "from a RUN_DIR with inverted latents")
+            latents = video.pack.inverted_latents.copy()
         elif init == "inverted":
             if self.inverted_latents is None:
                 raise ValueError(
@@ -191,6 +262,8 @@ class VideoPipeline:
 
     def close(self) -> None:
         with self._lock:
+            if self._videos is not None:
+                self._videos.close()
             self._graphs.close()
 
     def __enter__(self):

@@ -1,0 +1,141 @@
+"""``write_pack``: tuned weights (RUN_DIR or an official Tune-A-Video output) -> ``NAME.tavpack`` for a base ENGINE_DIR.
+
+The pack holds exactly the tensors the base UNet takes as inputs (its manifest's "base"
+section names them, their state-dict parameter and layout), converted to the base's
+precision and layout, plus the video's inverted latents and metadata (runtime/packs.py has
+the format). Written to a hidden temp file, read back and verified, then renamed into place.
+"""
+
+import io
+import json
+import os
+import tempfile
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tav.runtime.manifest import EngineDirError, read_manifest
+from tav.runtime.packs import (LATENTS_KEY, METADATA_KEY, PACK_SCHEMA_VERSION, PACK_SUFFIX, SHA_KEY, PackError, pack_digest,
+                               read_header, read_pack)
+
+from .base_engine import unet_frozen_sha256
+from .errors import ExportError
+
+# What a pack keeps of run.json: enough to tell videos apart and judge the tuning, not the per-step losses.
+RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "stride", "start", "height", "width", "steps", "learning_rate", "seed",
+                    "pretrained_model_path", "pretrained_model_hash", "num_trainable_params", "resolved_precision",
+                    "eval_loss_before", "eval_loss_after", "train_time_s")
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
+    """Write the pack of ``weights`` for base ENGINE_DIR ``base_dir`` to ``out_path`` (``NAME.tavpack``)."""
+    from tav.tuner.tuned_weights import load_tuned
+
+    out = Path(out_path).absolute()
+    if out.suffix != PACK_SUFFIX:
+        raise ExportError(f"--out {out} must end in {PACK_SUFFIX} (a pack is one file)")
+    if out.exists() and not overwrite:
+        raise ExportError(f"--out {out} exists; choose a new name or pass --overwrite")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; a pack is one file")
+    manifest = _read_base(base_dir)
+    tuned = load_tuned(weights)
+    base = manifest.base
+    latents = tuned.inverted_latents
+    if latents is not None and tuple(latents.shape) != manifest.latent_shape:
+        raise ExportError(f"the inverted latents of {weights} are {list(latents.shape)}, base {base_dir} is "
+                          f"{manifest.frames} frames {manifest.width}x{manifest.height} ({list(manifest.latent_shape)}); "
+                          "export a base at the run's frames and size")
+    state = tuned.unet.state_dict()
+    frozen = unet_frozen_sha256(tuned.unet, [t["param"] for t in base["tunable"]])
+    if frozen != base["unet_frozen_sha256"]:
+        raise ExportError(f"{weights} was tuned from UNet {frozen[:12]}, base {base_dir} holds UNet "
+                          f"{base['unet_frozen_sha256'][:12]}; export a base from the run's SD model (tav-export --base)")
+    tensors = {}
+    for tunable in base["tunable"]:
+        value = state[tunable["param"]].detach().cpu()
+        value = value.t() if tunable["layout"] == "transposed" else value
+        tensors[tunable["name"]] = np.ascontiguousarray(value.to(TORCH_DTYPES[tunable["dtype"]]).numpy())
+    if latents is not None:
+        tensors[LATENTS_KEY] = np.ascontiguousarray(latents.float().numpy())
+    meta = {
+        "schema_version": PACK_SCHEMA_VERSION,
+        "base": {"id": base["id"], "unet_frozen_sha256": frozen, "frames": manifest.frames, "height": manifest.height,
+                 "width": manifest.width, "precision": manifest.precision},
+        "prompt": _prompt(tuned),
+        "source": {"weights": str(Path(weights).absolute()), "weights_hash": tuned.weights_hash,
+                   "kind": "official" if tuned.meta.get("official") else "run_dir"},
+        "run": {k: tuned.meta[k] for k in RUN_SUMMARY_KEYS if k in tuned.meta},
+        "has_inverted_latents": latents is not None,
+        "tensors": len(base["tunable"]),
+        "tensor_bytes": int(sum(a.nbytes for k, a in tensors.items() if k != LATENTS_KEY)),
+        "tools": {"tav-runtime": _version("tav-runtime"), "safetensors": _version("safetensors")},
+    }
+    _write_atomic(out, tensors, meta)
+    return out
+
+
+def _read_base(base_dir):
+    try:
+        manifest = read_manifest(base_dir)
+    except EngineDirError as err:
+        raise ExportError(f"--pack-for: {err}") from None
+    if manifest.base is None:
+        raise ExportError(f"--pack-for {base_dir} has the tuned weights baked in (a full ENGINE_DIR), not a base; "
+                          "export one with `tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`")
+    return manifest
+
+
+def _prompt(tuned) -> str | None:
+    if "prompt" in tuned.meta:
+        return tuned.meta["prompt"]
+    config = Path(tuned.base_dir) / "config.yaml"  # an official output keeps its training config there
+    if tuned.meta.get("official") and config.is_file():
+        import yaml
+
+        return (yaml.safe_load(config.read_text()) or {}).get("train_data", {}).get("prompt")
+    return None
+
+
+def _serialise(tensors: dict, meta: dict, sha: str | None) -> bytes:
+    from safetensors.numpy import save
+
+    fields = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
+    if sha is not None:
+        fields[SHA_KEY] = sha
+    return save(tensors, metadata=fields)
+
+
+def _write_atomic(out: Path, tensors: dict, meta: dict) -> None:
+    """Serialise, pin with the sha256, write to a temp file, verify by reading it back, rename into place."""
+    draft = _serialise(tensors, meta, None)
+    header, start = read_header(io.BytesIO(draft), out, len(draft))
+    blob = _serialise(tensors, meta, pack_digest(header, memoryview(draft)[start:]))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
+    except OSError as err:
+        raise ExportError(f"cannot write next to --out {out}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; services read packs under other users
+        read_pack(tmp)  # the bytes on disk verify: a pack that leaves here always loads
+        os.replace(tmp, out)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, PackError):
+            raise ExportError(f"the written pack did not verify ({err}); this is an exporter bug, please report it") from None
+        raise
+
+
+def _version(package: str) -> str | None:
+    try:
+        return package_metadata.version(package)
+    except package_metadata.PackageNotFoundError:
+        return None
