@@ -47,7 +47,8 @@ def start_ray(address: str | None, num_cpus: float | None = None, metrics_port: 
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+    # "local": a new instance even when a `ray start` cluster runs on this machine (that one needs --address).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              _metrics_export_port=metrics_port)
     return True
 

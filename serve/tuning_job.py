@@ -37,7 +37,7 @@ def run_tuning_job(config: ServeConfig, job_id: str) -> str:
 
 def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:
     # Imported here: the ingress imports this module to submit the task and must not load torch.
-    from tav.export.packs import write_pack
+    from tav.export.pack_writer import write_pack
     from tav.tuner import TuneConfig, tune
 
     options, video_id = record["options"], record["video_id"]
