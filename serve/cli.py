@@ -52,10 +52,11 @@ def main(argv=None):
         config = launch.check_config(config_from_args(args))
     except launch.StartError as err:
         sys.exit(f"tav-serve: error: {err}")
+    started_ray = launch.start_ray(args.address, args.num_cpus, args.metrics_port)
+    # After ray.init, which installs its own SIGTERM handler (it logs and aborts the process): ours drains instead.
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    started_ray = launch.start_ray(args.address, args.num_cpus, args.metrics_port)
     try:
         config = launch.fit_to_cluster(config, args.replicas)
         launch.deploy(config, args.host, args.port)
