@@ -137,7 +137,7 @@ class IngressService:
         except Exception as err:  # starlette's multipart errors: malformed body, too many parts
             raise ApiError(422, f"the body is not a valid multipart form ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
                                 "send the clip as file field 'clip' and the options as fields") from None
-        async with form:
+        try:
             fields = {k: v for k, v in form.multi_items() if k != "clip"}
             try:
                 options = TuneOptions.model_validate(fields)
@@ -165,6 +165,8 @@ class IngressService:
                     record = create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
             except UploadRefused as err:
                 raise ApiError(err.status, str(err)) from None
+        finally:
+            await form.close()  # the spooled upload's temp file
         ref = self._tuning_task.remote(self.config, job_id)
         self._jobs_in_flight[job_id] = asyncio.create_task(self._watch(job_id, ref))
         log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
