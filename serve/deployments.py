@@ -23,6 +23,7 @@ from .residency import load_video_into
 from .store import Store
 
 APP_NAME = "tav"
+EVICTION_RETRIES = 5
 
 
 class VideoModelReplica:
@@ -43,18 +44,21 @@ class VideoModelReplica:
 
     async def generate(self, sampling: dict, fmt: str, fps: float) -> dict:
         video_id = serve.get_multiplexed_model_id()  # the routing key is the only source of the video id
-        video = await self.resident_video(video_id)
-        result = await asyncio.to_thread(video.generate, **sampling)
+        for _ in range(EVICTION_RETRIES):
+            # Ray's LRU may evict the video (from a thread) between handing it out and our use of it: load again.
+            with (await self.resident_video(video_id)).use() as video:
+                if video is not None:
+                    result = await asyncio.to_thread(video.generate, **sampling)
+                    break
+        else:
+            raise RuntimeError(f"video {video_id!r} was evicted {EVICTION_RETRIES} times before it could run; "
+                               "raise --resident-videos")
         body = await asyncio.to_thread(encode_frames, result.frames, fmt, fps)
         return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": result.timings,
                 "shape": list(result.frames.shape)}
 
     def ready(self) -> bool:
         return True
-
-    def check_health(self) -> None:
-        if not self.pipe._graphs.graphs:
-            raise RuntimeError("the base pipeline is closed")
 
     def __del__(self):
         pipe = getattr(self, "pipe", None)

@@ -11,6 +11,7 @@ apart, and the old one is removed only when its last request ends.
 
 import itertools
 import threading
+from contextlib import contextmanager
 
 from .store import Store
 
@@ -26,25 +27,35 @@ class VideoUnusable(RuntimeError):
 
 
 class ResidentVideo:
-    """One pack made resident on ``pipe``; ``generate(**request)`` samples with it."""
+    """One pack made resident on ``pipe``. ``use()`` holds it for one request; None once evicted."""
 
     def __init__(self, pipe, video_id: str, name: str):
         self.pipe, self.video_id, self.name = pipe, video_id, name
         self._lock = threading.Lock()
         self._users, self._evicted, self._removed = 0, False, False
 
-    def generate(self, prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, eta: float, init: str):
+    @contextmanager
+    def use(self):
+        """Yields self while a request samples with it, or None if Ray already evicted it (then load it again)."""
         with self._lock:
-            self._users += 1
+            usable = not self._evicted
+            self._users += usable
+        if not usable:
+            yield None
+            return
         try:
-            return self.pipe(prompt, negative_prompt=negative_prompt, video=self.name, steps=steps, guidance=guidance,
-                             seed=seed, eta=eta, init=init)
+            yield self
         finally:
             with self._lock:
                 self._users -= 1
                 drop = self._evicted and self._users == 0
             if drop:
                 self._remove()
+
+    def generate(self, prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, eta: float, init: str):
+        """Sample with this video; call inside ``use()``."""
+        return self.pipe(prompt, negative_prompt=negative_prompt, video=self.name, steps=steps, guidance=guidance,
+                         seed=seed, eta=eta, init=init)
 
     def evict(self) -> None:
         """Remove from the pipeline now, or after the requests still using it end."""

@@ -283,3 +283,23 @@ def test_killing_a_replica_during_load_loses_nothing_and_service_recovers(served
     assert len(replicas) == 2 and victims[0] not in replicas, "Ray did not replace the killed replica"
     assert {v: store.pack_path(v).read_bytes() for v in VIDEOS} == packs_before
     assert {j: read_job(store, j) for j in jobs_before} == jobs_before
+
+
+def test_a_video_evicted_while_sampling_stays_until_its_request_ends(served):
+    """Ray's LRU evicts from a thread at any time; the pack must outlive the requests using it (no Ray here)."""
+    from tav.runtime import VideoPipeline
+    from tav.serve.residency import VideoNotFound, load_video_into
+
+    with VideoPipeline.load(served["base"], backend="onnxruntime", device="cpu") as pipe:
+        resident = load_video_into(pipe, "vid-a", served["store"])
+        with resident.use() as video:
+            resident.evict()
+            assert resident.name in pipe.videos  # still in use: kept
+            frames = video.generate(REQUEST["prompt"], "", REQUEST["steps"], REQUEST["guidance"], REQUEST["seed"], 0.0,
+                                    "inverted").frames
+        assert resident.name not in pipe.videos  # gone with its last request
+        with resident.use() as video:
+            assert video is None  # the caller loads it again
+        with pytest.raises(VideoNotFound, match="no video 'nope'"):
+            load_video_into(pipe, "nope", served["store"])
+    assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
