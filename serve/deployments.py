@@ -113,3 +113,20 @@ def build_app(config: ServeConfig):
         max_ongoing_requests=256, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.generate_timeout_s,
     )
     return ingress.bind(config, model.bind(config))
+
+
+def app_from_args(args: dict):
+    """Entry point for Serve config files and KubeRay's RayService (``import_path: tav.serve.deployments:app_from_args``).
+
+    ``args`` holds ServeConfig's fields (``base_dir``, ``store``, ``sd_dir``, ``replicas``, ``use_gpu``, ...) and
+    optionally ``limits`` with Limits' fields. Checks the config and fails unfinished jobs, as ``tav-serve`` does.
+    """
+    from .config import Limits
+    from .jobs import fail_interrupted
+    from .launch import check_config
+
+    fields = dict(args)
+    limits = Limits(**fields.pop("limits", {}))
+    config = check_config(ServeConfig(**fields, limits=limits))
+    fail_interrupted(Store(config.store))
+    return build_app(config)

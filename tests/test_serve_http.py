@@ -303,3 +303,16 @@ def test_a_video_evicted_while_sampling_stays_until_its_request_ends(served):
         with pytest.raises(VideoNotFound, match="no video 'nope'"):
             load_video_into(pipe, "nope", served["store"])
     assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
+def test_serve_config_files_build_the_same_application(served):
+    """KubeRay / `serve run` path: import_path tav.serve.deployments:app_from_args with ServeConfig's fields as args."""
+    from ray.serve import Application
+
+    from tav.serve.deployments import app_from_args
+
+    app = app_from_args({"base_dir": str(served["base"]), "store": str(served["store"].root), "replicas": 3,
+                         "limits": {"max_queued": 7}})
+    assert isinstance(app, Application)
+    with pytest.raises(ValueError, match="--base"):
+        app_from_args({"base_dir": str(served["root"] / "missing"), "store": str(served["store"].root)})
