@@ -190,22 +190,27 @@ def base_section(specs: list, frames: int, height: int, width: int, precision: s
     }
 
 
-def refittable_twin(onnx_path: Path, spec, work: Path) -> tuple:
-    """(path, names): unet.onnx with the tunable inputs turned back into initializers, for a refittable TensorRT plan.
+def refittable_twin(onnx_path: Path, values: dict, work: Path) -> tuple:
+    """(path, names): unet.onnx with the tunable inputs named in ``values`` turned back into initializers
+    holding those values, for a refittable TensorRT plan.
 
-    Their values are the base model's (fresh temporal layers): every pack refits them anyway.
+    The exporter passes the base model's own values (fresh temporal layers): every pack refits them.
     The twin lives in the staging folder's scratch space and is not part of the ENGINE_DIR.
     """
     model = onnx.load(str(onnx_path))
-    feeds = spec.seeded_inputs()
-    names = [t.spec.name for t in spec.tunables]
-    dtype = np.float16 if spec.tunables and spec.tunables[0].spec.dtype == "float16" else np.float32
+    names = list(values)
     keep = [i for i in model.graph.input if i.name not in set(names)]
     del model.graph.input[:]
     model.graph.input.extend(keep)
-    model.graph.initializer.extend(onnx.numpy_helper.from_array(feeds[n].astype(dtype), n) for n in names)
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(values[n]), n) for n in names)
     work.mkdir(parents=True, exist_ok=True)
     twin = work / onnx_path.name
     onnx.save_model(model, str(twin), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=twin.name + ".data", size_threshold=1024)
     return twin, names
+
+
+def tunable_values(spec) -> dict:
+    """The base model's tunable tensors in graph layout and the graph's dtype: the refittable plan's initial weights."""
+    feeds = spec.seeded_inputs()
+    return {t.spec.name: feeds[t.spec.name].astype(t.spec.dtype) for t in spec.tunables}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, with_tunable_inputs
+from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
@@ -108,7 +108,7 @@ def export_engine(
                     onnx_path, plan_path = staging / f"{spec.name}.onnx", staging / f"{spec.name}.plan"
                     refittable = ()
                     if base and spec.name == "unet":  # built from a twin whose tunable inputs are weights again
-                        onnx_path, refittable = refittable_twin(onnx_path, spec, staging / ".trace" / "refit")
+                        onnx_path, refittable = refittable_twin(onnx_path, tunable_values(spec), staging / ".trace" / "refit")
                     graphs[spec.name]["tensorrt"] = builder.build(spec, onnx_path, plan_path, precision, plugins, refittable)
                     shutil.rmtree(staging / ".trace", ignore_errors=True)
             builder.save_timing_cache(staging / TIMING_CACHE)

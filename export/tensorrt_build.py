@@ -152,7 +152,12 @@ class EngineBuilder:
             config.set_timing_cache(self._timing_cache(config), False)
         plan = self.builder.build_serialized_network(network, config)
         if plan is None:
-            raise TensorRTError(f"{spec.name}: {self.trt.flavour} build failed: {'; '.join(self.logger.errors) or 'no reason given'}")
+            reason = "; ".join(self.logger.errors) or "no reason given"
+            if refittable and "CUDA" in reason:
+                # Measured with tensorrt-rtx 1.7 on a machine without a GPU: any refit flag makes its
+                # Myelin compiler JIT-compile on a device, while the same graph without it builds.
+                reason = "a refittable plan is compiled on a GPU, and none is usable here; build the base on a GPU machine: " + reason
+            raise TensorRTError(f"{spec.name}: {self.trt.flavour} build failed: {reason}")
         plan_path.write_bytes(memoryview(plan))
         gpu, capability = gpu_info(self.trt.flavour)
         return {
