@@ -167,7 +167,11 @@ class IngressService:
                 raise ApiError(err.status, str(err)) from None
         finally:
             await form.close()  # the spooled upload's temp file
-        ref = self._tuning_task.remote(self.config, job_id)
+        try:
+            ref = self._tuning_task.remote(self.config, job_id)
+        except Exception as err:  # Ray refused the task: the record must not stay "queued"
+            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {err}")
+            raise ApiError(503, "could not start the tuning task; retry later", {"Retry-After": str(limits.retry_after_s)}) from None
         self._jobs_in_flight[job_id] = asyncio.create_task(self._watch(job_id, ref))
         log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
         return {**public_view(record), "status_url": f"/v1/jobs/{job_id}"}

@@ -1,6 +1,8 @@
 """tav-serve's STORE without Ray: safe ids, atomic job records, restart handling, upload checks."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,21 @@ def test_upload_checks_size_before_reading_and_type_by_decoding(tmp_path):
     fake.write_text("not a video at all\n" * 50)
     with pytest.raises(UploadRefused, match="could not be decoded as a video"):
         probe_clip(fake, frames_needed=1)
+
+
+def test_tav_serve_refuses_a_bad_base_or_sd_folder_before_starting_ray(tmp_path, capsys):
+    from tav.serve.cli import main as tav_serve
+
+    with pytest.raises(SystemExit, match=r"tav-serve: error: --base: .*missing"):
+        tav_serve(["--base", str(tmp_path / "missing"), "--packs", str(tmp_path / "store")])
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_the_runtime_never_imports_ray_or_the_service():
+    code = ("import sys, tav.runtime, tav.runtime.cli, tav.runtime.packs; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'ray' or m.startswith('tav.serve')]; "
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
