@@ -66,4 +66,4 @@ def main(argv=None):
         stopping.wait()
         print("tav-serve: shutting down (draining requests)", file=sys.stderr, flush=True)
     finally:
-        launch.stop(started_ray)
+        launch.stop(config, started_ray)

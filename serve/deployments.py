@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 from ray import serve
 
@@ -53,8 +54,10 @@ class VideoModelReplica:
         else:
             raise RuntimeError(f"video {video_id!r} was evicted {EVICTION_RETRIES} times before it could run; "
                                "raise --resident-videos")
+        started = time.perf_counter()
         body = await asyncio.to_thread(encode_frames, result.frames, fmt, fps)
-        return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": result.timings,
+        timings = {**result.timings, "encode": time.perf_counter() - started}
+        return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": timings,
                 "shape": list(result.frames.shape)}
 
     def ready(self) -> bool:

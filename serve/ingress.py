@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 import ray
+from pydantic import ValidationError
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 
@@ -29,8 +30,6 @@ log = logging.getLogger("tav.serve")
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
-
-
 SERVER_PATH_KEYS = ("weights", "video", "pretrained_model_path", "pack")
 
 
@@ -48,7 +47,7 @@ class IngressService:
         self.metrics = RequestMetrics()
         self._base = None
         self._upload_lock = asyncio.Lock()
-        self._jobs_in_flight = {}
+        self._watchers = {}  # job id -> the asyncio task watching its Ray task (a reference keeps it alive)
         self._tuning_task = ray.remote(run_tuning_job).options(
             num_cpus=config.job_cpus, num_gpus=config.job_gpus, max_retries=0, name="tav-serve-tuning-job")
 
@@ -82,7 +81,7 @@ class IngressService:
         try:
             return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": without_paths(read_pack_metadata(path))}
         except (OSError, ValueError) as err:  # a pack removed meanwhile or with a broken header: listed, marked
-            return {"video_id": video_id, "error": str(err).splitlines()[0]}
+            return {"video_id": video_id, "error": _first_line(err)}
 
     async def generate(self, video_id: str, body: GenerateRequest) -> dict:
         video_id = self._known_video(video_id)
@@ -100,14 +99,14 @@ class IngressService:
         except RequestCancelledError:
             raise busy("the request was cancelled on the replica (shutting down?); retry", limits.retry_after_s) from None
         except REPLICA_GONE as err:
-            log.warning("replica lost during generate for %s: %s", video_id, str(err).splitlines()[0])
+            log.warning("replica lost during generate for %s: %s", video_id, _first_line(err))
             raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
         except VideoNotFound:
             raise ApiError(404, f"no video {video_id!r} (it was removed from the store)") from None
         except VideoUnusable as err:  # the store's fault, not the client's
             raise ApiError(500, str(err)) from None
         except ValueError as err:  # the runtime's own argument checks, e.g. init="inverted" on a pack without latents
-            raise ApiError(422, str(err).splitlines()[0]) from None
+            raise ApiError(422, _first_line(err)) from None
 
     async def check_ready(self) -> None:
         try:
@@ -125,66 +124,70 @@ class IngressService:
         return self._base
 
     async def submit_upload(self, request) -> dict:
+        """Check the upload, stage its clip in STORE, write the job record, start the tuning task: 202's body."""
         if self.config.sd_dir is None:
             raise ApiError(501, "this server cannot tune: start tav-serve with --sd SD_FOLDER (the base model's diffusers folder)")
         limits = self.config.limits
         try:
             check_declared_size(request.headers.get("content-length"), limits.max_upload_bytes + FORM_OVERHEAD_BYTES)
+            form = await request.form(max_files=1, max_fields=16)
         except UploadRefused as err:
             raise ApiError(err.status, str(err)) from None
-        try:
-            form = await request.form(max_files=1, max_fields=16)
         except Exception as err:  # starlette's multipart errors: malformed body, too many parts
-            raise ApiError(422, f"the body is not a valid multipart form ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            raise ApiError(422, f"the body is not a valid multipart form ({_first_line(err)}); "
                                 "send the clip as file field 'clip' and the options as fields") from None
         try:
-            fields = {k: v for k, v in form.multi_items() if k != "clip"}
             try:
-                options = TuneOptions.model_validate(fields)
-            except ValueError as err:
-                raise ApiError(422, "invalid upload: " + one_line(err.errors() if hasattr(err, "errors") else [{"msg": str(err)}])) from None
+                options = TuneOptions.model_validate({k: v for k, v in form.multi_items() if k != "clip"})
+            except ValidationError as err:
+                raise ApiError(422, "invalid upload: " + one_line(err.errors())) from None
             video_id = self._video_id(options.video_id)
             clip_file = form.get("clip")
             if clip_file is None or isinstance(clip_file, str):
                 raise ApiError(422, "no clip: send the video as the multipart file field 'clip' (curl -F clip=@video.mp4)")
-            base = self.base()
-            frames_needed = options.start + options.stride * (base.frames - 1) + 1
             try:
-                suffix = clip_suffix(clip_file.filename)
-                async with self._upload_lock:  # one id check-and-reserve at a time on this replica
-                    if video_id in await asyncio.to_thread(reserved_video_ids, self.store):
-                        raise ApiError(409, f"video id {video_id!r} is taken (by a pack or a running job); choose another")
-                    clip = await asyncio.to_thread(save_incoming, clip_file.file, self.store.uploads, suffix, limits.max_upload_bytes)
-                    try:
-                        await asyncio.to_thread(probe_clip, clip, frames_needed)
-                        job_id = new_job_id()
-                        clip = accept(clip, self.store.upload_dir(job_id))
-                    except BaseException:
-                        discard(clip)
-                        raise
-                    record = create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
+                record = await self._stage_job(clip_file, video_id, options)
             except UploadRefused as err:
                 raise ApiError(err.status, str(err)) from None
         finally:
             await form.close()  # the spooled upload's temp file
+        job_id = record["job_id"]
         try:
             ref = self._tuning_task.remote(self.config, job_id)
         except Exception as err:  # Ray refused the task: the record must not stay "queued"
-            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {err}")
-            raise ApiError(503, "could not start the tuning task; retry later", {"Retry-After": str(limits.retry_after_s)}) from None
-        self._jobs_in_flight[job_id] = asyncio.create_task(self._watch(job_id, ref))
+            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {_first_line(err)}")
+            raise busy("could not start the tuning task; retry later", limits.retry_after_s) from None
+        self._watchers[job_id] = asyncio.create_task(self._watch(job_id, ref))
         log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
         return {**public_view(record), "status_url": f"/v1/jobs/{job_id}"}
+
+    async def _stage_job(self, clip_file, video_id: str, options: TuneOptions) -> dict:
+        """Reserve the id, copy and probe the clip, move it under a new job id, write the record; nothing stays on refusal."""
+        suffix = clip_suffix(clip_file.filename)
+        frames_needed = options.start + options.stride * (self.base().frames - 1) + 1
+        async with self._upload_lock:  # check-and-reserve of the id, one upload at a time on this replica
+            if video_id in await asyncio.to_thread(reserved_video_ids, self.store):
+                raise ApiError(409, f"video id {video_id!r} is taken (by a pack or a running job); choose another")
+            clip = await asyncio.to_thread(save_incoming, clip_file.file, self.store.uploads, suffix,
+                                           self.config.limits.max_upload_bytes)
+            try:
+                await asyncio.to_thread(probe_clip, clip, frames_needed)
+                job_id = new_job_id()
+                clip = accept(clip, self.store.upload_dir(job_id))
+            except BaseException:
+                discard(clip)
+                raise
+            return create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
 
     async def _watch(self, job_id: str, ref) -> None:
         """A task that dies without writing its record (worker killed, node lost) still ends its job as failed."""
         try:
             await ref
         except Exception as err:
-            reason = f"the tuning task ended abnormally: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            reason = f"the tuning task ended abnormally: {type(err).__name__}: {_first_line(err)}"
             await asyncio.to_thread(fail_job, self.store, job_id, reason)
         finally:
-            self._jobs_in_flight.pop(job_id, None)
+            self._watchers.pop(job_id, None)
 
     async def job_status(self, job_id: str) -> dict:
         try:
@@ -196,6 +199,7 @@ class IngressService:
         except FileNotFoundError:
             raise ApiError(404, f"no job {job_id}") from None
 
-    async def shutdown(self) -> None:
-        for task in list(self._jobs_in_flight.values()):
-            task.cancel()
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,10 +1,10 @@
 """Tuning-job records in STORE/jobs: created by the ingress, advanced by the job's Ray task, read by anyone.
 
 A record's ``state`` is queued -> running -> done | failed. Every change rewrites the whole
-record atomically (tav.serve.store.write_json_atomic). A service start marks every job
-that is not finished as failed with the reason (``fail_interrupted``): a job is never left
-"running" with nobody running it, and a task that outlived its service (a cluster kept up
-across a restart) sees its record failed at its next progress write and stops.
+record atomically (tav.serve.store.write_json_atomic). A service stop, and a start after a
+crash, mark every job that is not finished as failed with the reason (``fail_interrupted``):
+a job is never left "running" with nobody running it, and a task that outlived its service
+sees its record failed at its next progress write and stops.
 """
 
 import time

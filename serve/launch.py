@@ -71,13 +71,20 @@ def deploy(config: ServeConfig, host: str, port: int) -> None:
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
 
 
-def stop(started_ray: bool) -> None:
-    """Drain and delete the application (replicas finish their requests first), then stop Ray if we started it."""
+def stop(config: ServeConfig, started_ray: bool) -> None:
+    """Drain and delete the application (replicas finish their requests first), then stop Ray if we started it.
+
+    Tuning tasks belong to the ingress replica and die with it, so their jobs are marked failed here
+    rather than left "running" until the next start.
+    """
     try:
         if started_ray:
             serve.shutdown()
         else:
             serve.delete(APP_NAME)  # on a shared cluster only our application goes
     finally:
-        if started_ray:
-            ray.shutdown()
+        try:
+            fail_interrupted(Store(config.store), "interrupted: tav-serve stopped while this job ran; upload the clip again")
+        finally:
+            if started_ray:
+                ray.shutdown()
