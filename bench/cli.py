@@ -26,8 +26,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps end to end (default 50 on cuda, 5 on cpu)")
     parser.add_argument("--tune-steps", type=int, default=None, help="tuning steps timed (default 30 on cuda, 3 on cpu)")
     parser.add_argument("--repeats", type=int, default=None, help="timed UNet steps per backend (default 20 cuda, 3 cpu)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed UNet steps per backend before timing (default 2)")
     parser.add_argument("--backends", default="torch,torch-compile,onnxruntime,tensorrt")
-    parser.add_argument("--skip", default="", help="comma list of stages to skip: tune,export,e2e")
+    parser.add_argument("--skip", default="", help="comma list of stages to skip: tune (then a random untuned RUN_DIR "
+                        "of the same size is exported: SD-1.5 sizes on a CPU), export, packs, e2e")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
@@ -44,6 +46,7 @@ def main(argv=None):
         tune_steps=args.tune_steps or (30 if gpu else 3),
         repeats=args.repeats or (20 if gpu else 3),
         backends=[b for b in args.backends.split(",") if b],
+        warmup=args.warmup,
         skip={s for s in args.skip.split(",") if s},
     )
     if config.height % 8 or config.width % 8:

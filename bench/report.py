@@ -20,3 +20,8 @@ def print_table(report: dict) -> None:
     for name, stage in report["stages"].items():
         fields = ", ".join(f"{k}={_fmt(v, '.3f') if isinstance(v, float) else v}" for k, v in stage.items())
         print(f"  {name}: {fields}")
+    for sizes in report.get("pack_sizes", []):
+        print(f"  pack {sizes['model']} {sizes['precision']} {sizes['frames']}x{sizes['height']}x{sizes['width']}: "
+              f"{sizes['pack_payload_bytes'] / 1e6:.1f} MB vs UNet {sizes['unet_bytes'] / 1e6:.1f} MB "
+              f"({100 * sizes['pack_vs_unet']:.1f}%), {sizes['videos_per_80gb_weights_only']} videos per 80 GB beside "
+              f"the base (weights only)")

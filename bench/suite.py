@@ -1,13 +1,11 @@
 """The benchmark suite: one random SD-1.x pipeline, tuned, exported, and timed on every backend.
 
-Order: device rates -> random model -> FLOPs -> tuning -> export -> UNet step per
-backend (with accuracy against PyTorch fp32) -> end to end (tav-run's pipeline
-and the PyTorch reference sampler). A stage that cannot run here is recorded
+Order: device rates -> random model -> FLOPs and pack sizes -> tuning -> export ->
+UNet step per backend (with accuracy against PyTorch fp32) -> base ENGINE_DIR + pack
+(bench/packs.py) -> end to end (tav-run's pipeline and the PyTorch reference sampler). A stage that cannot run here is recorded
 with the reason instead of failing the whole run.
 """
 
-import contextlib
-import functools
 import json
 import os
 import platform
@@ -19,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .e2e import e2e_cli
 from .flops import unet_step_flops
+from .packs import measure_packs, pack_sizes
+from .memory import step_memory
 from .timing import copy_gbps, matmul_tflops, median_ms
 from .unet_backends import StepInputs, accuracy, runtime_step, torch_step
 
@@ -37,6 +38,7 @@ class BenchConfig:
     tune_steps: int
     repeats: int
     backends: list
+    warmup: int = 2
     skip: set = field(default_factory=set)
 
 
@@ -57,22 +59,26 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
 
     flops = unet_step_flops(unet_config, 2, cfg.frames, latent_hw, text_dim)
     report["flops"] = {"unet_step_flop": flops, "unet_step_tflop": flops / 1e12}
+    # The issue's reference point (SD-1.5, 8 frames 512x512) next to this run's model; counted, not timed.
+    report["pack_sizes"] = [pack_sizes("sd15", 8, 512, 512, p) for p in ("fp16", "fp32")]
+    report["pack_sizes"].append(pack_sizes(cfg.model, cfg.frames, cfg.height, cfg.width, "fp16" if gpu else "fp32"))
 
     # The random SD folder is reused across runs in one --work; runs and engines never are.
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=work))
     run_dir = _stage(report, "tune", lambda: _tune(cfg, sd_dir, scratch), skipped="tune" in cfg.skip)
     if run_dir is None:
-        run_dir = _stage(report, "tune_minimal", lambda: _tune(cfg, sd_dir, scratch, steps=1))
+        # Untuned but the same work to export and run: what makes SD-1.5 sizes measurable on a CPU.
+        run_dir = _stage(report, "random_run", lambda: _random_run(cfg, sd_dir, scratch))
     engine_dir = None
     if run_dir is not None and "export" not in cfg.skip:
         engine_dir = _stage(report, "export", lambda: _export(cfg, run_dir, scratch))
 
     if run_dir is not None:
-        _unet_backends(cfg, report, run_dir, engine_dir, StepInputs.seeded(cfg.frames, latent_hw, text_dim), flops)
-        if "e2e" not in cfg.skip:
-            _stage(report, "e2e_torch_sampler", lambda: _e2e_torch(cfg, run_dir))
-            if engine_dir is not None:
-                _stage(report, "e2e_tav_run", lambda: _e2e_runtime(cfg, engine_dir))
+        inputs = StepInputs.seeded(cfg.frames, latent_hw, text_dim)
+        _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops)
+        _stage(report, "packs", lambda: measure_packs(cfg, sd_dir, run_dir, engine_dir, inputs, scratch), skipped="packs" in cfg.skip)
+        if "e2e" not in cfg.skip and engine_dir is not None:
+            _stage(report, "e2e", lambda: (None, e2e_cli(run_dir, engine_dir, scratch, cfg.steps, cfg.device, PROMPT)))
     return report
 
 
@@ -138,6 +144,12 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
     return run_dir, measured
 
 
+def _random_run(cfg: BenchConfig, sd_dir: Path, work: Path):
+    from tav.tuner.random_run import make_random_run
+
+    return make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width), {"tuned": False}
+
+
 def _export(cfg: BenchConfig, run_dir: Path, work: Path):
     from tav.export import export_engine
     from tav.export.tensorrt_build import find_tensorrt
@@ -187,8 +199,10 @@ def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     for backend in cfg.backends:
         row = {"backend": backend}
         try:
-            step, output, *resources = candidates[backend]()
-            row["unet_step_ms"] = median_ms(step, cfg.device, warmup=2, repeats=cfg.repeats)
+            with step_memory(cfg.device) as memory:
+                step, output, *resources = candidates[backend]()
+                row["unet_step_ms"] = median_ms(step, cfg.device, warmup=cfg.warmup, repeats=cfg.repeats)
+            row.update(memory)
             for resource in resources:
                 resource.close()  # free its device memory before the next backend is timed
             row.update(accuracy(output, reference), dtype=_dtype_name(backend, fast, engine_dir))
@@ -215,39 +229,3 @@ def _dtype_name(backend, fast, engine_dir):
         return str(fast).replace("torch.", "")
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     return {"fp16": "float16", "fp32": "float32"}[manifest["precision"]]
-
-
-def _e2e_torch(cfg, run_dir):
-    from tav.tuner.sampler import PipelineParts, sample
-    from tav.tuner.tuned_weights import load_tuned
-
-    tuned = load_tuned(run_dir)
-    autocast = contextlib.nullcontext
-    if cfg.device == "cuda":  # eager fp16 with SDPA: what the original method runs (it used xformers)
-        tuned.unet.to("cuda", torch.float16)
-        autocast = functools.partial(torch.autocast, "cuda", dtype=torch.float16)
-    # Loaded once and warmed up, as tav-run's pipeline is: the timed run is generation only.
-    parts = PipelineParts.load(tuned.base_dir, cfg.device)
-    run = functools.partial(sample, tuned, PROMPT, guidance=12.5, seed=0, init="inverted", parts=parts, autocast=autocast)
-    run(steps=1)
-    t0 = time.perf_counter()
-    run(steps=cfg.steps)
-    return None, {"seconds": time.perf_counter() - t0, "steps": cfg.steps}
-
-
-def _e2e_runtime(cfg, engine_dir):
-    from tav.runtime import VideoPipeline
-
-    with VideoPipeline.load(engine_dir, backend="auto", device=cfg.device) as pipe:
-        return None, _time_pipeline(cfg, pipe)
-
-
-def _time_pipeline(cfg, pipe) -> dict:
-    # Warm-up of two UNet calls: ORT CPU's second run is its slowest (memory arena and pattern
-    # planning settle then), and on a GPU the CUDA graph is captured after the first.
-    pipe(PROMPT, steps=2)
-    t0 = time.perf_counter()
-    result = pipe(PROMPT, steps=cfg.steps, guidance=12.5, seed=0, init="inverted")
-    measured = {"seconds": time.perf_counter() - t0, "steps": cfg.steps, "backend": getattr(pipe, "backend", None)}
-    measured.update({f"stage_{k}": v for k, v in result.timings.items() if isinstance(v, float)})
-    return measured

@@ -19,6 +19,7 @@ Choices, and why (docs/CONTRACTS.md "Base ENGINE_DIR"):
   unet.onnx whose tunable inputs are initializers again (``refittable_twin``).
 """
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -149,8 +150,9 @@ def with_tunable_inputs(specs: list, precision: str) -> list:
         if spec.name == "unet":
             unet = spec.module.unet
             tunables = tunable_tensors(unet, precision)
-            spec = BaseUNetSpec(spec.name, TunableUNetGraph(unet, tunables).eval(), spec.inputs + [t.spec for t in tunables],
-                                spec.outputs, spec.attention_layers, spec.vocab_size, tunables)
+            fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+            fields.update(module=TunableUNetGraph(unet, tunables).eval(), inputs=spec.inputs + [t.spec for t in tunables])
+            spec = BaseUNetSpec(**fields, tunables=tunables)
         out.append(spec)
     return out
 

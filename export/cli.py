@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     parser.add_argument("--kv-gather", choices=("onnx", "plugin"), default="onnx",
                         help="sparse-causal KV gather as standard ops (default) or as cpp_ext's KVGather plugin node")
+    parser.add_argument("--attention", choices=("fused", "standard"), default="fused",
+                        help="fused (default): ONNX Runtime graphs run each attention as one MultiHeadAttention node "
+                             "(flash attention, no score tensor); TensorRT plans are built from a standard-op twin. "
+                             "standard: one plain MatMul-Softmax-MatMul graph for every consumer")
     parser.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimisation level 0-5 (default 3)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing ENGINE_DIR (or pack) at --out")
     parser.add_argument("--quiet", action="store_true", help="no per-stage progress lines")
@@ -57,8 +61,8 @@ def main(argv=None):
         else:
             out = export_engine(
                 args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32", args.backend,
-                args.opset, args.kv_gather, optimization_level=args.optimization_level, overwrite=args.overwrite,
-                base=args.base is not None,
+                args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
+                overwrite=args.overwrite, base=args.base is not None,
             )
     except KeyboardInterrupt:
         sys.exit("tav-export: interrupted; nothing was written")

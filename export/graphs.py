@@ -34,6 +34,9 @@ class GraphSpec:
     outputs: list
     attention_layers: int  # each must show up as MatMul-Softmax-MatMul in the graph
     vocab_size: int = 0  # range of the int64 token ids fed to check it
+    # ONNX Runtime's graph must have every attention as one MultiHeadAttention node (export/attention_fusion.py).
+    # Not the text encoder: 77 tokens with CLIP's causal mask, where fusing saves next to nothing.
+    fused_attention: bool = False
 
     def seeded_inputs(self, seed: int = 0) -> dict:
         """float32 / int64 numpy inputs for tracing and parity; fp16 graphs get them rounded."""
@@ -119,6 +122,7 @@ def graph_specs(unet, text_encoder, vae, frames: int, height: int, width: int, p
     # The VAE's encoder has attention too, but it is not part of the decoder graph.
     attention = {"text_encoder": text_encoder, "unet": unet, "vae_decoder": vae.decoder}
     return [
-        GraphSpec(name, modules[name].eval(), *io[name], count_attention_layers(attention[name]), text_encoder.config.vocab_size)
+        GraphSpec(name, modules[name].eval(), *io[name], count_attention_layers(attention[name]), text_encoder.config.vocab_size,
+                  fused_attention=name != "text_encoder")
         for name in ("text_encoder", "unet", "vae_decoder")
     ]

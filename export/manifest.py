@@ -1,4 +1,9 @@
-"""manifest.json of an ENGINE_DIR (schema_version 1, docs/CONTRACTS.md): what each file is, and its hash."""
+"""manifest.json of an ENGINE_DIR (schema_version 2, docs/CONTRACTS.md): what each file is, and its hash.
+
+Schema 2 (issue 10): a graph's ``onnx`` is the graph ONNX Runtime loads, with fused attention
+(``attention.fused`` MultiHeadAttention nodes); when TensorRT plans were built from a different,
+standard-op graph, ``tensorrt.onnx`` pins that one and its own parity.
+"""
 
 import json
 import os
@@ -6,30 +11,40 @@ from pathlib import Path
 
 from tav.tuner.sd_folder import file_sha256
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 
 
-def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, **extra) -> dict:
+def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, tensorrt_source=None, **extra) -> dict:
     entry = {
-        "onnx": onnx_path.name,
-        "sha256": file_sha256(onnx_path),
-        "external_data": [{"file": f.name, "sha256": file_sha256(f)} for f in external_files],
+        **onnx_file(onnx_path, external_files),
         "inputs": [t.as_json() for t in spec.inputs],
         "outputs": [t.as_json() for t in spec.outputs],
         "parity": parity,
         "tensorrt": None if tensorrt is None else {**tensorrt, "sha256": file_sha256(root / tensorrt["plan"])},
     }
+    if tensorrt is not None and tensorrt_source is not None:
+        entry["tensorrt"]["onnx"] = {**onnx_file(tensorrt_source["path"], tensorrt_source["external_files"]), "parity": tensorrt_source["parity"]}
     entry.update(extra)
     return entry
+
+
+def onnx_file(path: Path, external_files: list) -> dict:
+    return {
+        "onnx": path.name,
+        "sha256": file_sha256(path),
+        "external_data": [{"file": f.name, "sha256": file_sha256(f)} for f in external_files],
+    }
 
 
 def other_files(root: Path, graphs: dict) -> dict:
     """sha256 of every file that no graph entry names (tokenizer, scheduler config, latents, timing cache)."""
     named = {MANIFEST}
     for entry in graphs.values():
-        named.add(entry["onnx"])
-        named.update(f["file"] for f in entry["external_data"])
+        for graph_file in (entry, (entry["tensorrt"] or {}).get("onnx")):
+            if graph_file:
+                named.add(graph_file["onnx"])
+                named.update(f["file"] for f in graph_file["external_data"])
         if entry["tensorrt"]:
             named.add(entry["tensorrt"]["plan"])
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.relative_to(root).as_posix() not in named)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .attention_fusion import MHA_DOMAIN, MHA_OP, fuse_for_onnxruntime
 from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
@@ -35,6 +36,8 @@ log = logging.getLogger("tav.export")
 PRECISIONS = ("fp32", "fp16")
 BACKENDS = ("onnx", "tensorrt", "all")
 KV_GATHER_MODES = ("onnx", "plugin")
+ATTENTION_MODES = ("fused", "standard")
+TENSORRT_SOURCE_SUFFIX = ".trt.onnx"  # the standard-op twin of a fused graph, which TensorRT plans are built from
 MIN_OPSET = 17  # native LayerNormalization; SDPA exports as MatMul-Softmax-MatMul
 TIMING_CACHE = "timing.cache"
 
@@ -50,6 +53,7 @@ def export_engine(
     opset=17,
     kv_gather="onnx",
     *,
+    attention="fused",
     optimization_level=3,
     overwrite=False,
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
@@ -58,13 +62,20 @@ def export_engine(
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
     ``frames``/``height``/``width`` default to the run's. ``backend``: "onnx" (graphs only),
-    "tensorrt" or "all" (graphs and one plan per graph). Returns ``out_dir``.
+    "tensorrt" or "all" (graphs and one plan per graph). ``attention``: "fused" (ONNX Runtime graphs
+    with MultiHeadAttention nodes; TensorRT keeps standard ops) or "standard" (one standard-op graph
+    for both). Returns ``out_dir``.
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     """
     _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
+    if attention not in ATTENTION_MODES:
+        raise ExportError(f"--attention {attention!r} is not one of {', '.join(ATTENTION_MODES)}")
     out_dir = Path(out_dir).absolute()
     check_output(out_dir, overwrite)
+    if base and kv_gather == "plugin":
+        raise ExportError("--base with --kv-gather plugin is not supported yet (the plugin's parity twin has no tunable "
+                          "inputs); export the base with --kv-gather onnx")
     if kv_gather == "plugin" and backend == "onnx":
         log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
                     "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")
@@ -90,7 +101,9 @@ def export_engine(
         graphs = {}
         for spec in specs:
             plugin_context = plugin.context if plugin and spec.name == "unet" else None
-            graphs[spec.name] = _export_graph(spec, staging, precision, opset, plugin_context, external_data_threshold, timings)
+            graphs[spec.name] = _export_graph(
+                spec, staging, precision, opset, plugin_context, external_data_threshold, timings, attention, trt is not None
+            )
         with _stage(timings, "assets"):
             write_assets(tuned, staging)
         if trt is not None:
@@ -105,7 +118,9 @@ def export_engine(
             for spec in specs:
                 plugins = [plugin.library] if plugin and spec.name == "unet" else []
                 with _stage(timings, "build", spec.name):
-                    onnx_path, plan_path = staging / f"{spec.name}.onnx", staging / f"{spec.name}.plan"
+                    source = graphs[spec.name].get("tensorrt_source")
+                    onnx_path = source["path"] if source else staging / f"{spec.name}.onnx"
+                    plan_path = staging / f"{spec.name}.plan"
                     refittable = ()
                     if base and spec.name == "unet":  # built from a twin whose tunable inputs are weights again
                         onnx_path, refittable = refittable_twin(onnx_path, tunable_values(spec), staging / ".trace" / "refit")
@@ -138,6 +153,7 @@ def export_engine(
             },
             "tools": _tool_versions(trt),
             "kv_gather": kv_gather,
+            "attention": attention,
             "opset": opset,
             "graphs": entries,
             **({"base": base_section(specs, frames, height, width, precision)} if base else {}),
@@ -153,30 +169,43 @@ def export_engine(
     return out_dir
 
 
-def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings) -> dict:
-    """Trace, clean, check, save and parity-check one graph; return its manifest fields."""
+def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings, attention, standard_twin) -> dict:
+    """Trace, clean, check, save and parity-check one graph; return its manifest fields.
+
+    ``<name>.onnx`` is the graph ONNX Runtime loads: with ``attention="fused"`` every attention of a
+    ``spec.fused_attention`` graph is one com.microsoft.MultiHeadAttention node. TensorRT's parser
+    does not know that contrib op, so when plans are wanted (``standard_twin``) and the graphs differ,
+    the standard-op graph is kept too as ``<name>.trt.onnx``: the plans' source, parity-checked as well.
+    """
     work = staging / ".trace" / spec.name
     with _stage(timings, "trace", spec.name):
         model = trace_to_onnx(spec, precision, opset, work, plugin_context() if plugin_context else None)
     with _stage(timings, "optimise", spec.name):
         model = optimise(model, precision)
-    with _stage(timings, "check", spec.name):
         check_graph(model, spec)
         check_no_transpose(model, spec)
+        fused = fuse_for_onnxruntime(model, spec) if attention == "fused" and spec.fused_attention and plugin_context is None else None
+    fields = {"attention": {"fused": fused.fused if fused else 0, "op": f"{MHA_DOMAIN}.{MHA_OP}" if fused else None}, "tensorrt": None}
+    with _stage(timings, "check", spec.name):
         path = staging / f"{spec.name}.onnx"
-        external = save_onnx(model, path, threshold, full_check=plugin_context is None)
-        del model
+        fields["external_files"] = save_onnx(fused.model if fused else model, path, threshold, full_check=plugin_context is None)
+        if fused and standard_twin:
+            twin = staging / f"{spec.name}{TENSORRT_SOURCE_SUFFIX}"
+            fields["tensorrt_source"] = {"path": twin, "external_files": save_onnx(model, twin, threshold)}
+        del model, fused
     with _stage(timings, "parity", spec.name):
-        fields = {"external_files": external, "tensorrt": None}
         if plugin_context is None:
             fields["parity"] = check_parity(spec, ort_session(path), precision)
+            if "tensorrt_source" in fields:
+                fields["tensorrt_source"]["parity"] = check_parity(spec, ort_session(fields["tensorrt_source"]["path"]), precision)
         else:
             fields.update(plugin_parity(spec, path, work, precision, opset, threshold))
     shutil.rmtree(staging / ".trace", ignore_errors=True)
     parity = fields["parity"] or fields["parity_standard_op_twin"]
     log.info(
-        "%s: ORT vs PyTorch fp32%s: rel_l2 %.2g, max_abs %.2g (tolerance %g)", spec.name,
+        "%s: ORT vs PyTorch fp32%s: rel_l2 %.2g, max_abs %.2g (tolerance %g)%s", spec.name,
         "" if fields["parity"] else " (standard-op twin)", parity["rel_l2_err"], parity["max_abs_err"], parity["tolerance_rel_l2"],
+        f"; {fields['attention']['fused']} attention layers fused" if fields["attention"]["fused"] else "",
     )
     return fields
 

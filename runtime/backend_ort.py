@@ -15,6 +15,7 @@ is off for such a UNet: a captured graph replays fixed weight addresses.
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +23,19 @@ from .manifest import TensorSpec
 
 log = logging.getLogger("tav.runtime")
 
+PROFILE_ENV = "TAV_ORT_PROFILE"  # a folder: every session writes ONNX Runtime's per-node trace there
+
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(double)": "float64"}
+
+
+class FusedAttentionUnsupported(RuntimeError):
+    """This ONNX Runtime cannot run the com.microsoft.MultiHeadAttention nodes of a fused graph."""
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def cuda_available() -> bool:
@@ -40,7 +52,7 @@ class OrtGraph:
     """One ONNX graph in an InferenceSession; ``run(feeds) -> {output name: new numpy array}``."""
 
     def __init__(self, path, device: str = "cpu", cuda_graph: bool = False, device_id: int = 0, io_binding=None,
-                 weight_inputs=()):
+                 fused_attention: int = 0, weight_inputs=()):
         import onnxruntime as ort
 
         self.path, self.device, self.cuda_graph, self.device_id = str(path), device, False, device_id
@@ -54,10 +66,24 @@ class OrtGraph:
         threads = int(os.environ.get("TAV_ORT_THREADS") or 0)
         if threads > 0:
             options.intra_op_num_threads = threads
-        if device == "cpu":
-            self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
-        else:
-            self.session = self._cuda_session(ort, options, cuda_graph, device_id)
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if profile_dir:  # where the time goes, per node: summarise with `python -m tav.bench.ort_profile DIR`
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(profile_dir) / Path(self.path).stem)
+        try:
+            if device == "cpu":
+                self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+            else:
+                self.session = self._cuda_session(ort, options, cuda_graph, device_id)
+        except Exception as err:
+            if not fused_attention:
+                raise
+            # A build of ONNX Runtime without contrib ops (minimal or custom builds) cannot load the fused graph.
+            raise FusedAttentionUnsupported(
+                f"{self.path}: this onnxruntime {ort.__version__} cannot load its {fused_attention} fused attention nodes "
+                f"(com.microsoft.MultiHeadAttention: {_first_line(err)}); install onnxruntime>=1.19 or onnxruntime-gpu, "
+                "or re-export with `tav-export --attention standard`"
+            ) from None
         self.inputs = _specs(self.session.get_inputs())
         self.outputs = _specs(self.session.get_outputs())
         # IOBinding is the CUDA path; on the CPU it can be forced, which lets CPU tests cover that code.
@@ -114,6 +140,17 @@ class OrtGraph:
             self._bound_weights = None
         weights.clear()
 
+    def bind_weights(self, weights: dict) -> None:
+        """Point the bound per-video inputs at ``weights`` (a no-op when they already are): the switch between videos."""
+        if self._bound_weights is weights:
+            return
+        for name, value in weights.items():
+            if isinstance(value, np.ndarray):
+                self._binding.bind_cpu_input(name, value)
+            else:
+                self._binding.bind_ortvalue_input(name, value)
+        self._bound_weights = weights
+
     def run(self, feeds: dict, weights: dict | None = None) -> dict:
         weights = weights or {}
         if set(weights) != self.weight_inputs:
@@ -121,13 +158,8 @@ class OrtGraph:
         feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
         if self._binding is None:
             return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights})))
-        if weights and self._bound_weights is not weights:
-            for name, value in weights.items():
-                if isinstance(value, np.ndarray):
-                    self._binding.bind_cpu_input(name, value)
-                else:
-                    self._binding.bind_ortvalue_input(name, value)
-            self._bound_weights = weights
+        if weights:
+            self.bind_weights(weights)
         for name, array in feeds.items():
             self._device_inputs[name].update_inplace(array)  # same device address: a captured graph stays valid
         # ORT's CUDA provider runs on its own stream: order the copies around the run (as ORT's CudaSession does).
@@ -139,5 +171,7 @@ class OrtGraph:
         return {name: own(value.numpy()) for name, value in self._device_outputs.items()}
 
     def close(self) -> None:
+        if self.session is not None and self.session.get_session_options().enable_profiling:
+            self.session.end_profiling()  # writes the JSON trace
         self._binding = self._device_inputs = self._device_outputs = self._bound_weights = None
         self.session = None

@@ -102,7 +102,7 @@ class LoadedGraphs:
             self.graphs = {
                 # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
                 name: backend_ort.OrtGraph(manifest.engine_dir / g.onnx, choice.device, cuda_graph=name == "unet",
-                                           weight_inputs=weights if name == "unet" else ())
+                                           fused_attention=g.fused_attention, weight_inputs=weights if name == "unet" else ())
                 for name, g in manifest.graphs.items()
             }
         try:

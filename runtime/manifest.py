@@ -8,12 +8,18 @@ backends then compare the declared I/O with what the loaded graph or plan really
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("tav.runtime")
+
+SCHEMA_VERSION = 2
+# Schema 1 (before fused attention) still loads: the same contract, standard-op graphs only, which
+# run correctly but hold every attention score tensor (several x the memory at 512x512).
+READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 INVERTED_LATENTS = "inverted_latents.npy"
 FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16"}
@@ -58,7 +64,8 @@ class GraphEntry:
     external_data: tuple  # ((file, sha256), ...)
     inputs: tuple
     outputs: tuple
-    tensorrt: dict | None  # {"plan", "sha256", "flavour", "version", "gpu", "compute_capability"} or None
+    tensorrt: dict | None  # {"plan", "sha256", "flavour", "version", "gpu", "compute_capability", ["onnx"]} or None
+    fused_attention: int = 0  # com.microsoft.MultiHeadAttention nodes in ``onnx`` (schema 2)
 
     @classmethod
     def from_json(cls, name: str, entry: dict) -> "GraphEntry":
@@ -71,6 +78,7 @@ class GraphEntry:
             specs(entry["inputs"]),
             specs(entry["outputs"]),
             entry.get("tensorrt"),
+            int((entry.get("attention") or {}).get("fused", 0)),
         )
 
 
@@ -140,8 +148,10 @@ def read_manifest(engine_dir) -> Manifest:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise refuse(engine_dir, f"manifest.json is not valid JSON ({err})") from None
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise refuse(engine_dir, f"manifest schema_version is {raw.get('schema_version')!r}, this runtime reads {SCHEMA_VERSION}")
+    schema = raw.get("schema_version")
+    if type(schema) is not int or schema not in READABLE_SCHEMAS:  # type check: JSON true == 1 in Python
+        readable = " or ".join(map(str, READABLE_SCHEMAS))
+        raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
     try:
         manifest = Manifest(
             engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
@@ -156,6 +166,9 @@ def read_manifest(engine_dir) -> Manifest:
         raise refuse(engine_dir, f"manifest precision {manifest.precision!r} is neither fp32 nor fp16")
     if raw.get("batch", 2) != 2:
         raise refuse(engine_dir, f"manifest batch is {raw['batch']}, the runtime's CFG batch is 2")
+    if schema < SCHEMA_VERSION:
+        log.warning("%s: exported before fused attention (schema %s): it runs, but ONNX Runtime holds every attention "
+                    "score tensor; re-export it with tav-export for far less memory", engine_dir, schema)
     for name, graph in manifest.graphs.items():
         inputs, outputs = manifest.contract_io(name)
         problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(outputs, graph.outputs)

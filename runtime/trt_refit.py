@@ -22,6 +22,7 @@ class RefitWeights:
     def __init__(self, trt, engine, logger):
         self.trt, self.engine, self.logger = trt, engine, logger
         self._fitted = None
+        self._refitter = None  # one per engine, reused for every switch
 
     def upload(self, arrays: dict) -> dict:
         """name -> (device pointer, TensorRT dtype, element count); copies finish before this returns."""
@@ -51,7 +52,9 @@ class RefitWeights:
         if self._fitted is handle:
             return
         trt = self.trt
-        refitter = trt.Refitter(self.engine.engine, self.logger)
+        if self._refitter is None:
+            self._refitter = trt.Refitter(self.engine.engine, self.logger)
+        refitter = self._refitter
         for name, (ptr, dtype, count) in handle.items():
             if not refitter.set_named_weights(name, trt.Weights(dtype, ptr, count), trt.TensorLocation.DEVICE):
                 raise RuntimeError(f"TensorRT refused refit weights {name} for {self.engine.path.name}")

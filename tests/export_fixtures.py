@@ -1,34 +1,13 @@
-"""A RUN_DIR as tav-tune writes it (docs/CONTRACTS.md), built without tuning: for exporter and runtime tests.
+"""The RUN_DIR exporter and runtime tests share: tav.tuner.random_run's, at the tiny test size.
 
-The tuned tensors are the trainable ones of the tiny video UNet, perturbed, so an
-exporter that ignored tuned.safetensors would fail parity against load_tuned.
+3 frames: frame 2 is the first whose previous frame is not frame 0, so sparse-causal
+attention is exercised beyond its frame-0 special case.
 """
 
-import json
-from pathlib import Path
+from tav.tuner.random_run import make_random_run
 
-import torch
-from safetensors.torch import save_file
-
-from tav.tuner import VideoUNet
-
-FRAMES, HEIGHT, WIDTH = 3, 64, 64  # 3 frames: frame 2 is the first whose previous frame is not frame 0
+FRAMES, HEIGHT, WIDTH = 3, 64, 64
 
 
-def make_run_dir(sd_dir, run_dir, frames=FRAMES, height=HEIGHT, width=WIDTH, seed=0, inverted=True) -> Path:
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    unet = VideoUNet.from_pretrained_2d(sd_dir, seed=seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    state = unet.state_dict()
-    tuned = {
-        name: (state[name] + 0.05 * torch.randn(state[name].shape, generator=generator)).contiguous()
-        for name in unet.trainable_parameter_names()
-    }
-    save_file(tuned, str(run_dir / "tuned.safetensors"))
-    if inverted:
-        latents = torch.randn((1, 4, frames, height // 8, width // 8), generator=generator)
-        save_file({"latents": latents}, str(run_dir / "inverted_latents.safetensors"))
-    run = {"pretrained_model_path": str(Path(sd_dir).absolute()), "frames": frames, "height": height, "width": width, "seed": seed}
-    (run_dir / "run.json").write_text(json.dumps(run, indent=2))
-    return run_dir
+def make_run_dir(sd_dir, run_dir, frames=FRAMES, height=HEIGHT, width=WIDTH, seed=0, inverted=True):
+    return make_random_run(sd_dir, run_dir, frames, height, width, seed=seed, inverted=inverted)

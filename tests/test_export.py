@@ -180,20 +180,69 @@ def _softmax_in_attention(model, softmax) -> bool:
     return node is not None and node.op_type == "MatMul" and readers and set(readers) == {"MatMul"}
 
 
-def test_attention_is_matmul_softmax_matmul(fp32_engine, fp16_engine):
-    # Tiny: 10 transformer blocks x (attn1, attn2, attn_temp); 2 CLIP layers; 1 VAE mid-block attention.
-    expected = {"unet": 30, "text_encoder": 2, "vae_decoder": 1}
+def _multihead_attention_nodes(model):
+    return [n for n in model.graph.node if (n.domain, n.op_type) == ("com.microsoft", "MultiHeadAttention")]
+
+
+def test_onnxruntime_graphs_run_every_unet_and_vae_attention_as_one_fused_node(fp32_engine, fp16_engine):
+    # Tiny: 10 transformer blocks x (attn1, attn2, attn_temp); 1 VAE mid-block attention; CLIP (2 layers) stays plain.
+    fused = {"unet": 30, "text_encoder": 0, "vae_decoder": 1}
     for engine in (fp32_engine, fp16_engine):
-        for name, count in expected.items():
+        graphs = manifest(engine)["graphs"]
+        for name, count in fused.items():
             model = onnx.load(str(engine / f"{name}.onnx"))
+            nodes = _multihead_attention_nodes(model)
             softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
-            assert len(softmaxes) == count, name
+            assert len(nodes) == count and graphs[name]["attention"]["fused"] == count, name
+            assert len(softmaxes) == (2 if name == "text_encoder" else 0), name
             assert all(_softmax_in_attention(model, s) for s in softmaxes), name
+            # SDPA's default scale: 1/sqrt(head size), the head size read off each node's query width.
+            widths = _last_dims(model)
+            for node in nodes:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                assert attrs["num_heads"] == (4 if name == "unet" else 1), name  # the tiny UNet has 4 heads; VAE 1
+                assert attrs["scale"] == pytest.approx((widths[node.input[0]] / attrs["num_heads"]) ** -0.5, rel=1e-6), name
+
+
+def _scaled_before_first_matmul(model, softmax) -> bool:
+    """TensorRT's attention fusion wants the scale on Q and/or K before the first MatMul, not on the scores:
+    the Softmax reads the MatMul directly, and both its inputs are a Mul by a constant (here d^-1/4 each)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    scores = producer.get(softmax.input[0])
+    if scores is None or scores.op_type != "MatMul":
+        return False
+    sides = [producer.get(i) for i in scores.input]
+    return all(side is not None and side.op_type == "Mul" and set(side.input) & constants for side in sides)
+
+
+def _last_dims(model) -> dict:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input]
+    return {v.name: v.type.tensor_type.shape.dim[-1].dim_value for v in values if v.type.tensor_type.shape.dim}
+
+
+@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed (pip install tensorrt-rtx)")
+def test_tensorrt_plans_are_built_from_pinned_standard_op_twins(fp16_engine, torch_models):
+    """TensorRT's parser has no com.microsoft ops: its source graphs keep MatMul-Softmax-MatMul, pinned and checked."""
+    graphs = manifest(fp16_engine)["graphs"]
+    for name, softmax_count in {"unet": 30, "vae_decoder": 1}.items():
+        source = graphs[name]["tensorrt"]["onnx"]
+        path = fp16_engine / source["onnx"]
+        assert source["onnx"] == f"{name}.trt.onnx" and source["sha256"] == file_sha256(path)
+        assert source["parity"]["rel_l2_err"] <= TOLERANCE_REL_L2["fp16"]
+        model = onnx.load(str(path))
+        softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+        assert not _multihead_attention_nodes(model) and len(softmaxes) == softmax_count
+        assert all(_softmax_in_attention(model, s) for s in softmaxes), name
+        assert all(_scaled_before_first_matmul(model, s) for s in softmaxes), name
+    # The text encoder is not fused, so its one graph serves both backends.
+    assert "onnx" not in graphs["text_encoder"]["tensorrt"]
 
 
 def test_manifest_hashes_every_file_and_pins_the_sources(fp32_engine, run_dir, tiny_sd):
     data = manifest(fp32_engine)
-    assert data["schema_version"] == 1 and data["kv_gather"] == "onnx"
+    assert data["schema_version"] == 2 and data["kv_gather"] == "onnx" and data["attention"] == "fused"
     assert (data["frames"], data["height"], data["width"], data["batch"], data["precision"]) == (FRAMES, HEIGHT, WIDTH, 2, "fp32")
     assert (data["text_max_length"], data["text_dim"], data["latent_channels"], data["vae_scaling_factor"]) == (77, D, 4, 0.18215)
     assert data["source"]["weights_hash"] == file_sha256(run_dir / "tuned.safetensors")

@@ -143,20 +143,26 @@ def test_alternating_videos_a_b_a_give_each_its_own_result(pipe, made):
     assert rel(b, a1) > 0.1  # the videos really differ (different tuned tensors and inverted latents)
 
 
-def test_four_threads_calling_different_videos_give_the_sequential_results(pipe):
+@pytest.mark.parametrize("cap", [None, 1])
+def test_four_threads_calling_different_videos_give_the_sequential_results(pipe, made, cap):
+    """With a cap of 1 every step of one thread evicts the other video: eviction under contention."""
     jobs = [("A", 0), ("B", 1), ("A", 2), ("B", 3)]
     sequential = [pipe(PROMPT, video=v, steps=2, seed=s, init="noise").latents for v, s in jobs]
     results = [None] * len(jobs)
+    shared = VideoPipeline.load(made["base"], backend="onnxruntime", device="cpu", max_resident_videos=cap)
+    shared.add_video("A", made["packs"]["A"])
+    shared.add_video("B", made["packs"]["B"])
 
     def call(i):
         video, seed = jobs[i]
-        results[i] = pipe(PROMPT, video=video, steps=2, seed=seed, init="noise").latents
+        results[i] = shared(PROMPT, video=video, steps=2, seed=seed, init="noise").latents
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(jobs))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    shared.close()
     for got, want in zip(results, sequential):
         np.testing.assert_array_equal(got, want)
 
@@ -419,6 +425,20 @@ def test_name_in_use_needs_replace_and_a_failed_replace_keeps_the_old_video(fres
     assert info["pack"] == str(made["packs"]["B"]) and fresh.videos["A"]["sha256"] == read_pack_metadata(made["packs"]["B"])["sha256"]
     fresh.remove_video("A")
     assert fresh.videos == {}
+
+
+def test_pack_without_inverted_latents_samples_from_noise_and_says_why_not_inverted(fresh, made, tiny_sd, tmp_path):
+    from tav.export.pack_writer import write_pack
+
+    run = make_run_dir(tiny_sd, tmp_path / "run", seed=0, inverted=False)
+    pack = write_pack(run, made["base"], tmp_path / "plain.tavpack")
+    assert read_pack_metadata(pack)["has_inverted_latents"] is False
+    fresh.add_video("plain", pack)
+    with pytest.raises(ValueError, match="has no inverted latents .* use init='noise'"):
+        fresh(PROMPT, video="plain", steps=1)
+    # The same tuned tensors as A (same seed): from the same noise, the same latents as A's.
+    np.testing.assert_array_equal(fresh(PROMPT, video="plain", steps=1, init="noise").latents,
+                                  fresh(PROMPT, video="A", steps=1, init="noise").latents)
 
 
 def test_full_engine_dir_keeps_working_and_refuses_videos(baked_a, made):

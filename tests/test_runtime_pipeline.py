@@ -298,7 +298,7 @@ def _declare_other_unet_io(root, manifest):
     (_edit_file_bytes("unet.onnx"), "unet.onnx does not match its sha256"),
     (_edit_file_bytes("inverted_latents.npy"), "inverted_latents.npy does not match its sha256"),
     (_set("frames", F + 2), r"unet graph declares sample float32\[2, 4, 3"),
-    (_set("schema_version", 2), "schema_version is 2"),
+    (_set("schema_version", 3), "schema_version is 3"),
     (_set("precision", "int8"), "precision 'int8'"),
     (_remove_graph_file, "unet.onnx is missing"),
     (_declare_other_unet_io, r"unet.onnx has sample float32\[2, 4, 3, 4, 6\] instead of sample float32\[2, 4, 4, 4, 6\]"),

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The GPU check on a bare lent H100/H200 (torch 2.11 + CUDA 13 + nvcc there), in two device calls
+# The GPU check on a bare lent H100/H200 (torch 2.11 + CUDA 13 + nvcc there), in device calls
 # that each fit the 10-minute limit:
-#   bash bench/gpu/fetch_wheels.sh                          # here, once
+#   bash bench/gpu/fetch_wheels.sh                          # here, once (also splits onnxruntime-gpu)
 #   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh kernel   # build, GPU tests, kv-gather bandwidth
 #   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh bench    # tav-bench at SD-1.5 size
-# (no argument runs both). It installs the carried wheels, makes `tav` importable from this tree
-# and leaves every result under $OUT for docs/PERF.md.
+# onnxruntime-gpu (~256 MB) does not fit one call: send its parts first, one warm call each
+#   device run, carry [".whl_parts/PARTS", ".whl_parts/part-0K"]: bash bench/gpu/receive_part.sh
+# and then, while the machine is still warm (parts live in /tmp there):
+#   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh ort      # fused fp16 graphs on ORT CUDA vs eager / compile
+# (no argument runs kernel and bench). It installs the carried wheels (and a joined onnxruntime-gpu),
+# makes `tav` importable from this tree and leaves every result under $OUT for docs/PERF.md.
 set -uo pipefail
 STAGE=${1:-all}
 OUT=${OUT:-$PWD/gpu_out}
@@ -13,7 +17,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 ROOT=$PWD
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+JOINED=$(ls /tmp/tav_wheel_parts/wheels/*.whl 2>/dev/null || true)  # onnxruntime-gpu, from receive_part.sh
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl $JOINED || exit 1
 # The tree maps top-level folders to tav.*; a folder of links gives the same import names without pip.
 mkdir -p /tmp/tavpkg/tav
 for part in tuner export runtime cpp_ext bench; do ln -sfn "$ROOT/$part" "/tmp/tavpkg/tav/$part"; done
@@ -43,5 +48,17 @@ if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
     || EXTRA=(--skip export --backends torch,torch-compile)
   python3 -m tav.bench.cli --model sd15 --frames 8 --height 512 --width 512 --device cuda "${EXTRA[@]}" \
     --work /tmp/tav_bench --json "$OUT/bench_sd15.json" 2>&1 | tee "$OUT/bench_sd15.log" | tail -40
+fi
+if [ "$STAGE" = ort ]; then
+  # The fused-attention graphs (com.microsoft.MultiHeadAttention) on ORT's CUDA provider: flash /
+  # memory-efficient attention in fp16, against eager PyTorch and torch.compile in the same run.
+  python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" \
+    || { echo "no CUDAExecutionProvider: send onnxruntime-gpu's parts first (receive_part.sh)"; exit 1; }
+  for F in 8 24; do
+    step "UNet step sd15 ${F}x512x512 fp16: torch, torch-compile, onnxruntime (fused)"
+    python3 -m tav.bench.cli --model sd15 --frames $F --height 512 --width 512 --device cuda --skip tune,e2e \
+      --backends torch,torch-compile,onnxruntime --repeats 10 --work /tmp/tav_bench_$F \
+      --json "$OUT/bench_sd15_ort_f$F.json" 2>&1 | tee "$OUT/bench_sd15_ort_f$F.log" | tail -12
+  done
 fi
 step "done"

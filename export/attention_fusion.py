@@ -1,0 +1,176 @@
+"""Fuse each traced attention into one ``com.microsoft.MultiHeadAttention`` node, for ONNX Runtime.
+
+The TorchScript exporter writes every SDPA (sparse-causal attn1, cross-attention attn2,
+temporal attn_temp, the VAE's mid-block attention) as::
+
+    q [B,S,C] -> Reshape [B,S,H,d] -> Transpose(0,2,1,3) -> Mul c_q ─┐
+    k [B,L,C] -> Reshape [B,L,H,d] -> Transpose(0,2,3,1) -> Mul c_k ─┴ MatMul -> Softmax ─┐
+    v [B,L,C] -> Reshape [B,L,H,d] -> Transpose(0,2,1,3) ───────────────────────────────┴ MatMul
+      -> Transpose(0,2,1,3) -> Reshape [B,S,C] -> out
+
+ONNX Runtime runs that as written and materialises the [B,H,S,L] score tensor: at 512x512
+sparse-causal attn1 that is 4096 x 8192 scores per frame-image and head, the memory wall of
+issue 10. ``MultiHeadAttention(q, k, v)`` with ``num_heads = H`` and ``scale = c_q * c_k``
+computes the same thing from the [B,S,C] / [B,L,C] projections, and ORT runs it with flash
+attention (MLAS on CPU since 1.19; flash / memory-efficient kernels on CUDA), never holding
+the scores. The rewrite happens after tracing because ORT's own UNet fuser does not match
+sparse-causal attention (the frame gather sits between to_k/to_v and the heads).
+
+Only this exact form is rewritten; anything else (CLIP's causal-masked attention, a scale
+after the MatMul, a mask) is left as it is and counted, so the caller can require that every
+attention of a graph was fused. The tensors q/k/v/out keep their names and producers, so the
+rest of the graph is untouched.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+MHA_DOMAIN = "com.microsoft"
+MHA_OP = "MultiHeadAttention"
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    model: onnx.ModelProto
+    fused: int  # attentions now one MultiHeadAttention node
+    left: int  # Softmax nodes not rewritten (e.g. CLIP's masked attention)
+
+
+def fuse_attention(model: onnx.ModelProto) -> FusionResult:
+    """``model`` with every matching attention as one MultiHeadAttention node (a new ModelProto)."""
+    graph = gs.import_onnx(model)
+    fused = left = 0
+    for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
+        match = _match(softmax)
+        if match is None:
+            left += 1
+            continue
+        q, k, v, out, heads, scale = match
+        # The old tail no longer writes ``out``; cleanup() then drops the whole unfused chain.
+        out.inputs.clear()
+        graph.layer(op=MHA_OP, domain=MHA_DOMAIN, inputs=[q, k, v], outputs=[out], attrs={"num_heads": heads, "scale": scale},
+                    name=f"{out.name}/MultiHeadAttention")
+        fused += 1
+    graph.cleanup().toposort()
+    result = gs.export_onnx(graph)
+    if fused and not any(o.domain == MHA_DOMAIN for o in result.opset_import):
+        result.opset_import.append(onnx.helper.make_opsetid(MHA_DOMAIN, 1))
+    return FusionResult(result, fused, left)
+
+
+def count_fused(model: onnx.ModelProto) -> int:
+    return sum(n.op_type == MHA_OP and n.domain == MHA_DOMAIN for n in model.graph.node)
+
+
+def _match(softmax):
+    """(q, k, v, out, num_heads, scale) when ``softmax`` sits in the traced SDPA form, else None."""
+    if softmax.attrs.get("axis", -1) not in (-1, 3):
+        return None
+    scores = _only_producer(softmax.inputs[0], "MatMul")
+    readers = softmax.outputs[0].outputs
+    if scores is None or len(readers) != 1 or readers[0].op != "MatMul" or readers[0].inputs[0] is not softmax.outputs[0]:
+        return None
+    context = readers[0]
+    q_side, k_side = (_strip_scale(t) for t in scores.inputs)
+    if q_side is None or k_side is None:
+        return None
+    (q_heads, c_q), (k_heads_t, c_k) = q_side, k_side
+    q = _split_heads(q_heads, (0, 2, 1, 3))
+    k = _split_heads(k_heads_t, (0, 2, 3, 1))
+    v = _split_heads(context.inputs[1], (0, 2, 1, 3))
+    out = _merge_heads(context.outputs[0])
+    if any(part is None for part in (q, k, v, out)):
+        return None
+    (q, heads, size), (k, k_heads, k_size), (v, v_heads, _) = q, k, v
+    # MultiHeadAttention's contract: q [B,S,H*d], k [B,L,H*d], v [B,L,H*d_v] -> [B,S,H*d_v].
+    same_heads = heads == k_heads == v_heads and size == k_size
+    same_batch = q.shape[0] == k.shape[0] == v.shape[0] and k.shape[1] == v.shape[1]
+    if not (same_heads and same_batch and out.shape[2] == v.shape[2]):
+        return None
+    return q, k, v, out, int(heads), _exact_scale(c_q * c_k, size)
+
+
+def _exact_scale(traced: float, head_size: int) -> float:
+    """SDPA's 1/sqrt(d) when ``traced`` is it up to fp16 rounding, else ``traced`` as it is.
+
+    An fp16 trace carries d^-1/4 rounded to fp16 twice (on Q and on K^T): 0.35370 for d = 8
+    instead of 0.35355. The attribute is a float32, so it can hold what the model means.
+    """
+    exact = head_size**-0.5
+    return exact if abs(traced - exact) <= 2e-3 * exact else traced
+
+
+def _only_producer(tensor, op: str):
+    if not isinstance(tensor, gs.Variable) or len(tensor.inputs) != 1 or tensor.inputs[0].op != op:
+        return None
+    return tensor.inputs[0]
+
+
+def _scalar(tensor):
+    if isinstance(tensor, gs.Constant) and tensor.values.size == 1:
+        return float(np.asarray(tensor.values, dtype=np.float64).reshape(-1)[0])
+    return None
+
+
+def _strip_scale(tensor):
+    """(tensor before an optional Mul by a scalar constant, that constant or 1)."""
+    mul = _only_producer(tensor, "Mul")
+    if mul is None:
+        return tensor, 1.0
+    for data, const in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
+        value = _scalar(const)
+        if value is not None and isinstance(data, gs.Variable):
+            return data, value
+    return None
+
+
+def _split_heads(tensor, perm):
+    """(x [B,T,C], heads, head size) when ``tensor`` is Transpose(perm)(Reshape(x, [B,T,H,d])), else None."""
+    transpose = _only_producer(tensor, "Transpose")
+    if transpose is None or tuple(transpose.attrs.get("perm", ())) != perm:
+        return None
+    reshape = _only_producer(transpose.inputs[0], "Reshape")
+    if reshape is None:
+        return None
+    x, split = reshape.inputs[0], reshape.outputs[0]
+    if x.shape is None or split.shape is None or len(split.shape) != 4 or len(x.shape) != 3:
+        return None
+    batch, tokens, heads, size = split.shape
+    if not all(isinstance(s, int) for s in (batch, tokens, heads, size)) or tuple(x.shape) != (batch, tokens, heads * size):
+        return None
+    return x, heads, size
+
+
+def _merge_heads(tensor):
+    """out [B,S,C] when ``tensor`` [B,H,S,d] flows only through Transpose(0,2,1,3) -> Reshape [B,S,H*d]."""
+    if len(tensor.outputs) != 1 or tensor.outputs[0].op != "Transpose" or tuple(tensor.outputs[0].attrs.get("perm", ())) != (0, 2, 1, 3):
+        return None
+    moved = tensor.outputs[0].outputs[0]
+    if len(moved.outputs) != 1 or moved.outputs[0].op != "Reshape":
+        return None
+    out = moved.outputs[0].outputs[0]
+    if out.shape is None or len(out.shape) != 3 or tensor.shape is None:
+        return None
+    batch, heads, tokens, size = tensor.shape
+    return out if tuple(out.shape) == (batch, tokens, heads * size) else None
+
+
+def fuse_for_onnxruntime(model: onnx.ModelProto, spec) -> FusionResult:
+    """``fuse_attention`` that must fuse every one of ``spec``'s attention layers, else GraphError.
+
+    A layer left unfused would silently bring back the score tensor this exists to avoid, so a
+    traced form the matcher does not know (a new diffusers, another exporter) fails the export
+    loudly instead; ``--attention standard`` is the way around it.
+    """
+    from .onnx_hygiene import GraphError
+
+    result = fuse_attention(model)
+    if result.left or result.fused != spec.attention_layers:
+        raise GraphError(
+            f"{spec.name}: fused {result.fused} of {spec.attention_layers} attention layers into {MHA_OP} "
+            f"({result.left} left unfused); export with --attention standard and report this"
+        )
+    return result
