@@ -150,6 +150,7 @@ def export_engine(
                 "weights_hash": tuned.weights_hash,
                 "base_model": str(Path(tuned.base_dir).absolute()),
                 "base_model_hash": folder_hash(tuned.base_dir),
+                "base_model_source": tuned.meta.get("pretrained_model_source"),  # hub commit / file sha256, if known
             },
             "tools": _tool_versions(trt),
             "kv_gather": kv_gather,

@@ -11,12 +11,14 @@ handful of pixels. The asserted 1e-3 / 2 levels leave ~15x headroom for other CP
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -100,6 +102,65 @@ def test_four_threads_on_exported_graphs_give_the_sequential_results(pipe):
         t.join()
     for got, want in zip(results, sequential):
         np.testing.assert_array_equal(got, want)
+
+
+# --- fused attention: against the standard-op graphs, older ENGINE_DIRs, ORTs without the op -----------
+
+
+@pytest.fixture(scope="module")
+def standard_engine_dir(run_dir, tmp_path_factory):
+    return export_engine(run_dir, tmp_path_factory.mktemp("standard") / "engine", precision="fp32", attention="standard")
+
+
+def test_fused_graphs_sample_what_the_standard_op_graphs_sample(pipe, engine_dir, standard_engine_dir, reference):
+    fused = json.loads((engine_dir / "manifest.json").read_text())["graphs"]
+    plain = json.loads((standard_engine_dir / "manifest.json").read_text())["graphs"]
+    assert (fused["unet"]["attention"]["fused"], plain["unet"]["attention"]["fused"]) == (30, 0)
+    kw = dict(steps=STEPS, guidance=12.5, seed=3, init="noise")
+    with VideoPipeline.load(standard_engine_dir, backend="onnxruntime", device="cpu") as standard:
+        unfused = standard("a man is skiing", **kw)
+    assert_close(pipe("a man is skiing", **kw), unfused)
+    assert_close(unfused, reference("a man is skiing", **kw))
+
+
+def _rewrite_manifest(root, edit):
+    data = json.loads((root / "manifest.json").read_text())
+    edit(data)
+    (root / "manifest.json").write_text(json.dumps(data))
+
+
+def test_schema_1_engine_dirs_from_before_fused_attention_still_load(standard_engine_dir, tmp_path, reference, caplog):
+    old = tmp_path / "old"
+    shutil.copytree(standard_engine_dir, old)
+
+    def as_schema_1(data):  # what tav-export wrote before issue 10: no attention fields
+        data["schema_version"] = 1
+        data.pop("attention")
+        for graph in data["graphs"].values():
+            graph.pop("attention")
+
+    _rewrite_manifest(old, as_schema_1)
+    kw = dict(steps=STEPS, guidance=12.5, seed=3, init="noise")
+    with caplog.at_level("WARNING", logger="tav.runtime"), VideoPipeline.load(old, device="cpu") as legacy:
+        assert_close(legacy("a man is skiing", **kw), reference("a man is skiing", **kw))
+    assert "re-export" in caplog.text
+
+
+def test_an_onnxruntime_without_the_fused_op_is_refused_in_one_line(engine_dir, tmp_path):
+    """A build without contrib ops cannot load MultiHeadAttention; here the node names an op no ORT has."""
+    from tav.runtime.manifest import file_sha256
+
+    broken = tmp_path / "engine"
+    shutil.copytree(engine_dir, broken)
+    model = onnx.load(str(broken / "unet.onnx"))
+    for node in model.graph.node:
+        if node.op_type == "MultiHeadAttention":
+            node.op_type = "MultiHeadAttentionFromTheFuture"
+    onnx.save(model, str(broken / "unet.onnx"))
+    _rewrite_manifest(broken, lambda data: data["graphs"]["unet"].update(sha256=file_sha256(broken / "unet.onnx")))
+    with pytest.raises(RuntimeError, match=r"cannot load its 30 fused attention nodes") as err:
+        VideoPipeline.load(broken, backend="onnxruntime", device="cpu")
+    assert "\n" not in str(err.value) and "tav-export --attention standard" in str(err.value)
 
 
 LEAN_RUN = textwrap.dedent("""

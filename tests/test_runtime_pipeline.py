@@ -104,7 +104,7 @@ def write_manifest(root: Path, precision: str = "fp32") -> None:
     graph_files = {f"{name}.onnx" for name in io}
     files = {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*"))
              if p.is_file() and p.name not in graph_files and p.name != "manifest.json"}
-    manifest = {"schema_version": 1, "frames": F, "height": H, "width": W, "batch": 2, "precision": precision,
+    manifest = {"schema_version": 2, "frames": F, "height": H, "width": W, "batch": 2, "precision": precision,
                 "text_max_length": 77, "text_dim": D, "latent_channels": 4, "vae_scaling_factor": 0.18215,
                 "source": {}, "tools": {"tensorrt": None}, "kv_gather": "onnx", "graphs": graphs, "files": files}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -10,11 +10,14 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from ldm_checkpoint import ldm_state_dict, write_single_file
+
 from tav.runtime.video_output import frames_to_uint8
 from tav.tuner import sd_folder
 from tav.tuner.cli_sample import main as sample_main
 from tav.tuner.sampler import sample
 from tav.tuner.tune import tune
+from tav.tuner.tiny_model import make_tiny
 from tav.tuner.tune_config import TuneConfig
 from tav.tuner.tuned_weights import load_tuned
 
@@ -124,12 +127,27 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(run_dir, tmp_path, ca
         (["--weights", str(run_dir), "--out", str(out / "v.avi")], "unknown suffix"),
         (["--weights", str(tmp_path)], "neither a RUN_DIR"),
         (["--weights", str(run_dir), "--out", str(out / "no" / "v.gif")], "does not exist; create it"),
+        (["--weights", str(run_dir), "--revision", "main"], "--revision needs --pretrained"),
+        (["--weights", str(run_dir), "--pretrained", "no such model"], "neither an existing folder"),
     ]
     for extra, expected in cases:
         argv = ["--prompt", PROMPT, "--steps", "2", "--out", str(out / "v.mp4")] + extra
         code, _, err = run_sample_cli(argv, capsys)
         assert code != 0 and err.startswith("tav-sample: error:") and expected in err and "\n" not in err, err
     assert list(out.iterdir()) == []
+
+
+def test_pretrained_replaces_the_base_model_the_run_names(run_dir, tiny_sd, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TAV_SINGLE_FILE_CACHE", str(tmp_path / "converted"))
+    single = write_single_file(ldm_state_dict(tiny_sd), tmp_path / "base.safetensors")
+    other = make_tiny(tmp_path / "other", seed=1)
+    base = ["--weights", str(run_dir), "--prompt", PROMPT, "--steps", "2"]
+    for name, extra in (("own", []), ("single", ["--pretrained", str(single)]), ("other", ["--pretrained", str(other)])):
+        code, _, err = run_sample_cli(base + extra + ["--out", str(tmp_path / f"{name}.npy")], capsys)
+        assert code == 0, err
+    own, from_single, from_other = (np.load(tmp_path / f"{n}.npy") for n in ("own", "single", "other"))
+    assert np.array_equal(own, from_single)  # the same weights as a single file
+    assert not np.array_equal(own, from_other)  # another base model is really used
 
 
 def test_official_output_folder_samples_like_the_run_dir(run_dir, tuned, tiny_sd, tmp_path):

@@ -10,6 +10,7 @@ import argparse
 from tav.runtime.video_output import check_output_path, write_video
 
 from .cli_common import run_cli
+from .model_sources import resolve_base_model
 from .sampler import INITS, sample
 from .tuned_weights import load_tuned
 from .tuning_session import resolve_device
@@ -21,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
     a = p.add_argument
     a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
+    a("--pretrained", metavar="SD_MODEL", help="where the base model the weights were tuned on is now, if not where "
+      "they name it: a diffusers folder, a .safetensors/.ckpt file or a hub repo id ORG/NAME")
+    a("--revision", help="branch, tag or commit of a hub repo id given with --pretrained (default main)")
     a("--prompt", required=True, help="what the edited video shows, e.g. 'spider man is skiing on the beach'")
     a("--negative-prompt", default="", help="the unconditional text of classifier-free guidance (default empty)")
     a("--steps", type=int, default=50, help="DDIM steps (default 50)")
@@ -39,8 +43,11 @@ def main_args(argv=None):
     check_output_path(args.out)  # reject a bad --out before minutes of sampling
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    if args.revision and not args.pretrained:
+        raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
     device = resolve_device(args.device)
-    tuned = load_tuned(args.weights)
+    base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
+    tuned = load_tuned(args.weights, base_dir=base_dir)
     if args.init == "inverted" and tuned.inverted_latents is None:
         raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
     tuned.unet.to(device).eval()

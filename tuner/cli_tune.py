@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
     a = p.add_argument
     a("--config", metavar="FILE.yaml", help="official Tune-A-Video YAML config; explicit flags override it")
-    a("--pretrained", dest="pretrained_model_path", metavar="SD_DIR", help="Stable Diffusion 1.x folder (diffusers layout)")
+    a("--pretrained", dest="pretrained_model_path", metavar="SD_MODEL",
+      help="Stable Diffusion 1.x base model: a diffusers folder, a .safetensors/.ckpt file, or a hub repo id ORG/NAME")
+    a("--revision", dest="pretrained_model_revision", help="branch, tag or commit of a hub repo id (default main)")
     a("--video", metavar="CLIP", help="clip to tune on: mp4/webm/mov/gif or a folder of images")
     a("--prompt", help="caption of the clip, e.g. 'a man is skiing'")
     a("--out", metavar="RUN_DIR", help="RUN_DIR to create (built in RUN_DIR.partial/ and renamed when complete)")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from . import sd_folder
 from .inversion import ddim_inversion
+from .model_sources import resolve_base_model
 from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
 from .tune_config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
 from .tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
@@ -51,10 +52,12 @@ def tune(cfg: TuneConfig, on_step=None) -> Path:
     run_dir = Path(cfg.out).absolute()
     partial = partial_dir(run_dir)
     _check_targets(run_dir, partial, cfg.resume)
-    sd_dir = sd_folder.check_sd_folder(cfg.pretrained_model_path).absolute()
     pixels = load_clip(cfg.video, cfg.frames, cfg.height, cfg.width, cfg.stride, cfg.start)
-    settings = dict(cfg.to_dict(), pretrained_model_path=str(sd_dir), video=str(Path(cfg.video).absolute()),
-                    out=str(run_dir), pretrained_model_hash=sd_folder.folder_hash(sd_dir))
+    base = resolve_base_model(cfg.pretrained_model_path, cfg.pretrained_model_revision)  # may download: after cheap checks
+    sd_dir = base.path
+    settings = dict(cfg.to_dict(), pretrained_model_path=str(sd_dir), pretrained_model_source=base.source,
+                    video=str(Path(cfg.video).absolute()), out=str(run_dir),
+                    pretrained_model_hash=sd_folder.folder_hash(sd_dir))
     del settings["resume"]
     if cfg.resume:
         _check_resume_matches(partial, settings)

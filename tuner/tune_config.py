@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 @dataclass
 class TuneConfig:
-    pretrained_model_path: str
+    pretrained_model_path: str  # a diffusers folder, a .safetensors/.ckpt file or a hub ORG/NAME (model_sources)
     video: str
     prompt: str
     out: str
@@ -40,6 +40,7 @@ class TuneConfig:
     inversion_steps: int = 50
     eval_pairs: int = 8
     resume: bool = False
+    pretrained_model_revision: str | None = None  # branch, tag or commit of a hub repo id
     # The official optimiser; not exposed as flags, recorded in run.json.
     adam_betas: tuple = (0.9, 0.999)
     adam_weight_decay: float = 1e-2

@@ -19,6 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from .checkpoints import read_state_dict
+from .model_sources import resolve_base_model
 from .sd_folder import check_sd_folder, file_sha256, folder_hash
 from .video_unet import VideoUNet
 
@@ -47,35 +48,59 @@ def is_official_output(path: Path) -> bool:
     return (path / "model_index.json").is_file() and (path / "unet" / "config.json").is_file()
 
 
-def load_tuned(weights, dtype=torch.float32) -> TunedModel:
-    """The tuned video UNet and where the rest of its pipeline lives."""
+def load_tuned(weights, dtype=torch.float32, base_dir=None) -> TunedModel:
+    """The tuned video UNet and where the rest of its pipeline lives.
+
+    ``base_dir`` (a folder from ``resolve_base_model``) replaces the base model the weights name:
+    run.json's ``pretrained_model_path``, or an official output folder's own frozen parts. It must hold
+    the weights the run was tuned on (e.g. the same model moved, or as a single file): the tuned layers
+    are only meaningful beside the frozen weights they were trained with.
+    """
     path = Path(weights)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; pass a RUN_DIR from tav-tune or an official Tune-A-Video output folder")
     if is_run_dir(path):
-        return _load_run_dir(path, dtype)
+        return _load_run_dir(path, dtype, base_dir)
     if is_official_output(path):
-        return _load_official(path, dtype)
+        tuned = _load_official(path, dtype)
+        if base_dir is not None:
+            tuned.base_dir = check_sd_folder(base_dir)
+        return tuned
     raise FileNotFoundError(
         f"{path} is neither a RUN_DIR (no {RUN_JSON}) nor an official Tune-A-Video output folder (no model_index.json + unet/)"
     )
 
 
-def _load_run_dir(path: Path, dtype) -> TunedModel:
+def _load_run_dir(path: Path, dtype, override) -> TunedModel:
     try:
         meta = json.loads((path / RUN_JSON).read_text())
-        base_dir, frames, height, width = (meta[k] for k in ("pretrained_model_path", "frames", "height", "width"))
+        _, frames, height, width = (meta[k] for k in ("pretrained_model_path", "frames", "height", "width"))
     except (json.JSONDecodeError, KeyError) as err:
         raise ValueError(f"{path / RUN_JSON} is corrupt or incomplete ({err}); re-run tav-tune") from None
     weights_file = path / TUNED_WEIGHTS
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} is missing; the run did not finish, re-run tav-tune")
-    base_dir = check_sd_folder(base_dir)
+    base_dir = _recorded_base(meta, path) if override is None else check_sd_folder(override)
     unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
     return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta)
+
+
+def _recorded_base(meta: dict, run_dir: Path) -> Path:
+    """run.json's base folder; when it is gone (another machine, a cleaned cache), fetched again from its source."""
+    folder = Path(meta["pretrained_model_path"])
+    source = meta.get("pretrained_model_source") or {}
+    if folder.is_dir() or source.get("kind") not in ("hub", "single_file"):
+        return check_sd_folder(folder)
+    if source["kind"] == "hub":
+        return resolve_base_model(source["repo_id"], revision=source["commit"]).path  # the exact commit tuned on
+    base = resolve_base_model(source["file"])
+    if base.source["file_sha256"] != source["file_sha256"]:
+        raise ValueError(f"{source['file']} changed since {run_dir} was tuned on it (sha256 differs); "
+                         "pass the original checkpoint with --pretrained")
+    return base.path
 
 
 def _load_official(path: Path, dtype) -> TunedModel:
