@@ -2,15 +2,15 @@
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits; past them a request gets 422 (bad value) or 503 (busy) instead of harm."""
+    """Request limits; past them a request gets 413 (too large), 503 (busy) or 504 (too slow) instead of harm.
 
-    max_prompt_chars: int = 1000  # CLIP reads 77 tokens; longer text is a client bug, not a wish
-    max_steps: int = 1000
+    Value ranges (prompt length, steps, ...) are fixed in tav.serve.schemas.
+    """
+
     max_upload_bytes: int = 200 * 1024 * 1024
     max_ongoing_per_replica: int = 2  # concurrent generations interleave step by step on one engine stream
     max_queued: int = 8  # per model deployment handle; past it: 503 with Retry-After
@@ -34,10 +34,6 @@ class ServeConfig:
     ort_threads: int = 0  # 0: ONNX Runtime's default (all cores); small replicas on shared CPUs want 1
     tune_device: str = "auto"
     limits: Limits = field(default_factory=Limits)
-
-    @property
-    def store_path(self) -> Path:
-        return Path(self.store)
 
 
 def token_from_env(token: str | None) -> str | None:
