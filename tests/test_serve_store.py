@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,10 +16,6 @@ from tav.serve.uploads import UploadRefused, check_declared_size, clip_suffix, p
 from tav.tuner.synthetic_clip import make_clip  # noqa: E402
 
 OPTIONS = {"prompt": "a ball", "steps": 4, "lr": 3e-5, "seed": 0, "stride": 1, "start": 0, "inversion_steps": 2, "eval_pairs": 1}
-
-
-def tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("video_id", ["..", "../etc", "a/b", "a\\b", "", ".hidden", "-x", "a" * 65, "vidéo", "a b", "a.b",
