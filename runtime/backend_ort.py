@@ -66,6 +66,10 @@ class OrtGraph:
         options.enable_cpu_mem_arena = cpu_arena
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
+        # Several processes sharing a CPU (tav-serve replicas) each want few threads, not one per core.
+        threads = int(os.environ.get("TAV_ORT_THREADS") or 0)
+        if threads > 0:
+            options.intra_op_num_threads = threads
         profile_dir = os.environ.get(PROFILE_ENV)
         if profile_dir:  # where the time goes, per node: summarise with `python -m tav.bench.ort_profile DIR`
             options.enable_profiling = True

@@ -1,0 +1,69 @@
+"""tav-serve: serve per-video packs over HTTP on Ray Serve, from one machine to a cluster."""
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from .config import Limits, ServeConfig, token_from_env
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="the base ENGINE_DIR (tav-export --base) every replica loads")
+    parser.add_argument("--packs", required=True, metavar="STORE",
+                        help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
+    parser.add_argument("--sd", default=None, help="the base SD folder tuning jobs start from (default: the one the base records)")
+    parser.add_argument("--address", default=None, help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
+    parser.add_argument("--replicas", type=int, default=None, help="model replicas (default: one per GPU, else 1)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--token", default=None, help="bearer token clients must send (default: $TAV_SERVE_TOKEN; none: open)")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    parser.add_argument("--num-cpus", type=float, default=None, help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per model replica (CPU serving)")
+    parser.add_argument("--job-cpus", type=float, default=1.0, help="CPUs reserved per tuning job")
+    parser.add_argument("--ort-threads", type=int, default=0, help="ONNX Runtime threads per replica (0: its default)")
+    parser.add_argument("--max-ongoing", type=int, default=Limits.max_ongoing_per_replica, help="concurrent requests per replica")
+    parser.add_argument("--max-queued", type=int, default=Limits.max_queued, help="requests waiting for a replica; past it: 503")
+    parser.add_argument("--resident-videos", type=int, default=Limits.resident_videos_per_replica, help="packs kept loaded per replica (LRU)")
+    parser.add_argument("--timeout", type=float, default=Limits.generate_timeout_s, help="seconds before a generate request is cancelled (504)")
+    parser.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20, help="largest clip accepted")
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port of the local Ray instance")
+    return parser
+
+
+def config_from_args(args) -> ServeConfig:
+    limits = Limits(max_ongoing_per_replica=args.max_ongoing, max_queued=args.max_queued,
+                    resident_videos_per_replica=args.resident_videos, generate_timeout_s=args.timeout,
+                    max_upload_bytes=int(args.max_upload_mb * 2**20))
+    return ServeConfig(base_dir=args.base, store=args.packs, sd_dir=args.sd, token=token_from_env(args.token),
+                       replica_cpus=args.replica_cpus, job_cpus=args.job_cpus, backend=args.backend,
+                       ort_threads=args.ort_threads, limits=limits)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from . import launch  # imports Ray: after --help
+
+    try:
+        config = launch.check_config(config_from_args(args))
+    except launch.StartError as err:
+        sys.exit(f"tav-serve: error: {err}")
+    started_ray = launch.start_ray(args.address, args.num_cpus, args.metrics_port)
+    # After ray.init, which installs its own SIGTERM handler (it logs and aborts the process): ours drains instead.
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        config = launch.fit_to_cluster(config, args.replicas)
+        launch.deploy(config, args.host, args.port)
+        where = "GPU" if config.use_gpu else "CPU"
+        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica(s), "
+              f"store {config.store}, tuning {'on' if config.sd_dir else 'off'})", file=sys.stderr, flush=True)
+        stopping.wait()
+        print("tav-serve: shutting down (draining requests)", file=sys.stderr, flush=True)
+    finally:
+        launch.stop(config, started_ray)

@@ -1,0 +1,135 @@
+"""The Ray Serve application: a FastAPI ingress deployment and a model deployment multiplexed by video id.
+
+    HTTP -> Ingress (1 replica, async, light) --handle.options(multiplexed_model_id=video_id)--> VideoModel (N replicas)
+
+Each VideoModel replica loads the base ENGINE_DIR once and keeps an LRU of resident packs
+(``@serve.multiplexed``); Ray routes a video's requests to replicas already holding it.
+On CUDA each replica takes one GPU (``num_gpus: 1``), so N replicas = N GPUs across the
+cluster; on CPU, ``replica_cpus`` each.
+"""
+
+import asyncio
+import logging
+import os
+import sys
+import time
+
+from ray import serve
+
+from .config import ServeConfig
+from .encoding import MEDIA_TYPES, encode_frames
+from .http_app import create_app
+from .ingress import IngressService
+from .residency import load_video_into
+from .store import Store
+
+APP_NAME = "tav"
+EVICTION_RETRIES = 5
+
+
+class VideoModelReplica:
+    """One base pipeline and its resident videos; the multiplexed loader is added by ``build_app``."""
+
+    def __init__(self, config: ServeConfig):
+        if config.ort_threads:
+            os.environ["TAV_ORT_THREADS"] = str(config.ort_threads)  # read by the runtime's ORT sessions
+        from tav.runtime import VideoPipeline
+
+        device = "cuda" if config.use_gpu else "cpu"
+        # Ray's multiplexing LRU decides which packs stay; the pipeline keeps all it is given.
+        self.pipe = VideoPipeline.load(config.base_dir, backend=config.backend, device=device, max_resident_videos=None)
+        self.store = Store(config.store)
+
+    async def _load_video(self, video_id: str):
+        return await asyncio.to_thread(load_video_into, self.pipe, video_id, self.store)
+
+    async def generate(self, sampling: dict, fmt: str, fps: float) -> dict:
+        video_id = serve.get_multiplexed_model_id()  # the routing key is the only source of the video id
+        for _ in range(EVICTION_RETRIES):
+            # Ray's LRU may evict the video (from a thread) between handing it out and our use of it: load again.
+            with (await self.resident_video(video_id)).use() as video:
+                if video is not None:
+                    result = await asyncio.to_thread(video.generate, **sampling)
+                    break
+        else:
+            raise RuntimeError(f"video {video_id!r} was evicted {EVICTION_RETRIES} times before it could run; "
+                               "raise --resident-videos")
+        started = time.perf_counter()
+        body = await asyncio.to_thread(encode_frames, result.frames, fmt, fps)
+        timings = {**result.timings, "encode": time.perf_counter() - started}
+        return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": timings,
+                "shape": list(result.frames.shape)}
+
+    def ready(self) -> bool:
+        return True
+
+    def __del__(self):
+        pipe = getattr(self, "pipe", None)
+        if pipe is not None:
+            pipe.close()
+
+
+class IngressReplica:
+    """Holds the IngressService; the FastAPI app is built per replica around it (late-bound ingress)."""
+
+    def __init__(self, config: ServeConfig, model_handle):
+        _log_lines_to_stderr()
+        self.service = IngressService(config, model_handle)
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.service)
+
+
+def _log_lines_to_stderr() -> None:
+    """tav.serve's log lines (one JSON line per request) to the replica's stderr, which Ray streams to the driver."""
+    logger = logging.getLogger("tav.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def build_app(config: ServeConfig):
+    """The bound Serve application for ``serve.run``: deployment options come from ``config``."""
+    limits = config.limits
+
+    class VideoModel(VideoModelReplica):
+        @serve.multiplexed(max_num_models_per_replica=limits.resident_videos_per_replica)
+        async def resident_video(self, video_id: str):
+            return await self._load_video(video_id)
+
+    model_actor = {"num_cpus": config.replica_cpus, "num_gpus": 1 if config.use_gpu else 0}
+    model = serve.deployment(
+        VideoModel, name="VideoModel", num_replicas=config.replicas, ray_actor_options=model_actor,
+        max_ongoing_requests=limits.max_ongoing_per_replica, max_queued_requests=limits.max_queued,
+        graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.generate_timeout_s,
+        health_check_period_s=5, health_check_timeout_s=30,
+    )
+
+    class Ingress(IngressReplica):
+        pass
+
+    ingress = serve.deployment(
+        serve.ingress()(Ingress), name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0.1},
+        max_ongoing_requests=256, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.generate_timeout_s,
+    )
+    return ingress.bind(config, model.bind(config))
+
+
+def app_from_args(args: dict):
+    """Entry point for Serve config files and KubeRay's RayService (``import_path: tav.serve.deployments:app_from_args``).
+
+    ``args`` holds ServeConfig's fields (``base_dir``, ``store``, ``sd_dir``, ``replicas``, ``use_gpu``, ...) and
+    optionally ``limits`` with Limits' fields. Checks the config and fails unfinished jobs, as ``tav-serve`` does.
+    """
+    from .config import Limits
+    from .jobs import fail_interrupted
+    from .launch import check_config
+
+    fields = dict(args)
+    limits = Limits(**fields.pop("limits", {}))
+    config = check_config(ServeConfig(**fields, limits=limits))
+    fail_interrupted(Store(config.store))
+    return build_app(config)

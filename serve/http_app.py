@@ -1,0 +1,94 @@
+"""The HTTP API (FastAPI), built per ingress replica around its ``IngressService``.
+
+Routes:
+    GET  /healthz, /readyz                      no token
+    GET  /v1/videos, /v1/videos/{video_id}      the packs and their metadata
+    POST /v1/videos/{video_id}/generate         JSON -> video bytes, per-stage Server-Timing
+    POST /v1/videos                             multipart clip + caption + options -> 202 + job id
+    GET  /v1/jobs/{job_id}                      state, progress, error, video id
+Every request leaves one JSON log line and per-route metrics.
+"""
+
+import hmac
+import json
+import logging
+import time
+import uuid
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from .errors import ApiError, install_handlers
+from .schemas import GenerateRequest
+
+log = logging.getLogger("tav.serve.access")
+
+
+def create_app(service) -> FastAPI:
+    app = FastAPI(title="tav-serve", summary="Tune-A-Video: edit tuned videos from prompts, tune new ones",
+                  docs_url=None, redoc_url=None)
+    install_handlers(app)
+
+    async def require_token(request: Request) -> None:
+        token = service.config.token
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "wrong bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next):
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            service.metrics.observe(route, request.method, status, seconds)
+            line = {"event": "request", "request_id": request_id, "method": request.method, "route": route,
+                    "path": request.url.path, "status": status, "ms": round(seconds * 1000, 1),
+                    "video_id": request.path_params.get("video_id"), "client": request.client.host if request.client else None}
+            log.info(json.dumps(line))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        await service.check_ready()
+        return {"status": "ready"}
+
+    @app.get("/v1/videos", dependencies=[Depends(require_token)])
+    async def list_videos():
+        return {"videos": await service.list_videos()}
+
+    @app.get("/v1/videos/{video_id}", dependencies=[Depends(require_token)])
+    async def get_video(video_id: str):
+        return await service.describe_video(video_id)
+
+    @app.post("/v1/videos/{video_id}/generate", dependencies=[Depends(require_token)])
+    async def generate(video_id: str, body: GenerateRequest):
+        result = await service.generate(video_id, body)
+        timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result["timings"].items())
+        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"]))}
+        return Response(result["body"], media_type=result["media_type"], headers=headers)
+
+    @app.post("/v1/videos", status_code=202, dependencies=[Depends(require_token)])
+    async def upload_video(request: Request):
+        job = await service.submit_upload(request)
+        return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['job_id']}"})
+
+    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(require_token)])
+    async def get_job(job_id: str):
+        return await service.job_status(job_id)
+
+    return app

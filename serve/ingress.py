@@ -1,0 +1,205 @@
+"""What each HTTP route does, on the ingress replica: checks, routing by video id, jobs; no model work here.
+
+Generation goes to the model deployment through its handle with
+``.options(multiplexed_model_id=video_id)``: Ray Serve sends it to a replica that already
+holds that video's pack when one exists (and otherwise to one that loads it). Overload and
+replica loss come back as 503 with Retry-After, never as a hang: the handle's
+``max_queued_requests`` bounds the queue and every call has a timeout.
+"""
+
+import asyncio
+import logging
+
+import ray
+from pydantic import ValidationError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
+
+from .config import ServeConfig
+from .errors import ApiError, busy
+from .ids import BadId, check_job_id, check_video_id, new_job_id
+from .jobs import create_job, fail_job, public_view, read_job, reserved_video_ids
+from .metrics import RequestMetrics
+from .residency import VideoNotFound, VideoUnusable
+from .schemas import GenerateRequest, TuneOptions, one_line
+from .store import Store
+from .tuning_job import run_tuning_job
+from .uploads import UploadRefused, accept, check_declared_size, clip_suffix, discard, probe_clip, save_incoming
+
+log = logging.getLogger("tav.serve")
+
+FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
+REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
+SERVER_PATH_KEYS = ("weights", "video", "pretrained_model_path", "pack")
+
+
+def without_paths(meta):
+    """Pack metadata as clients see it: the server's file paths (tuning folders, uploads) left out."""
+    if isinstance(meta, dict):
+        return {k: without_paths(v) for k, v in meta.items() if k not in SERVER_PATH_KEYS}
+    return meta
+
+
+class IngressService:
+    def __init__(self, config: ServeConfig, model_handle):
+        self.config, self.model = config, model_handle
+        self.store = Store(config.store).create()
+        self.metrics = RequestMetrics()
+        self._base = None
+        self._upload_lock = asyncio.Lock()
+        self._watchers = {}  # job id -> the asyncio task watching its Ray task (a reference keeps it alive)
+        self._tuning_task = ray.remote(run_tuning_job).options(
+            num_cpus=config.job_cpus, num_gpus=config.job_gpus, max_retries=0, name="tav-serve-tuning-job")
+
+    # -- videos ---------------------------------------------------------------------------------
+
+    def _video_id(self, video_id: str) -> str:
+        try:
+            return check_video_id(video_id)
+        except BadId as err:
+            raise ApiError(422, str(err)) from None
+
+    def _known_video(self, video_id: str) -> str:
+        video_id = self._video_id(video_id)
+        if not self.store.has_video(video_id):
+            known = self.store.video_ids()
+            listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "none yet"
+            raise ApiError(404, f"no video {video_id!r}; known videos: {listing} (GET /v1/videos)")
+        return video_id
+
+    async def list_videos(self) -> list:
+        return await asyncio.to_thread(lambda: [self._metadata(v) for v in self.store.video_ids()])
+
+    async def describe_video(self, video_id: str) -> dict:
+        video_id = self._known_video(video_id)
+        return await asyncio.to_thread(self._metadata, video_id)
+
+    def _metadata(self, video_id: str) -> dict:
+        from tav.runtime import read_pack_metadata
+
+        path = self.store.pack_path(video_id)
+        try:
+            return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": without_paths(read_pack_metadata(path))}
+        except (OSError, ValueError) as err:  # a pack removed meanwhile or with a broken header: listed, marked
+            return {"video_id": video_id, "error": _first_line(err)}
+
+    async def generate(self, video_id: str, body: GenerateRequest) -> dict:
+        video_id = self._known_video(video_id)
+        limits = self.config.limits
+        response = self.model.options(multiplexed_model_id=video_id).generate.remote(body.sampling_args(), body.format, body.fps)
+        try:
+            return await asyncio.wait_for(response, timeout=limits.generate_timeout_s)
+        except BackPressureError:
+            raise busy(f"all replicas are busy and the queue is full ({limits.max_queued} waiting); retry later",
+                       limits.retry_after_s) from None
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise ApiError(504, f"generation took longer than {limits.generate_timeout_s:g} s and was cancelled; "
+                                "ask for fewer steps") from None
+        except RequestCancelledError:
+            raise busy("the request was cancelled on the replica (shutting down?); retry", limits.retry_after_s) from None
+        except REPLICA_GONE as err:
+            log.warning("replica lost during generate for %s: %s", video_id, _first_line(err))
+            raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
+        except VideoNotFound:
+            raise ApiError(404, f"no video {video_id!r} (it was removed from the store)") from None
+        except VideoUnusable as err:  # the store's fault, not the client's
+            raise ApiError(500, str(err)) from None
+        except ValueError as err:  # the runtime's own argument checks, e.g. init="inverted" on a pack without latents
+            raise ApiError(422, _first_line(err)) from None
+
+    async def check_ready(self) -> None:
+        try:
+            await asyncio.wait_for(self.model.ready.remote(), timeout=10)
+        except (asyncio.TimeoutError, BackPressureError, *REPLICA_GONE) as err:
+            raise busy(f"no model replica answered ({type(err).__name__})", self.config.limits.retry_after_s) from None
+
+    # -- tuning jobs ----------------------------------------------------------------------------
+
+    def base(self):
+        if self._base is None:
+            from tav.runtime.manifest import read_manifest
+
+            self._base = read_manifest(self.config.base_dir)
+        return self._base
+
+    async def submit_upload(self, request) -> dict:
+        """Check the upload, stage its clip in STORE, write the job record, start the tuning task: 202's body."""
+        if self.config.sd_dir is None:
+            raise ApiError(501, "this server cannot tune: start tav-serve with --sd SD_FOLDER (the base model's diffusers folder)")
+        limits = self.config.limits
+        try:
+            check_declared_size(request.headers.get("content-length"), limits.max_upload_bytes + FORM_OVERHEAD_BYTES)
+            form = await request.form(max_files=1, max_fields=16)
+        except UploadRefused as err:
+            raise ApiError(err.status, str(err)) from None
+        except Exception as err:  # starlette's multipart errors: malformed body, too many parts
+            raise ApiError(422, f"the body is not a valid multipart form ({_first_line(err)}); "
+                                "send the clip as file field 'clip' and the options as fields") from None
+        try:
+            try:
+                options = TuneOptions.model_validate({k: v for k, v in form.multi_items() if k != "clip"})
+            except ValidationError as err:
+                raise ApiError(422, "invalid upload: " + one_line(err.errors())) from None
+            video_id = self._video_id(options.video_id)
+            clip_file = form.get("clip")
+            if clip_file is None or isinstance(clip_file, str):
+                raise ApiError(422, "no clip: send the video as the multipart file field 'clip' (curl -F clip=@video.mp4)")
+            try:
+                record = await self._stage_job(clip_file, video_id, options)
+            except UploadRefused as err:
+                raise ApiError(err.status, str(err)) from None
+        finally:
+            await form.close()  # the spooled upload's temp file
+        job_id = record["job_id"]
+        try:
+            ref = self._tuning_task.remote(self.config, job_id)
+        except Exception as err:  # Ray refused the task: the record must not stay "queued"
+            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {_first_line(err)}")
+            raise busy("could not start the tuning task; retry later", limits.retry_after_s) from None
+        self._watchers[job_id] = asyncio.create_task(self._watch(job_id, ref))
+        log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
+        return {**public_view(record), "status_url": f"/v1/jobs/{job_id}"}
+
+    async def _stage_job(self, clip_file, video_id: str, options: TuneOptions) -> dict:
+        """Reserve the id, copy and probe the clip, move it under a new job id, write the record; nothing stays on refusal."""
+        suffix = clip_suffix(clip_file.filename)
+        frames_needed = options.start + options.stride * (self.base().frames - 1) + 1
+        async with self._upload_lock:  # check-and-reserve of the id, one upload at a time on this replica
+            if video_id in await asyncio.to_thread(reserved_video_ids, self.store):
+                raise ApiError(409, f"video id {video_id!r} is taken (by a pack or a running job); choose another")
+            clip = await asyncio.to_thread(save_incoming, clip_file.file, self.store.uploads, suffix,
+                                           self.config.limits.max_upload_bytes)
+            try:
+                await asyncio.to_thread(probe_clip, clip, frames_needed)
+                job_id = new_job_id()
+                clip = accept(clip, self.store.upload_dir(job_id))
+            except BaseException:
+                discard(clip)
+                raise
+            return create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
+
+    async def _watch(self, job_id: str, ref) -> None:
+        """A task that dies without writing its record (worker killed, node lost) still ends its job as failed."""
+        try:
+            await ref
+        except Exception as err:
+            reason = f"the tuning task ended abnormally: {type(err).__name__}: {_first_line(err)}"
+            await asyncio.to_thread(fail_job, self.store, job_id, reason)
+        finally:
+            self._watchers.pop(job_id, None)
+
+    async def job_status(self, job_id: str) -> dict:
+        try:
+            check_job_id(job_id)
+        except BadId as err:
+            raise ApiError(422, str(err)) from None
+        try:
+            return public_view(await asyncio.to_thread(read_job, self.store, job_id))
+        except FileNotFoundError:
+            raise ApiError(404, f"no job {job_id}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,52 @@
+"""What a request may carry, checked before any work: JSON bodies and tuning forms (422 on a bad value)."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PROMPT_CHARS = 1000  # CLIP reads 77 tokens (the runtime warns when it cuts); far longer text is a client bug
+MAX_STEPS = 1000  # DDIM steps cannot exceed the 1000 training timesteps
+
+
+class GenerateRequest(BaseModel):
+    """The body of POST /v1/videos/{video_id}/generate; defaults are tav-run's."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    steps: int = Field(50, ge=1, le=MAX_STEPS, strict=True)
+    guidance: float = 12.5
+    seed: int = Field(0, ge=0, le=2**63 - 1, strict=True)
+    eta: float = Field(0.0, ge=0.0)
+    init: Literal["inverted", "noise"] = "inverted"
+    format: Literal["mp4", "gif", "npy"] = "mp4"
+    fps: float = Field(8.0, gt=0, le=120)
+
+    def sampling_args(self) -> dict:
+        return self.model_dump(include={"prompt", "negative_prompt", "steps", "guidance", "seed", "eta", "init"})
+
+
+class TuneOptions(BaseModel):
+    """The form fields of POST /v1/videos besides the clip; frames and size come from the base ENGINE_DIR."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    video_id: str
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)  # the clip's caption
+    steps: int = Field(300, ge=1, le=100_000)
+    lr: float = Field(3e-5, gt=0, le=1.0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    stride: int = Field(2, ge=1, le=1000)
+    start: int = Field(0, ge=0, le=1_000_000)
+    inversion_steps: int = Field(50, ge=1, le=MAX_STEPS)
+    eval_pairs: int = Field(8, ge=1, le=64)
+
+
+def one_line(errors: list) -> str:
+    """pydantic's error list -> 'field: message; field: message'."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "form"))
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts)

@@ -1,0 +1,71 @@
+"""STORE: the folder every replica reads and every tuning task writes.
+
+    STORE/packs/<video_id>.tavpack   one per tuned video, renamed into place when complete
+    STORE/jobs/<job_id>.json         job records, each replaced atomically
+    STORE/uploads/<job_id>/<clip>    an accepted upload until its job ends
+
+Every write goes to a temp file in the same folder and is renamed over the target, so a
+reader (another replica, another node on a shared mount, a restarted service) sees the old
+file or the new one, never half of one. Ids are checked (tav.serve.ids) before they reach
+a path.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .ids import check_job_id, check_video_id
+
+PACK_SUFFIX = ".tavpack"
+
+
+class Store:
+    def __init__(self, root):
+        self.root = Path(root)
+        self.packs = self.root / "packs"
+        self.jobs = self.root / "jobs"
+        self.uploads = self.root / "uploads"
+
+    def create(self) -> "Store":
+        for folder in (self.packs, self.jobs, self.uploads):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def pack_path(self, video_id: str) -> Path:
+        return self.packs / f"{check_video_id(video_id)}{PACK_SUFFIX}"
+
+    def job_path(self, job_id: str) -> Path:
+        return self.jobs / f"{check_job_id(job_id)}.json"
+
+    def upload_dir(self, job_id: str) -> Path:
+        return self.uploads / check_job_id(job_id)
+
+    def video_ids(self) -> list:
+        """Ids of the complete packs, sorted; temp files of writes in progress start with '.' and are skipped."""
+        return sorted(p.name[: -len(PACK_SUFFIX)] for p in self.packs.glob(f"*{PACK_SUFFIX}") if not p.name.startswith("."))
+
+    def has_video(self, video_id: str) -> bool:
+        return self.pack_path(video_id).is_file()
+
+    def job_ids(self) -> list:
+        return sorted(p.stem for p in self.jobs.glob("*.json") if not p.name.startswith("."))
+
+
+def write_json_atomic(path: Path, record: dict) -> None:
+    """Write ``record`` to a temp file beside ``path``, fsync, rename over it."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

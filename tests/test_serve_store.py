@@ -1,0 +1,133 @@
+"""tav-serve's STORE without Ray: safe ids, atomic job records, restart handling, upload checks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make install adds it)")
+
+from tav.runtime.video_output import write_video  # noqa: E402
+from tav.serve import jobs, store as store_module  # noqa: E402
+from tav.serve.ids import BadId, check_job_id, check_video_id, new_job_id  # noqa: E402
+from tav.serve.store import Store, write_json_atomic  # noqa: E402
+from tav.serve.uploads import UploadRefused, check_declared_size, clip_suffix, probe_clip  # noqa: E402
+from tav.tuner.synthetic_clip import make_clip  # noqa: E402
+
+OPTIONS = {"prompt": "a ball", "steps": 4, "lr": 3e-5, "seed": 0, "stride": 1, "start": 0, "inversion_steps": 2, "eval_pairs": 1}
+
+
+@pytest.mark.parametrize("video_id", ["..", "../etc", "a/b", "a\\b", "", ".hidden", "-x", "a" * 65, "vidéo", "a b", "a.b",
+                                      "%2e%2e", "x\x00"])
+def test_video_ids_outside_the_safe_charset_are_refused(tmp_path, video_id):
+    with pytest.raises(BadId, match="not allowed: use 1-64 characters"):
+        check_video_id(video_id)
+    with pytest.raises(BadId):
+        Store(tmp_path).pack_path(video_id)
+
+
+def test_safe_video_ids_map_inside_the_packs_folder(tmp_path):
+    store = Store(tmp_path).create()
+    for video_id in ("a", "man-skiing_2", "X" * 64):
+        assert store.pack_path(video_id).parent == store.packs
+    job_id = new_job_id()
+    assert check_job_id(job_id) == job_id and store.job_path(job_id).parent == store.jobs
+    with pytest.raises(BadId):
+        check_job_id("../" + job_id[3:])
+
+
+def test_a_failed_record_write_keeps_the_old_record_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    store = Store(tmp_path).create()
+    job_id = new_job_id()
+    jobs.create_job(store, job_id, "vid", "clip.mp4", OPTIONS)
+    before = store.job_path(job_id).read_bytes()
+
+    def broken_dump(record, f, **kwargs):
+        f.write('{"job_id": "half')  # a crash in the middle of writing
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module.json, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        jobs.update_job(store, job_id, state="running")
+    assert store.job_path(job_id).read_bytes() == before
+    assert [p.name for p in store.jobs.iterdir()] == [f"{job_id}.json"]
+
+
+def test_a_restart_fails_unfinished_jobs_with_the_reason_and_keeps_finished_ones(tmp_path):
+    store = Store(tmp_path).create()
+    queued, running, done = new_job_id(), new_job_id(), new_job_id()
+    for job_id in (queued, running, done):
+        jobs.create_job(store, job_id, f"v{job_id[:4]}", "clip.mp4", OPTIONS)
+    jobs.update_job(store, running, state="running", stage="tuning", progress={"step": 2, "total": 4})
+    jobs.update_job(store, done, state="done", stage="done")
+    done_record = store.job_path(done).read_bytes()
+
+    assert sorted(jobs.fail_interrupted(store)) == sorted([queued, running])
+    for job_id in (queued, running):
+        record = jobs.read_job(store, job_id)
+        assert record["state"] == "failed" and "restarted" in record["error"]
+    assert store.job_path(done).read_bytes() == done_record
+    # A task that outlived the restart stops at its next progress write instead of reviving the record.
+    with pytest.raises(jobs.JobAbandoned, match="already failed"):
+        jobs.update_job(store, running, progress={"step": 3, "total": 4})
+    assert jobs.fail_interrupted(store) == []
+
+
+def test_ids_of_packs_and_unfinished_jobs_are_reserved(tmp_path):
+    store = Store(tmp_path).create()
+    (store.packs / "old.tavpack").write_bytes(b"x")
+    (store.packs / ".staged.job.tavpack").write_bytes(b"x")  # a write in progress is not a video
+    busy, failed = new_job_id(), new_job_id()
+    jobs.create_job(store, busy, "busy", "clip.mp4", OPTIONS)
+    jobs.create_job(store, failed, "gone", "clip.mp4", OPTIONS)
+    jobs.fail_job(store, failed, "boom")
+    assert store.video_ids() == ["old"]
+    assert jobs.reserved_video_ids(store) == {"old", "busy"}
+
+
+def test_write_json_atomic_replaces_whole_files(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"b": 2})
+    assert json.loads(path.read_text()) == {"b": 2} and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_upload_checks_size_before_reading_and_type_by_decoding(tmp_path):
+    with pytest.raises(UploadRefused, match="Content-Length") as err:
+        check_declared_size(None, 100)
+    assert err.value.status == 411
+    with pytest.raises(UploadRefused, match="over the limit of 100 bytes") as err:
+        check_declared_size("101", 100)
+    assert err.value.status == 413
+    check_declared_size("100", 100)
+    with pytest.raises(UploadRefused, match="not a video file"):
+        clip_suffix("notes.txt")
+    assert clip_suffix("Clip.MP4") == ".mp4"
+
+    clip = write_video(make_clip(frames=6, size=32), tmp_path / "clip.mp4")
+    probe_clip(clip, frames_needed=6)
+    with pytest.raises(UploadRefused, match="has 6 frames but tuning reads 7"):
+        probe_clip(clip, frames_needed=7)
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video at all\n" * 50)
+    with pytest.raises(UploadRefused, match="could not be decoded as a video"):
+        probe_clip(fake, frames_needed=1)
+
+
+def test_tav_serve_refuses_a_bad_base_or_sd_folder_before_starting_ray(tmp_path, capsys):
+    from tav.serve.cli import main as tav_serve
+
+    with pytest.raises(SystemExit, match=r"tav-serve: error: --base: .*missing"):
+        tav_serve(["--base", str(tmp_path / "missing"), "--packs", str(tmp_path / "store")])
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def test_the_runtime_never_imports_ray_or_the_service():
+    code = ("import sys, tav.runtime, tav.runtime.cli, tav.runtime.packs; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'ray' or m.startswith('tav.serve')]; "
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
