@@ -43,4 +43,9 @@ def trace_to_onnx(spec: GraphSpec, precision: str, opset: int, work_dir: Path, p
             dynamo=False,
             custom_opsets={PLUGIN_DOMAIN: 1} if plugin_context is not None else None,
         )
+    # Shapes inferred from the file, before anything loads it: in memory, onnx cannot infer a model past
+    # protobuf's 2 GB (an fp32 SD-1.5 UNet), and without shapes the folding in onnx_hygiene.optimise leaves
+    # SDPA's scale and the head reshapes as Shape -> ... chains (and attention_fusion then matches nothing).
+    # From the path, external weights stay on disk: one copy of them in memory, as before.
+    onnx.shape_inference.infer_shapes_path(str(path), str(path))
     return onnx.load(str(path))
