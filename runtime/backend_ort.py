@@ -64,6 +64,8 @@ class OrtGraph:
         # every step; for one run per video (text encoder, VAE decoder) it only doubles the peak:
         # measured on the VAE at 8x512x512, 4.0 GiB with the arena, 2.0 GiB without (docs/PERF.md).
         options.enable_cpu_mem_arena = cpu_arena
+        self._shrink_arena = ort.RunOptions()
+        self._shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
         # Several processes sharing a CPU (tav-serve replicas) each want few threads, not one per core.
@@ -155,20 +157,23 @@ class OrtGraph:
                 self._binding.bind_ortvalue_input(name, value)
         self._bound_weights = weights
 
-    def run(self, feeds: dict, weights: dict | None = None) -> dict:
+    def run(self, feeds: dict, weights: dict | None = None, release_memory: bool = False) -> dict:
+        """``release_memory``: after this run, give the CPU arena's free blocks back to the system (the last
+        denoising step: the VAE decoder then runs without the UNet's activations still held)."""
         weights = weights or {}
+        options = self._shrink_arena if release_memory and self.device == "cpu" else None
         if set(weights) != self.weight_inputs:
             raise ValueError(f"{self.path}: weights for {len(weights)} of its {len(self.weight_inputs)} per-video inputs")
         feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
         if self._binding is None:
-            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights})))
+            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights}, options)))
         if weights:
             self.bind_weights(weights)
         for name, array in feeds.items():
             self._device_inputs[name].update_inplace(array)  # same device address: a captured graph stays valid
         # ORT's CUDA provider runs on its own stream: order the copies around the run (as ORT's CudaSession does).
         self._binding.synchronize_inputs()
-        self.session.run_with_iobinding(self._binding)
+        self.session.run_with_iobinding(self._binding, options)
         self._binding.synchronize_outputs()
         # numpy() copies a CUDA tensor to a new host array but views a CPU one: copy so results never alias.
         own = (lambda a: a.copy()) if self.device == "cpu" else (lambda a: a)

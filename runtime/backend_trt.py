@@ -114,8 +114,10 @@ class Engine:
             self.graph_exec = 0
             self.use_cuda_graph = True
 
-    def run(self, feeds: dict, weights=None) -> dict:
-        """Copy inputs in, run (or replay the captured graph), copy outputs out: new host arrays."""
+    def run(self, feeds: dict, weights=None, release_memory: bool = False) -> dict:  # noqa: ARG002
+        """Copy inputs in, run (or replay the captured graph), copy outputs out: new host arrays.
+
+        ``release_memory`` is ONNX Runtime's arena shrinking; TensorRT allocates once at load and keeps it."""
         if weights is not None:
             self.refit.fit(weights)  # on this stream, before the inputs' copies and the execution
         hosts = [np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs]  # alive until the sync

@@ -173,11 +173,12 @@ class VideoPipeline:
         if not self._graphs.graphs:
             raise RuntimeError("this VideoPipeline is closed; load a new one")
 
-    def _run(self, name: str, feeds: dict, video=None) -> dict:
+    def _run(self, name: str, feeds: dict, video=None, release_memory: bool = False) -> dict:
         with self._lock:
             self._check_open()
             graph = self._graphs.graphs[name]
-            return graph.run(feeds) if video is None else graph.run(feeds, self._videos.weights(video))
+            weights = None if video is None else self._videos.weights(video)
+            return graph.run(feeds, weights, release_memory=release_memory)
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
                  init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None) -> VideoResult:
@@ -215,7 +216,9 @@ class VideoPipeline:
         for i, t in enumerate(tqdm(timesteps, desc="denoise", unit="step", disable=not progress, leave=False)):
             sample = np.concatenate([latents, latents]).astype(self.float_dtype)
             feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
-            eps_uncond, eps_cond = self._run("unet", feeds, chosen)["noise_pred"].astype(np.float32)[:, None]
+            # After the last step the UNet's activation memory goes back before the VAE decoder needs its own.
+            last = i == len(timesteps) - 1
+            eps_uncond, eps_cond = self._run("unet", feeds, chosen, release_memory=last)["noise_pred"].astype(np.float32)[:, None]
             noise = rng.standard_normal(latents.shape, dtype=np.float32) if eta > 0 else None
             with np.errstate(all="ignore"):  # overflow is reported below, once, with what to do about it
                 eps = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond

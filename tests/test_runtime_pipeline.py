@@ -252,7 +252,7 @@ def test_nan_inverted_latents_file_is_refused(engine_dir, tmp_path):
 
 def test_overflowing_unet_raises_instead_of_writing_a_black_video(pipe, monkeypatch):
     unet = pipe._graphs.graphs["unet"]
-    monkeypatch.setattr(unet, "run", lambda feeds: {"noise_pred": np.full(feeds["sample"].shape, np.inf, np.float32)})
+    monkeypatch.setattr(unet, "run", lambda feeds, *_, **__: {"noise_pred": np.full(feeds["sample"].shape, np.inf, np.float32)})
     with pytest.raises(NonFiniteError, match=r"step 1/3.*fp16"):
         pipe("a dog", steps=3)
     monkeypatch.setattr(pipe, "manifest", pipe.manifest.__class__(**{**pipe.manifest.__dict__, "precision": "fp16"}))
