@@ -84,9 +84,7 @@ def export_engine(
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     """
-    _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level)
-    if attention not in ATTENTION_MODES:
-        raise ExportError(f"--attention {attention!r} is not one of {', '.join(ATTENTION_MODES)}")
+    _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level)
     if str(out_dir).strip() in ("", "-"):
         raise ExportError(f"--out {str(out_dir)!r} is not a folder name; an ENGINE_DIR is a folder, give its path")
     out_dir = Path(out_dir).absolute()
@@ -240,8 +238,10 @@ def _export_graph(spec, staging, precision, opset, plugin_context, threshold, ti
     return fields
 
 
-def _check_choices(precision, backend, opset, kv_gather, frames, height, width, optimization_level):
-    for name, value, allowed in (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS), ("kv-gather", kv_gather, KV_GATHER_MODES)):
+def _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level):
+    choices = (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS), ("kv-gather", kv_gather, KV_GATHER_MODES),
+               ("attention", attention, ATTENTION_MODES))
+    for name, value, allowed in choices:
         if value not in allowed:
             raise ExportError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
     if int(opset) < MIN_OPSET:
