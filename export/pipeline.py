@@ -22,6 +22,7 @@ from .attention_fusion import MHA_DOMAIN, MHA_OP, fuse_for_onnxruntime
 from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
+from .finite_check import refuse_non_finite_model
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
 from .kv_gather_plugin import kv_gather_plugin, plugin_parity
 from .manifest import MANIFEST, SCHEMA_VERSION, TIMING_CACHE, graph_entry, other_files, write_json_atomic
@@ -107,6 +108,7 @@ def export_engine(
             from tav.tuner.tuned_weights import load_tuned
 
             tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
+            refuse_non_finite_model(tuned, weights)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
             text_encoder, vae = load_text_encoder(tuned.base_dir), load_vae(tuned.base_dir)
             # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);

@@ -41,6 +41,12 @@ def output_kind(path) -> str:
     text = os.fspath(path)
     if text.strip() in ("", "-"):
         raise VideoOutputError(f"cannot write to {text!r}: videos are not written to stdout; give a file or folder path")
+    name = Path(text).name
+    if name.startswith(".") and name not in (".", "..") and Path(name).suffix == "":
+        # Python reads ".mp4" as a hidden name without suffix: it would become a folder of PNGs called ".mp4".
+        better = "video" + name if name.lower() in (".mp4", ".gif", ".npy") else name.lstrip(".") or "video"
+        raise VideoOutputError(f"cannot write {text}: {name!r} has no name before its suffix; "
+                               f"name the output, e.g. {Path(text).with_name(better)}")
     if text.endswith(("/", os.sep)) or Path(text).suffix == "":
         return "png_dir"
     suffix = Path(text).suffix.lower()

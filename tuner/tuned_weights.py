@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from .checkpoints import read_state_dict
 from .model_sources import resolve_base_model
 from .sd_folder import check_sd_folder, file_sha256, folder_hash
+from .torch_files import load_torch_file
 from .video_unet import VideoUNet
 
 log = logging.getLogger("tav.tuner")
@@ -181,8 +182,8 @@ def _read_official_inversion(path: Path) -> torch.Tensor | None:
     files = sorted((path / "inv_latents").glob("ddim_latent-*.pt"), key=lambda f: int(f.stem.split("-")[-1]))
     if not files:
         return None
-    latents = torch.load(files[-1], map_location="cpu", weights_only=True)
-    return latents if latents.ndim == 5 else None
+    latents = load_torch_file(files[-1])
+    return latents if isinstance(latents, torch.Tensor) and latents.ndim == 5 else None
 
 
 def _as_dtype(unet: VideoUNet, dtype) -> VideoUNet:
