@@ -73,7 +73,12 @@ class GraphEntry:
     @classmethod
     def from_json(cls, name: str, entry: dict) -> "GraphEntry":
         """Raises KeyError/TypeError/ValueError on a missing or wrongly typed field (read_manifest words them)."""
-        specs = lambda items: tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)  # noqa: E731
+        def specs(items) -> tuple:  # typed before describe_io_mismatch hashes and sorts the names
+            if not all(isinstance(t, dict) and _is_text(t.get("name"), t.get("dtype")) and isinstance(t.get("shape"), list)
+                       and all(type(n) is int for n in t["shape"]) for t in items):
+                raise TypeError(f"graphs.{name} inputs/outputs (each needs a string name and dtype and an integer shape)")
+            return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
+
         if not isinstance(entry, dict):
             raise TypeError(f"graphs.{name} is not an object")
         tensorrt = entry.get("tensorrt")
@@ -102,6 +107,20 @@ class GraphEntry:
 
 def _is_text(*values) -> bool:
     return all(isinstance(v, str) for v in values)
+
+
+def _check_numbers(raw: dict) -> None:
+    """Sizes are positive JSON integers and the VAE factor a positive finite number: int("3"), int(2.5) and
+    float(true) would otherwise turn a garbled field into a plausible one."""
+    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels"):
+        if type(raw[key]) is not int or raw[key] < 1:
+            raise TypeError(f"{key} (must be a positive integer, got {raw[key]!r})")
+    factor = raw["vae_scaling_factor"]
+    if type(factor) not in (int, float) or not 0 < factor < float("inf"):
+        raise TypeError(f"vae_scaling_factor (must be a positive number, got {factor!r})")
+    source = raw.get("source") or {}  # informational, but services read source.base_model
+    if not isinstance(source, dict) or not isinstance(source.get("base_model", ""), (str, type(None))):
+        raise TypeError("source (must be an object whose base_model is a path string)")
 
 
 def _check_base_section(base) -> None:
@@ -206,14 +225,15 @@ def read_manifest(engine_dir) -> Manifest:
         readable = " or ".join(map(str, READABLE_SCHEMAS))
         raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
     try:
+        _check_numbers(raw)
         manifest = Manifest(
             engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
             int(raw["text_max_length"]), int(raw["text_dim"]), int(raw["latent_channels"]),
             float(raw["vae_scaling_factor"]),
             {name: GraphEntry.from_json(name, raw["graphs"][name]) for name in GRAPHS},
-            dict(raw["files"]), raw,
+            raw["files"], raw,
         )
-        if not all(_is_text(k, v) for k, v in manifest.files.items()):
+        if not isinstance(manifest.files, dict) or not all(_is_text(k, v) for k, v in manifest.files.items()):
             raise TypeError("files maps a name to something other than a sha256 string")
         _check_base_section(raw.get("base"))
         names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]

@@ -403,6 +403,34 @@ def test_a_garbled_base_section_is_a_one_line_engine_dir_error(synthetic_base, t
     assert message in one_line(err) and "re-export it" in str(err.value)
 
 
+def _set(path: str, value):
+    def edit(root, manifest):
+        *parents, last = path.split("/")
+        target = manifest
+        for key in parents:
+            target = target[int(key) if key.isdigit() else key]
+        target[int(last) if last.isdigit() else last] = value
+    return edit
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("graphs/unet/inputs/0/name", None, "graphs.unet inputs/outputs (each needs a string name"),
+    ("graphs/text_encoder/outputs/0/name", ["x"], "graphs.text_encoder inputs/outputs"),
+    ("graphs/unet/inputs/1/shape", ["1"], "graphs.unet inputs/outputs"),
+    ("frames", "3", "frames (must be a positive integer, got '3')"),
+    ("height", 32.0, "height (must be a positive integer, got 32.0)"),
+    ("vae_scaling_factor", True, "vae_scaling_factor (must be a positive number, got True)"),
+    ("vae_scaling_factor", -0.18, "vae_scaling_factor (must be a positive number"),
+    ("files", [["scheduler_config.json", "0" * 64]], "files maps a name"),
+    ("source", "x", "source (must be an object"),
+], ids=["input-name-null", "output-name-list", "shape-string", "frames-string", "height-float", "factor-bool",
+        "factor-negative", "files-list", "source-string"])
+def test_other_garbled_manifest_fields_are_one_line_engine_dir_errors(synthetic_base, tmp_path, path, value, message):
+    with pytest.raises(EngineDirError) as err:
+        read_manifest(edited_copy(synthetic_base, tmp_path, _set(path, value)))
+    assert message in one_line(err)
+
+
 # --- export: nothing non-finite is written -----------------------------------------------------------------
 
 
