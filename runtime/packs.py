@@ -170,20 +170,31 @@ class Pack:
         return sum(a.nbytes for a in self.tensors.values())
 
 
-def read_pack(path) -> Pack:
-    """The pack's tensors, after its sha256 matched: a tampered or truncated pack is refused."""
+def read_pack(path, max_tensor_bytes: int | None = None) -> Pack:
+    """The pack's tensors, after its sha256 matched: a tampered or truncated pack is refused.
+
+    The header is read and checked first (types, length against the file's size and, when given,
+    tensor bytes against ``max_tensor_bytes``, see ``pack_byte_limit``): only then are the tensors read.
+    """
     from safetensors.numpy import load
 
     path = Path(path)
     try:
         with _open_pack(path) as fh:
-            blob = fh.read(os.fstat(fh.fileno()).st_size)  # its size when opened: a growing file is not chased
+            size = os.fstat(fh.fileno()).st_size  # its size when opened: a growing file is not chased
+            header, start = read_header(fh, path, size)
+            end = start + _data_end(header, path)
+            meta = _metadata(header, path)
+            if size != end:
+                raise PackError(f"{path}: truncated or padded ({size} bytes, the header says {end}); copy it again")
+            if max_tensor_bytes is not None and end - start > max_tensor_bytes:
+                raise PackError(f"{path}: declares {end - start} bytes of tensors, more than the {max_tensor_bytes} its "
+                                "base takes; it is not a pack for this base (check its metadata with read_pack_metadata)")
+            fh.seek(0)
+            blob = fh.read(size)
     except OSError as err:
         raise PackError(f"{path}: cannot read the pack ({err.strerror or err})") from None
-    header, start = read_header(io.BytesIO(blob), path, len(blob))
-    end = start + _data_end(header, path)
-    meta = _metadata(header, path)
-    if len(blob) != end:
+    if len(blob) != end:  # shrank while read
         raise PackError(f"{path}: truncated or padded ({len(blob)} bytes, the header says {end}); copy it again")
     if pack_digest(header, memoryview(blob)[start:]) != meta[SHA_KEY]:
         raise PackError(f"{path}: sha256 mismatch (the file was edited or corrupted); copy it again or re-make it")
@@ -193,6 +204,12 @@ def read_pack(path) -> Pack:
         raise PackError(f"{path}: unreadable tensors ({str(err).splitlines()[0]}); re-make it") from None
     latents = arrays.pop(LATENTS_KEY, None)
     return Pack(path, meta, arrays, latents)
+
+
+def pack_byte_limit(manifest) -> int:
+    """The most tensor bytes a pack for base ``manifest`` holds: its tunable inputs plus float32 inverted latents."""
+    tensors = [(t.shape, t.dtype) for t in manifest.tunable_inputs] + [(manifest.latent_shape, "float32")]
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in tensors)
 
 
 def check_pack_fits(pack: Pack, manifest) -> None:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .backends import LoadedGraphs, choose_backend
 from .ddim import DDIMConfig, DDIMScheduler
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
-from .packs import check_pack_fits, read_pack, remake_hint
+from .packs import check_pack_fits, pack_byte_limit, read_pack, remake_hint
 from .tokenizer import ClipTokenizer
 from .video_registry import VideoRegistry
 from .video_output import frames_to_uint8
@@ -150,7 +150,7 @@ class VideoPipeline:
         """
         videos = self._require_base("add_video")
         videos.check_free(name, replace)  # before reading a large file
-        pack = read_pack(pack_path)
+        pack = read_pack(pack_path, pack_byte_limit(self.manifest))  # a foreign pack's bytes are never read
         check_pack_fits(pack, self.manifest)
         with self._lock:  # uploads and evictions never overlap an engine call
             self._check_open()

@@ -378,6 +378,17 @@ def test_add_video_of_a_pack_linked_to_dev_zero_is_refused(synthetic_base, tmp_p
     assert "is a character device, not a regular file" in out and out.strip().endswith("{}")
 
 
+def test_add_video_refuses_a_pack_bigger_than_its_base_takes_before_reading_it(base_pipe, tmp_path):
+    header = header_with(tensor={"dtype": "F32", "shape": [1 << 26], "data_offsets": [0, 1 << 28]})
+    header["__metadata__"]["sha256"] = "0" * 64  # whether it matches is never reached
+    path = signed_pack(tmp_path / "big.tavpack", header, data=b"", sign=False)
+    os.truncate(path, path.stat().st_size + (1 << 28))  # 256 MiB, sparse: costs neither disk nor memory
+    with pytest.raises(PackError) as err:
+        base_pipe.add_video(tmp_path.name, path)
+    limit = 4 + 4 * 4 * F * (H // 8) * (W // 8)  # tuned_bias float32[1] + float32 latents
+    assert f"declares {1 << 28} bytes of tensors, more than the {limit} its base takes" in one_line(err)
+
+
 def _base_edit(value):
     def edit(root, manifest):
         manifest["base"] = value(json.loads(json.dumps(BASE)))
