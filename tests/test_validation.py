@@ -289,6 +289,77 @@ def test_weight_map_shards_stay_inside_the_folder(tmp_path):
     assert list(read_state_dict(index)) == ["conv_in.weight"]
 
 
+@pytest.fixture(scope="module")
+def official(tiny_sd, tmp_path_factory) -> Path:
+    """An official Tune-A-Video output folder (3D UNet weights with temporal layers, config.yaml, inv_latents/)."""
+    import shutil
+
+    import yaml
+    from export_fixtures import make_run_dir
+
+    from tav.tuner.tuned_weights import load_tuned
+
+    root = tmp_path_factory.mktemp("official")
+    tuned = load_tuned(make_run_dir(tiny_sd, root / "run"))
+    folder = root / "official"
+    shutil.copytree(tiny_sd, folder)
+    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
+              folder / "unet" / "diffusion_pytorch_model.safetensors")
+    (folder / "config.yaml").write_text(yaml.safe_dump({"train_data": {"n_sample_frames": 3, "prompt": "a man"}}))
+    (folder / "inv_latents").mkdir()
+    torch.save(tuned.inverted_latents, folder / "inv_latents" / "ddim_latent-50.pt")
+    return folder
+
+
+def official_copy(official: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(official, tmp_path / "official"))
+
+
+def test_official_weight_map_out_of_the_folder_is_refused_before_reading(official, tmp_path):
+    from tav.tuner.tuned_weights import load_tuned
+
+    folder = official_copy(official, tmp_path)
+    unet = folder / "unet"
+    (unet / "diffusion_pytorch_model.safetensors").rename(tmp_path / "x.safetensors")  # now outside the folder
+    weight_map = {k: "../../x.safetensors" for k in json.loads((unet / "config.json").read_text())}  # any keys
+    (unet / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ValueError) as err:
+        load_tuned(folder)
+    assert "names shard '../../x.safetensors', which is not a file inside" in one_line(err)
+
+
+@pytest.mark.parametrize("config, message", [
+    ("- 1\n- 2\n", "train_data must be a mapping"),
+    ("train_data: 3\n", "train_data must be a mapping"),
+    ("train_data: {n_sample_frames: '3'}\n", "train_data.n_sample_frames is '3', not a positive integer"),
+    ("train_data: {height: -64}\n", "train_data.height is -64, not a positive integer"),
+    ("train_data: [\n", "is not valid YAML"),
+], ids=["list", "train-int", "frames-string", "height-negative", "broken-yaml"])
+def test_a_garbled_official_config_is_one_line(official, tmp_path, config, message):
+    from tav.tuner.tuned_weights import load_tuned
+
+    folder = official_copy(official, tmp_path)
+    (folder / "config.yaml").write_text(config)
+    with pytest.raises(ValueError) as err:
+        load_tuned(folder)
+    assert message in one_line(err)
+
+
+def test_official_inverted_latents_are_bounded_and_oddly_named_ones_ignored(official, tmp_path):
+    from tav.tuner.tuned_weights import load_tuned
+
+    folder = official_copy(official, tmp_path)
+    (folder / "inv_latents" / "ddim_latent-final.pt").write_bytes(b"not read")
+    assert load_tuned(folder).inverted_latents.shape[2] == 3
+    newest = folder / "inv_latents" / "ddim_latent-60.pt"
+    _rezipped(folder / "inv_latents" / "ddim_latent-50.pt", newest, zipfile.ZIP_DEFLATED)
+    with pytest.raises(ValueError) as err:
+        load_tuned(folder)
+    assert "ddim_latent-60.pt: " in one_line(err) and "of its records are compressed" in str(err.value)
+
+
 # --- outputs -------------------------------------------------------------------------------------------------
 
 
