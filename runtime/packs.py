@@ -11,7 +11,6 @@ and how to make a fitting pack.
 """
 
 import hashlib
-import io
 import json
 import os
 import struct
@@ -121,16 +120,21 @@ def _data_end(header: dict, path: Path) -> int:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        if not (isinstance(entry.get("dtype") if isinstance(entry, dict) else None, str)
-                and isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
-                and isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
-                and 0 <= offsets[0] <= offsets[1]):
+        if not _is_index_entry(entry):
             raise PackError(f"{path}: corrupt header (tensor {name[:80]!r} needs a dtype, a shape and two data offsets); "
                             "copy it again or re-make it")
-        end = max(end, offsets[1])
+        end = max(end, entry["data_offsets"][1])
     return end
+
+
+def _is_index_entry(entry) -> bool:
+    """A safetensors index entry: {"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin <= end]}."""
+    if not isinstance(entry, dict):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    return (isinstance(entry.get("dtype"), str) and isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
+            and isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
+            and 0 <= offsets[0] <= offsets[1])
 
 
 def read_pack_metadata(path) -> dict:

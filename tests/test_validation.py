@@ -8,7 +8,6 @@ Hangs are run where a regression cannot hurt the shared machine: loops at consta
 SIGALRM (10 s, the issue's bound); reads that would grow without end in a child process with a memory cap.
 """
 
-import io
 import json
 import os
 import re
