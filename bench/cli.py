@@ -32,7 +32,12 @@ def main(argv=None):
                         "of the same size is exported: SD-1.5 sizes on a CPU), export, packs, e2e")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--real-size", action="store_true",
+                        help="instead of the suite: run every stage (tune, export fp32/fp16, tav-run, tav-sample) as its own "
+                        "command and report each one's peak RSS and time (docs/PERF.md 'Real size'; use --work to keep files)")
     args = parser.parse_args(argv)
+    if args.real_size:
+        return _real_size(args)
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
     gpu = args.device == "cuda"
@@ -67,6 +72,18 @@ def main(argv=None):
         tmp.write_text(json.dumps(report, indent=2))
         os.replace(tmp, args.json)
         print(f"results: {args.json}")
+
+
+def _real_size(args) -> None:
+    from .real_size import print_real_size, run_real_size, write_json
+
+    height, width = args.height or 256, args.width or 256
+    with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
+        report = run_real_size(args.model, args.frames, height, width, Path(args.work or scratch), steps=args.steps or 2,
+                               tune_steps=args.tune_steps or 2)
+    print_real_size(report)
+    if args.json:
+        write_json(report, args.json)
 
 
 if __name__ == "__main__":

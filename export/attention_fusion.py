@@ -106,7 +106,8 @@ def _only_producer(tensor, op: str):
 
 
 def _scalar(tensor):
-    if isinstance(tensor, gs.Constant) and tensor.values.size == 1:
+    # The shape first: a weight kept on disk (export/onnx_weights.py) must not be read here.
+    if isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape)) == 1:
         return float(np.asarray(tensor.values, dtype=np.float64).reshape(-1)[0])
     return None
 

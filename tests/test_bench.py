@@ -37,3 +37,32 @@ def test_bench_runs_every_stage_on_cpu_and_writes_json(tmp_path, capsys):
     assert e2e["frames_max_level_diff"] <= 2  # the two CLIs' videos agree (docs/CONTRACTS.md's tolerance)
     assert report["flops"]["unet_step_flop"] > 0
     assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_child_peak_is_the_childs_own_not_the_parents(tmp_path):
+    """A parent holding 600 MB starts /bin/true: its peak is the launcher's few MB, not the parent's.
+
+    The plain way (Popen + this process's wait4) reports the parent's resident set for the child
+    (the kernel folds the pre-exec address space's high-water mark in at exec); shown here too,
+    so the test proves the launcher is what fixes it.
+    """
+    import os
+    import subprocess
+
+    import numpy as np
+
+    from tav.bench.memory import child_peak
+
+    held = np.ones(600 * 2**20 // 8)  # touched: resident
+    naive = subprocess.Popen(["/bin/true"])
+    _, _, usage = os.wait4(naive.pid, 0)
+    measured = child_peak(["/bin/true"])
+    assert held.sum() > 0 and usage.ru_maxrss * 1024 > 500 * 2**20  # the old method's figure: the parent's
+    assert measured["returncode"] == 0 and measured["peak_rss_bytes"] < 64 * 2**20
+
+
+def test_child_peak_reports_a_missing_command_as_a_failure():
+    from tav.bench.memory import child_peak
+
+    result = child_peak(["/nonexistent/tool"])
+    assert result["returncode"] != 0 and "nonexistent" in result["stderr_tail"]

@@ -37,7 +37,8 @@ class FramePooledGroupNorm(torch.nn.GroupNorm):
     @classmethod
     def replacing(cls, norm: torch.nn.GroupNorm, frames: FrameContext) -> "FramePooledGroupNorm":
         pooled = cls(frames, norm.num_groups, norm.num_channels, norm.eps, norm.affine)
-        pooled.load_state_dict(norm.state_dict())
+        if not any(p.is_meta for p in norm.parameters()):  # a meta norm's values come with the checkpoint
+            pooled.load_state_dict(norm.state_dict())
         return pooled
 
     def forward(self, x):
