@@ -32,10 +32,10 @@ from .onnx_weights import external_bytes, hide_weights, restore_weights, save_gr
 
 FORBIDDEN_OPS = frozenset({"ScatterND", "ScatterElements", "Loop", "If", "Scan"})
 NORM_OPS = ("InstanceNormalization", "LayerNormalization")
-# Graphs with more weight bytes than this keep them in an external data file, which ONNX Runtime can
-# map and the exporter never reads; smaller ones are one self-contained file (inlining loads the
-# weights once, so the threshold also bounds that). Well below protobuf's 2 GiB message limit.
-EXTERNAL_DATA_THRESHOLD = 2**28
+# Graphs with more weight bytes than this keep them in an external data file, which the exporter never
+# reads into memory; smaller ones are one self-contained file. Inlining loads the weights and protobuf
+# serialises another copy, so the threshold bounds that cost (64 MiB: the tiny test models stay one file).
+EXTERNAL_DATA_THRESHOLD = 2**26
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64"}
 
 
