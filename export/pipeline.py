@@ -29,6 +29,7 @@ from .onnx_export import trace_to_onnx
 from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD, check_graph, optimise, save_onnx
 from .parity import check_parity, ort_session
 from .stale_exports import hold_lock, leftovers
+from .temporal_window import apply_window, check_window_early
 from tav.runtime.backend_trt import PLUGIN_FILE
 
 from .tensorrt_build import EngineBuilder, TensorRTError, require_tensorrt
@@ -73,6 +74,7 @@ def export_engine(
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
     allow_base_mismatch=False,
     base=False,
+    temporal_window=None,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
@@ -83,8 +85,10 @@ def export_engine(
     tuned on (its hash differs from run.json's). Returns ``out_dir``.
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
+    ``temporal_window``: frames each temporal attention sees, 1..frames (default: the run's; a base's: all).
     """
     _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level)
+    check_window_early(temporal_window, frames if base else None)
     if str(out_dir).strip() in ("", "-"):
         raise ExportError(f"--out {str(out_dir)!r} is not a folder name; an ENGINE_DIR is a folder, give its path")
     out_dir = Path(out_dir).absolute()
@@ -108,6 +112,7 @@ def export_engine(
 
             tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
+            window = apply_window(tuned, frames, temporal_window)
             text_encoder, vae = load_text_encoder(tuned.base_dir), load_vae(tuned.base_dir)
             # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);
             # ONNX graphs do not depend on the device they were traced on.
@@ -155,6 +160,7 @@ def export_engine(
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "frames": frames,
+            "temporal_window": window,
             "height": height,
             "width": width,
             "batch": BATCH,
@@ -175,7 +181,7 @@ def export_engine(
             "attention": attention,
             "opset": opset,
             "graphs": entries,
-            **({"base": base_section(specs, frames, height, width, precision, tuned.meta["pretrained_model_source"])} if base else {}),
+            **({"base": base_section(specs, frames, height, width, precision, tuned.meta["pretrained_model_source"], window)} if base else {}),
             "files": other_files(staging, entries),
             "export_seconds": timings,
         }
