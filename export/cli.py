@@ -100,8 +100,8 @@ def _write_pack(args):
     fixed = [f"--{name.replace('_', '-')}" for name in ("frames", "height", "width", "precision", "temporal_window")
              if getattr(args, name) is not None]
     if fixed:
-        raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size, precision and temporal window from its base "
-                          f"{args.pack_for}; drop them")
+        raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size and precision (and the temporal window) from its "
+                          f"base {args.pack_for}; drop them")
     return write_pack(args.weights, args.pack_for, args.out, overwrite=args.overwrite)
 
 

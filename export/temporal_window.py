@@ -13,8 +13,12 @@ def check_window_early(asked, frames=None) -> None:
     """Refuse a bad --temporal-window before minutes of loading; the full 1..F check needs F (known early for --base)."""
     if asked is None:
         return
+    if frames is None:  # the run's frame count is read later; apply_window checks the upper bound then
+        if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
+            raise ExportError(f"--temporal-window {asked!r} must be an integer from 1 to the frame count")
+        return
     try:
-        check_temporal_window(asked, int(frames) if frames is not None else max(int(asked), 1))
+        check_temporal_window(asked, int(frames))
     except ValueError as err:
         raise ExportError(str(err)) from None
 
