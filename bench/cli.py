@@ -36,7 +36,8 @@ def main(argv=None):
     parser.add_argument("--scaling", default=None, metavar="N,N,...", help="instead of the suite: tav-run's time and memory "
                         "per frame at these frame counts (e.g. 8,16,32), ONNX Runtime fp32 on the CPU")
     parser.add_argument("--temporal-window", type=int, default=None, metavar="W",
-                        help="with --scaling: the temporal window of every run (default: the smallest frame count)")
+                        help="temporal window of the random run (with --skip tune; default: all frames) or, with --scaling, "
+                             "of every run (default: the smallest frame count)")
     args = parser.parse_args(argv)
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
@@ -53,6 +54,7 @@ def main(argv=None):
         backends=[b for b in args.backends.split(",") if b],
         warmup=args.warmup,
         skip={s for s in args.skip.split(",") if s},
+        temporal_window=args.temporal_window,
     )
     if config.height % 8 or config.width % 8:
         sys.exit("tav-bench: error: --height and --width must be multiples of 8")
@@ -63,6 +65,10 @@ def main(argv=None):
             sys.exit("tav-bench: error: --device cuda but torch sees no CUDA GPU; use --device cpu")
 
     counts = _frame_counts(args.scaling) if args.scaling else None
+    if not counts and args.temporal_window is not None:
+        if "tune" not in config.skip or not 1 <= args.temporal_window <= config.frames:
+            sys.exit(f"tav-bench: error: --temporal-window {args.temporal_window} needs --skip tune (it sets the random run's "
+                     f"window) and must be from 1 to --frames {config.frames}")
     with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
         work = Path(args.work or scratch)
         work.mkdir(parents=True, exist_ok=True)

@@ -22,21 +22,13 @@ def run_scaling(sd_dir: Path, frame_counts: list, window: int, height: int, widt
 
     rows = []
     for frames in sorted(frame_counts):
-        run_dir = make_random_run(sd_dir, work / f"run_{frames}", frames, height, width)
-        _record_window(run_dir, min(window, frames))
+        run_dir = make_random_run(sd_dir, work / f"run_{frames}", frames, height, width, temporal_window=min(window, frames))
         engine = export_engine(run_dir, work / f"engine_{frames}", precision="fp32", backend="onnx")
         measured = _worker(engine, steps)
         measured["temporal_window"] = json.loads((engine / "manifest.json").read_text())["temporal_window"]
         rows.append(_per_frame(measured))
     return {"frame_counts": sorted(frame_counts), "height": height, "width": width, "steps": steps, "rows": rows,
             "ratios_vs_smallest": _ratios(rows)}
-
-
-def _record_window(run_dir: Path, window: int):
-    """Give the random run the window a tuned-on-``window``-frames run re-inverted at N frames would have."""
-    path = run_dir / "run.json"
-    run = json.loads(path.read_text())
-    path.write_text(json.dumps(dict(run, tuned_frames=window, temporal_window=window), indent=2))
 
 
 def _worker(engine: Path, steps: int) -> dict:
