@@ -127,6 +127,23 @@ def test_32_frames_window_32_is_full_attention_and_runs_as_tav_sample(run32, roo
     assert np.abs(sample(tuned, PROMPT, steps=STEPS).latents - full.latents).max() > 1e-6
 
 
+def test_a_base_for_32_frame_packs_with_window_8_runs_the_inverted_run(run32, tiny_sd, root, capsys):
+    """tav-export --base --frames 32 --temporal-window 8, a pack of the 32-frame run, tav-run --video: as tav-sample."""
+    base, pack = root / "base32", root / "ski32.tavpack"
+    code, _, err = cli(tav_export, ["--base", str(tiny_sd), "--frames", str(LONG), "--height", str(SIZE), "--width", str(SIZE),
+                                    "--temporal-window", str(TUNED), "--out", str(base), "--quiet"], capsys)
+    assert code == 0, err
+    section = json.loads((base / "manifest.json").read_text())["base"]
+    assert section["temporal_window"] == TUNED and len(temporal_biases(base)) > 0
+    code, _, err = cli(tav_export, ["--weights", str(run32), "--pack-for", str(base), "--out", str(pack), "--quiet"], capsys)
+    assert code == 0, err
+    out = root / "pack_run.npy"
+    code, _, err = cli(tav_run, ["--engine", str(base), "--video", str(pack), "--prompt", PROMPT, "--steps", str(STEPS), "--quiet",
+                                 "--out", str(out)], capsys)
+    assert code == 0, err
+    assert_within_one_level(np.load(out), sample(load_tuned(run32), PROMPT, steps=STEPS).frames)
+
+
 def test_tuned_count_with_w_equal_n_is_todays_result_bit_for_bit(run8):
     tuned = load_tuned(run8)
     assert tuned.unet.temporal_window == TUNED  # recorded by tav-tune

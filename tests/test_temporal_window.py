@@ -6,6 +6,10 @@ softmax's summation order differs: masked scores add exactly 0), and the exporte
 tolerances for the ONNX Runtime graphs (fp32 rel L2 1e-4, fp16 1e-2; export/parity.py).
 """
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -107,6 +111,7 @@ class _Temporal(torch.nn.Module):
         return windowed_attention(self.attn, x, band_bias(self.frames, self.window, x.dtype, x.device))
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the band is a constant by design
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("window", [2, 3])
 def test_band_becomes_the_attention_bias_of_one_fused_node(window, precision, tmp_path):
@@ -136,3 +141,34 @@ def test_band_becomes_the_attention_bias_of_one_fused_node(window, precision, tm
         got = session.run(None, feed)[0].astype(np.float64)
         rel = np.linalg.norm(got - want) / np.linalg.norm(want)
         assert rel <= TOLERANCE_REL_L2[precision], rel
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_tensorrt_rtx_builds_the_standard_op_twin_with_the_band(tmp_path):
+    """The TensorRT twin is standard ops (an Add of the band before the Softmax): tensorrt-rtx parses and builds it."""
+    pytest.importorskip("tensorrt_rtx")
+    paths = []
+    for dtype in (torch.float32, torch.float16):
+        path = tmp_path / f"temporal_{str(dtype)[6:]}.onnx"
+        with torch.no_grad():
+            torch.onnx.export(_Temporal(6, 3).to(dtype), (torch.randn(2 * TOKENS, 6, WIDTH, dtype=dtype),), str(path),
+                              input_names=["x"], output_names=["out"], opset_version=17, dynamo=False)
+        onnx.save(optimise(onnx.load(str(path)), "fp16" if dtype == torch.float16 else "fp32"), str(path))
+        paths.append(str(path))
+    # A subprocess: a TensorRT failure inside the parser can abort the whole process.
+    script = textwrap.dedent("""
+        import sys
+        import tensorrt_rtx as trt
+        logger = trt.Logger(trt.Logger.WARNING)
+        for path in sys.argv[1:]:
+            builder = trt.Builder(logger)
+            network = builder.create_network(0)
+            parser = trt.OnnxParser(network, logger)
+            assert parser.parse(open(path, "rb").read()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            plan = builder.build_serialized_network(network, builder.create_builder_config())
+            assert plan is not None and plan.nbytes > 0
+            print(tuple(network.get_output(0).shape))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [str((2 * TOKENS, 6, WIDTH))] * 2
