@@ -20,8 +20,8 @@ A constant additive score bias of shape [1, 1, S, L] between the scores MatMul a
 (the band of windowed temporal attention, tuner/temporal_window.py) becomes MultiHeadAttention's
 ``attention_bias`` input. Only these exact forms are rewritten; anything else (CLIP's causal-masked
 attention, a scale after the MatMul, a computed mask) is left as it is and counted, so the caller can
-require that every attention of a graph was fused. The tensors q/k/v/out keep their names and producers, so the
-rest of the graph is untouched.
+require that every attention of a graph was fused. The tensors q/k/v/out keep their names and
+producers, so the rest of the graph is untouched.
 """
 
 from dataclasses import dataclass
@@ -92,13 +92,13 @@ def _match(softmax):
     out = _merge_heads(context.outputs[0], heads * v_size)
     if out is None or not _same_batch(q, k, v):
         return None
-    if bias is not None and not _bias_fits(bias, heads, q, k):
+    if bias is not None and not _bias_fits(bias, q, k):
         return None
     return q, k, v, out, int(heads), _exact_scale(c_q * c_k, size), bias
 
 
 def _strip_bias(tensor):
-    """(scores, bias): the input of an ``Add`` of a 4-D [1, 1, S, L] constant (SDPA's float attn_mask), else (tensor, None)."""
+    """(scores, bias) when ``tensor`` is an Add of a [1, 1, S, L] constant (SDPA's float attn_mask), else (tensor, None)."""
     add = _only_producer(tensor, "Add")
     if add is None:
         return tensor, None
@@ -108,7 +108,7 @@ def _strip_bias(tensor):
     return tensor, None
 
 
-def _bias_fits(bias, heads, q, k) -> bool:
+def _bias_fits(bias, q, k) -> bool:
     """MultiHeadAttention's attention_bias is [1 or B, 1 or H, S, L]; where S and L are known they must agree."""
     s, l = bias.shape[2:]
     return (q.shape is None or q.shape[1] == s) and (k.shape is None or k.shape[1] == l)

@@ -124,6 +124,8 @@ def windowed_attention(attn: Attention, x, bias):
     def heads(t):
         return t.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(heads(attn.to_q(x)), heads(attn.to_k(x)), heads(attn.to_v(x)), attn_mask=bias)
+    query, key, value = heads(attn.to_q(x)), heads(attn.to_k(x)), heads(attn.to_v(x))
+    # Under autocast the projections come out in half precision; SDPA wants the bias in the query's dtype.
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
     out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(x.dtype)
     return attn.to_out[1](attn.to_out[0](out))
