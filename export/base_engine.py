@@ -93,10 +93,16 @@ def unet_frozen_sha256(unet, tuned_params) -> str:
     return digest.hexdigest()
 
 
-def base_id(unet_frozen: str, frames: int, height: int, width: int, precision: str, tunables: list) -> str:
-    """The identity a pack is checked against: same frozen weights, shapes, precision and tunable inputs."""
+def base_id(unet_frozen: str, frames: int, height: int, width: int, precision: str, tunables: list,
+            temporal_window: int | None = None) -> str:
+    """The identity a pack is checked against: same frozen weights, shapes, precision, tunable inputs and window.
+
+    A full-attention window (None or >= frames) is left out of the key, so bases from before windows keep their id.
+    """
     key = {"unet_frozen_sha256": unet_frozen, "frames": frames, "height": height, "width": width,
            "precision": precision, "tunable": [t.as_json() for t in tunables]}
+    if temporal_window is not None and temporal_window < frames:
+        key["temporal_window"] = temporal_window
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -177,13 +183,15 @@ def load_base_model(sd_folder, frames, height, width):
     return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder, meta, base_model_hash=folder)
 
 
-def base_section(spec: "BaseUNetSpec", frames: int, height: int, width: int, precision: str, model_source: dict) -> dict:
+def base_section(spec: "BaseUNetSpec", frames: int, height: int, width: int, precision: str, model_source: dict,
+                 temporal_window: int | None = None) -> dict:
     """manifest.json "base": what a pack must match, the UNet inputs it fills, and where the base model came from.
     Reads the UNet's weights: call it before the module is traced and released."""
     unet_frozen = unet_frozen_sha256(spec.module.unet, [t.param for t in spec.tunables])
     return {
-        "id": base_id(unet_frozen, frames, height, width, precision, spec.tunables),
+        "id": base_id(unet_frozen, frames, height, width, precision, spec.tunables, temporal_window),
         "unet_frozen_sha256": unet_frozen,
+        "temporal_window": frames if temporal_window is None else temporal_window,
         "tunable": [t.as_json() for t in spec.tunables],
         "model_source": model_source,
     }

@@ -18,7 +18,8 @@ MANIFEST = "manifest.json"
 TIMING_CACHE = "timing.cache"  # TensorRT's, reused by the next --overwrite export
 
 
-def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather, attention, opset, tools, timings) -> dict:
+def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather, attention, opset, tools, timings,
+                   temporal_window) -> dict:
     """The whole manifest of the ENGINE_DIR being written in ``root``: call it last, every file hashed is final."""
     frames, height, width = exported.shape
     entries = {name: graph_entry(exported.specs[name], root / f"{name}.onnx", root=root, **exported.graphs[name])
@@ -26,6 +27,7 @@ def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather
     return {
         "schema_version": SCHEMA_VERSION,
         "frames": frames,
+        "temporal_window": temporal_window,
         "height": height,
         "width": width,
         "batch": BATCH,

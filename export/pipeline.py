@@ -29,6 +29,7 @@ from .manifest import MANIFEST, TIMING_CACHE, build_manifest, write_json_atomic
 from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD
 from .stages import stage
 from .stale_exports import hold_lock, leftovers
+from .temporal_window import apply_window, check_window_early
 from .tensorrt_build import EngineBuilder, TensorRTError, require_tensorrt
 
 log = logging.getLogger("tav.export")
@@ -70,6 +71,7 @@ def export_engine(
     external_data_threshold=EXTERNAL_DATA_THRESHOLD,
     allow_base_mismatch=False,
     base=False,
+    temporal_window=None,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
@@ -80,11 +82,13 @@ def export_engine(
     tuned on (its hash differs from run.json's). Returns ``out_dir``.
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
+    ``temporal_window``: frames each temporal attention sees, 1..frames (default: the run's; a base's: all).
 
     Phases: check -> load -> one graph at a time (graph_export.py) -> assets -> TensorRT plans ->
     manifest -> publish (rename into place). Cheap checks run before the minutes of tracing.
     """
     _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level)
+    check_window_early(temporal_window, frames if base else None)
     out_dir = _checked_out_dir(out_dir, overwrite)
     if base and kv_gather == "plugin":
         raise ExportError("--base with --kv-gather plugin is not supported yet (the plugin's parity twin has no tunable "
@@ -104,6 +108,7 @@ def export_engine(
 
             tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
+            window = apply_window(tuned, frames, temporal_window)
         exported = _export_graphs(tuned, (frames, height, width), staging, options, base, plugin, timings)
         with stage(timings, "assets"):
             write_assets(tuned, staging)
@@ -111,7 +116,7 @@ def export_engine(
             _build_plans(trt, exported, staging, out_dir if overwrite else None, optimization_level, plugin, timings)
         manifest = build_manifest(
             weights, tuned, exported, staging, precision=precision, kv_gather=kv_gather, attention=attention, opset=opset,
-            tools=_tool_versions(trt), timings=timings,
+            tools=_tool_versions(trt), timings=timings, temporal_window=window,
         )
         write_json_atomic(staging / MANIFEST, manifest)
         move_into_place(staging, out_dir, overwrite)
@@ -158,7 +163,8 @@ def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, ba
         del model
         if base and name == "unet":
             spec = with_tunable_inputs(spec, options.precision)
-            exported.base = base_section(spec, *shape, options.precision, tuned.meta["pretrained_model_source"])
+            exported.base = base_section(spec, *shape, options.precision, tuned.meta["pretrained_model_source"],
+                                         spec.module.unet.temporal_window)
             exported.tunable_values = tunable_values(spec) if options.standard_twin else None
         plugin_context = plugin.context if plugin and name == "unet" else None
         exported.graphs[name] = export_graph(spec, staging, options, timings, plugin_context)

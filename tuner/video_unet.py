@@ -129,6 +129,15 @@ class VideoUNet(UNet2DConditionModel):
         out = out.reshape(b, f, c, h, w).transpose(1, 2)
         return _Output(out) if return_dict else (out,)
 
+    @property
+    def temporal_window(self):
+        """Frames each frame's temporal attention sees (a band around it, tuner/temporal_window.py); None: all."""
+        return self.frame_context.temporal_window
+
+    @temporal_window.setter
+    def temporal_window(self, window):
+        self.frame_context.temporal_window = None if window is None else int(window)
+
     def trainable_parameter_names(self) -> list:
         """Parameters Tune-A-Video tunes: those of modules ending in attn1.to_q, attn2.to_q, attn_temp."""
         return [
