@@ -112,7 +112,9 @@ def _is_text(*values) -> bool:
 def _check_numbers(raw: dict) -> None:
     """Sizes are positive JSON integers and the VAE factor a positive finite number: int("3"), int(2.5) and
     float(true) would otherwise turn a garbled field into a plausible one."""
-    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels"):
+    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels", "temporal_window"):
+        if key == "temporal_window" and key not in raw:  # ENGINE_DIRs from before windows
+            continue
         if type(raw[key]) is not int or raw[key] < 1:
             raise TypeError(f"{key} (must be a positive integer, got {raw[key]!r})")
     factor = raw["vae_scaling_factor"]
@@ -168,6 +170,11 @@ class Manifest:
     def kv_gather(self) -> str:
         """"onnx" (standard ops everywhere) or "plugin" (the UNet uses cpp_ext's KVGather: TensorRT only)."""
         return self.raw.get("kv_gather", "onnx")
+
+    @property
+    def temporal_window(self) -> int:
+        """Frames each temporal attention sees (baked into the UNet graph); ENGINE_DIRs from before windows: all."""
+        return int(self.raw.get("temporal_window", self.frames))
 
     @property
     def latent_shape(self) -> tuple:

@@ -96,6 +96,8 @@ def pack_metadata_problem(meta) -> str | None:
     for key, ok in _BASE_FIELDS.items():
         if not ok(base.get(key)):
             return f"base.{key} is {base.get(key)!r}"
+    if "temporal_window" in base and not (_is_int(base["temporal_window"]) and base["temporal_window"] > 0):
+        return f"base.temporal_window is {base['temporal_window']!r}"  # absent in packs from before windows
     for key, ok in _OPTIONAL_FIELDS.items():
         if key in meta and not ok(meta[key]):
             return f"{key} is {type(meta[key]).__name__}"
@@ -229,6 +231,10 @@ def check_pack_fits(pack: Pack, manifest) -> None:
         raise PackError(f"{where} is {theirs['precision']}, base {manifest.engine_dir} is {ours['precision']}; {hint}")
     if theirs != ours:
         raise PackError(f"{where} is for {_shape(theirs)}, base {manifest.engine_dir} is {_shape(ours)}; {hint}")
+    window = made_for.get("temporal_window", made_for.get("frames"))  # packs from before windows: full attention
+    if window != manifest.temporal_window:
+        raise PackError(f"{where} was made for a temporal window of {window} frames, base {manifest.engine_dir} has "
+                        f"{manifest.temporal_window}; {hint}")
     if made_for.get("unet_frozen_sha256") != base["unet_frozen_sha256"]:
         raise PackError(f"{where} was tuned from base UNet {str(made_for.get('unet_frozen_sha256'))[:12]}, base "
                         f"{manifest.engine_dir} holds UNet {base['unet_frozen_sha256'][:12]}; {hint}")

@@ -122,11 +122,13 @@ def test_a_hand_signed_good_header_reads(tmp_path):
     (header_with(meta={**GOOD_META, "base": "b" * 64}), "base is str, not an object"),
     (header_with(meta={**GOOD_META, "base": {**GOOD_META["base"], "frames": "3"}}), "base.frames is '3'"),
     (header_with(meta={**GOOD_META, "base": {**GOOD_META["base"], "id": None}}), "base.id is None"),
+    (header_with(meta={**GOOD_META, "base": {**GOOD_META["base"], "temporal_window": "all"}}),
+     "base.temporal_window is 'all'"),
     (header_with(meta={**GOOD_META, "prompt": ["a", "b"]}), "prompt is list"),
     (header_with(meta={**GOOD_META, "run": "x"}), "run is str"),
 ], ids=["no-offsets", "string-offsets", "reversed-offsets", "string-shape", "no-dtype", "list-entry", "list-header",
         "string-metadata", "object-in-metadata", "metadata-list", "schema-true", "base-string", "frames-string",
-        "id-null", "prompt-list", "run-string"])
+        "id-null", "window-string", "prompt-list", "run-string"])
 def test_malformed_re_signed_pack_headers_are_one_line_pack_errors(tmp_path, header, message):
     path = signed_pack(tmp_path / "bad.tavpack", header)
     for read in (read_pack, read_pack_metadata):  # tav-run/add_video, and listing (GET /v1/videos)
@@ -504,8 +506,9 @@ def _set(path: str, value):
     ("vae_scaling_factor", -0.18, "vae_scaling_factor (must be a positive number"),
     ("files", [["scheduler_config.json", "0" * 64]], "files maps a name"),
     ("source", "x", "source (must be an object"),
+    ("temporal_window", "all", "temporal_window (must be a positive integer, got 'all')"),
 ], ids=["input-name-null", "output-name-list", "shape-string", "frames-string", "height-float", "factor-bool",
-        "factor-negative", "files-list", "source-string"])
+        "factor-negative", "files-list", "source-string", "window-string"])
 def test_other_garbled_manifest_fields_are_one_line_engine_dir_errors(synthetic_base, tmp_path, path, value, message):
     with pytest.raises(EngineDirError) as err:
         read_manifest(edited_copy(synthetic_base, tmp_path, _set(path, value)))
@@ -537,7 +540,7 @@ def poisoned_runs(tiny_sd, tmp_path_factory):
 def test_export_refuses_nan_tuned_tensors_and_latents_before_tracing(poisoned_runs, tmp_path, monkeypatch):
     from tav.export import export_engine, pipeline
 
-    monkeypatch.setattr(pipeline, "graph_specs", lambda *a, **k: pytest.fail("traced a poisoned run"))
+    monkeypatch.setattr(pipeline, "_export_graphs", lambda *a, **k: pytest.fail("traced a poisoned run"))
     for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"), ("latents", "the inverted latents contain NaN")):
         run, key = poisoned_runs[kind]
         with pytest.raises(ExportError) as err:
