@@ -99,7 +99,7 @@ def export_graph(spec, staging: Path, options: GraphOptions, timings: dict, plug
         del model, fused
     with stage(timings, "parity", spec.name):
         if plugin_context is None:
-            shutil.rmtree(work, ignore_errors=True)  # the saved graphs link to the data, not to the traced file
+            shutil.rmtree(work, ignore_errors=True)  # the saved graphs have their own data file (moved there)
             fields["parity"] = _parity(spec.name, path, feeds, expected, options.precision)
             if "tensorrt_source" in fields:
                 fields["tensorrt_source"]["parity"] = _parity(spec.name, fields["tensorrt_source"]["path"], feeds, expected,

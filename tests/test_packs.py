@@ -223,7 +223,10 @@ def test_tensorrt_builds_the_base_unet_with_refittable_tuned_weights(fp16, tmp_p
     from tav.runtime import cuda_rt
 
     data = manifest(fp16["base"])
-    twin, names = refittable_twin(fp16["base"] / "unet.onnx", read_pack(fp16["pack"]).tensors, tmp_path / "twin")
+    (tmp_path / "twin").mkdir()  # the twin is written beside its source: a copy, not the shared base
+    for graph_file in fp16["base"].glob("unet.onnx*"):
+        shutil.copy(graph_file, tmp_path / "twin" / graph_file.name)
+    twin, names = refittable_twin(tmp_path / "twin" / "unet.onnx", read_pack(fp16["pack"]).tensors)
     assert sorted(names) == sorted(t["name"] for t in data["base"]["tunable"])
     spec = SimpleNamespace(name="unet", inputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data["graphs"]["unet"]["inputs"]])
     builder = EngineBuilder(require_tensorrt(), optimization_level=0)

@@ -8,8 +8,8 @@ import json
 from pathlib import Path, PurePosixPath
 
 import torch
-from safetensors.torch import load_file
 
+from .aligned_safetensors import read_safetensors
 from .torch_files import UnsafeTorchFile, load_torch_file
 
 WEIGHT_NAMES = (
@@ -39,7 +39,7 @@ def read_state_dict(path: Path) -> dict:
             state.update(read_state_dict(shard))
         return state
     try:
-        state = load_file(str(path)) if path.suffix == ".safetensors" else load_torch_file(path)
+        state = read_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path)
     except UnsafeTorchFile as err:
         raise ValueError(f"cannot read weights {err}") from None
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
