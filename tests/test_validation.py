@@ -269,6 +269,20 @@ def test_a_legacy_format_torch_file_is_refused(tmp_path):
     assert "not a zip-format torch file" in one_line(err)
 
 
+def test_safetensors_weights_are_read_only_from_regular_files_and_checked_before_allocating(tmp_path):
+    fifo = tmp_path / "diffusion_pytorch_model.safetensors"
+    os.mkfifo(fifo)
+    with within(), pytest.raises(ValueError) as err:
+        read_state_dict(fifo)
+    assert "is a FIFO (named pipe), not a regular file" in one_line(err)
+    huge = {"w": {"dtype": "F32", "shape": [1 << 40], "data_offsets": [0, 4]}}  # 4 TiB declared, 4 bytes present
+    text = json.dumps(huge).encode()
+    (tmp_path / "huge.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(4))
+    with pytest.raises(ValueError) as err:
+        read_state_dict(tmp_path / "huge.safetensors")
+    assert f"declares 4 bytes at 0, its shape needs {4 << 40}" in one_line(err)
+
+
 def test_weight_map_shards_stay_inside_the_folder(tmp_path):
     secret = tmp_path / "x.safetensors"
     save_file({"leak": torch.ones(1)}, secret)
