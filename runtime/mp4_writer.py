@@ -31,9 +31,12 @@ def mp4_encoder() -> str:
     raise NoMp4Encoder(NO_ENCODER)
 
 
-def write_mp4(frames: np.ndarray, path, fps: float) -> None:
-    """uint8 [F, H, W, 3] -> H.264 in yuv420p at ``fps``; frames are never rescaled or padded."""
-    encoder = mp4_encoder()
+def write_mp4(frames: np.ndarray, path, fps: float, encoder: str | None = None) -> None:
+    """uint8 [F, H, W, 3] -> H.264 in yuv420p at ``fps``; frames are never rescaled or padded.
+
+    ``encoder`` (one of mp4_encoder's names) overrides the choice, for tests of each path.
+    """
+    encoder = encoder or mp4_encoder()
     if encoder == "imageio-ffmpeg":
         import imageio.v2 as imageio
 
@@ -58,5 +61,6 @@ def _write_with_system_ffmpeg(frames: np.ndarray, path, fps: float) -> None:
                "-f", "mp4", str(path)]
     done = subprocess.run(command, input=np.ascontiguousarray(frames, dtype=np.uint8).tobytes(), capture_output=True)
     if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"ffmpeg could not write {path}: {reason[-1] if reason else f'exit status {done.returncode}'}")
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise RuntimeError(f"ffmpeg could not write {path}: {reason}")

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+import ray
 from ray import serve
 
 from .config import ServeConfig
@@ -40,6 +41,8 @@ class VideoModelReplica:
         # Ray's multiplexing LRU decides which packs stay; the pipeline keeps all it is given.
         self.pipe = VideoPipeline.load(config.base_dir, backend=config.backend, device=device, max_resident_videos=None)
         self.store = Store(config.store)
+        # Which Ray node answered (X-TAV-Node): an opaque id prefix, for operators correlating with `ray status`.
+        self.node = ray.get_runtime_context().get_node_id()[:12]
 
     async def _load_video(self, video_id: str):
         return await asyncio.to_thread(load_video_into, self.pipe, video_id, self.store)
@@ -59,7 +62,7 @@ class VideoModelReplica:
         body = await asyncio.to_thread(encode_frames, result.frames, fmt, fps)
         timings = {**result.timings, "encode": time.perf_counter() - started}
         return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": timings,
-                "shape": list(result.frames.shape)}
+                "shape": list(result.frames.shape), "node": self.node}
 
     def ready(self) -> bool:
         return True

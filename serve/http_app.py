@@ -86,7 +86,8 @@ def create_app(service) -> FastAPI:
     async def generate(video_id: str, body: GenerateRequest, request: Request):
         result = await service.generate(video_id, body, request.state.request_id)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result["timings"].items())
-        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"]))}
+        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"])),
+                   "X-TAV-Node": result["node"]}
         return Response(result["body"], media_type=result["media_type"], headers=headers)
 
     @app.post("/v1/videos", status_code=202, dependencies=[Depends(require_token)])

@@ -46,7 +46,7 @@ def free_port() -> int:
 class ServeProcess:
     """``tav-serve`` in a subprocess; its stdout+stderr (replica log lines included) go to ``log``."""
 
-    def __init__(self, base_dir, store, sd_dir, log: Path, replicas: int = 2):
+    def __init__(self, base_dir, store, sd_dir, log: Path, replicas: int = 2, extra=()):
         self.port, self.metrics_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
@@ -54,7 +54,7 @@ class ServeProcess:
                    "--sd", str(sd_dir), "--port", str(self.port), "--replicas", str(replicas),
                    "--ort-threads", "1",  # CPUs: the defaults (replicas share what the ingress and one job leave)
                    "--max-ongoing", "2", "--max-queued", "4", "--resident-videos", "2", "--timeout", "120",
-                   "--max-upload-mb", "1", "--metrics-port", str(self.metrics_port)]
+                   "--max-upload-mb", "1", "--metrics-port", str(self.metrics_port), *extra]
         env = dict(os.environ, TAV_SERVE_TOKEN=TOKEN, OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0")
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,

@@ -193,6 +193,23 @@ def test_sixteen_concurrent_requests_over_three_packs_get_their_own_frames_or_50
     assert matches(npy(client.post("/v1/videos/vid-c/generate", json=REQUEST)), expected["vid-c"])
 
 
+def test_the_load_tool_reports_throughput_latency_503s_and_memory(served, tmp_path):
+    from tav.bench.serve_load import main as serve_load, percentile
+
+    assert percentile([3, 1, 2, 4], 0.5) == 2 and percentile([3, 1, 2, 4], 0.99) == 4 and percentile([], 0.5) is None
+    out = tmp_path / "load.json"
+    request = json.dumps({**REQUEST, "steps": 1})
+    assert serve_load(["--url", served["service"].url, "--token", TOKEN, "--concurrency", "1,4", "--duration", "3",
+                       "--request", request, "--pid", str(served["service"].proc.pid), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert sorted(report["videos"]) == sorted(VIDEOS)  # the broken pack is not driven
+    for level in report["levels"]:
+        assert level["requests"] == sum(level["statuses"].values()) >= 1
+        assert set(level["statuses"]) <= {"200", "503"}, level["statuses"]
+        assert level["p50_ms"] <= level["p99_ms"] and 0 <= level["share_503"] <= 1
+        assert any("ServeReplica" in name for name in level["memory_after"]), level["memory_after"]
+
+
 BAD_GENERATE = [
     ("malformed JSON", "vid-a", b'{"prompt": "x",', 422, "not valid JSON"),
     ("steps 0", "vid-a", {"prompt": "x", "steps": 0}, 422, "steps"),
