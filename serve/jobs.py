@@ -73,8 +73,9 @@ def fail_interrupted(store: Store, why: str = RESTARTED) -> list:
             state = read_job(store, job_id)["state"]
             if state in TERMINAL:
                 continue
-            when = "while this job ran" if state == "running" else "before this job started"
-            if fail_job(store, job_id, f"interrupted: {why} {when}; upload the clip again"):
+            # A job that never started was cancelled, not interrupted: say which, so nobody looks for a partial run.
+            what = "interrupted: {} while this job ran" if state == "running" else "cancelled: {} before this job started"
+            if fail_job(store, job_id, what.format(why) + "; upload the clip again"):
                 failed.append(job_id)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # an unreadable record is reported by GET, not fixed here

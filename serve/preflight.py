@@ -10,6 +10,7 @@ Three steps before anything is deployed:
 """
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ log = logging.getLogger("tav.serve")
 INGRESS_CPUS = 0.1  # the FastAPI ingress replica: light async work, no model
 MIN_REPLICA_CPUS = 0.1  # below this a CPU replica's share is too small to be worth scheduling
 DEFAULT_JOB_CPUS = 1.0
+TUNING_MODULES = ("torch", "diffusers", "onnx")  # what a tuning job imports beyond the service
 EPS = 1e-9  # Ray rounds resources to 1e-4; compare sums with a little slack
 
 
@@ -74,6 +76,11 @@ def check_config(config: ServeConfig) -> ServeConfig:
             log.warning("no --sd and the base's recorded SD folder is gone: POST /v1/videos (tuning) is disabled")
     elif not Path(sd_dir, "model_index.json").is_file():
         raise StartError(f"--sd {sd_dir}: not a diffusers SD folder (no model_index.json)")
+    missing = [m for m in TUNING_MODULES if importlib.util.find_spec(m) is None] if sd_dir else []
+    if missing:  # a lean serving install: serve the packs, refuse uploads with 501 rather than fail every job
+        log.warning("tuning jobs need the export extra (%s missing): POST /v1/videos (tuning) is disabled; "
+                    "pip install 'tav-runtime[export]' to enable it", ", ".join(missing))
+        sd_dir = None
     return dataclasses.replace(config, sd_dir=str(Path(sd_dir).absolute()) if sd_dir else None)
 
 

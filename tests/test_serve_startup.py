@@ -167,3 +167,20 @@ def test_sigterm_during_start_up_stops_everything_within_20_s(base_and_store, tm
     assert service.proc.returncode == 0, service.text()[-3000:]
     assert not service.leftovers(), service.leftovers()
     assert "Traceback" not in service.text()
+
+
+@pytest.mark.slow  # two more Ray starts; the sizing arithmetic itself is tested above without Ray
+@pytest.mark.parametrize("flags, message", [
+    (["--replicas", "2", "--replica-cpus", "64"], "CPUs, but the cluster has"),  # cannot fit: refused before deploying
+    (["--start-timeout", "0.5"], "not ready after 0.5 s (--start-timeout)"),  # deadline: Ray's reason, then a stop
+])
+def test_a_start_that_cannot_succeed_ends_in_one_line_and_leaves_nothing(base_and_store, tmp_path, flags, message):
+    base, store = base_and_store
+    service = Service(base, store, tmp_path / "serve.log", *flags)
+    service.wait(READY_OR_REFUSED_S, lambda: False)  # tracks its processes until it exits
+    assert service.proc.poll() is not None, "still running after 60 s"
+    errors = [line for line in service.text().splitlines() if line.startswith("tav-serve: error:")]
+    assert service.proc.returncode == 1 and len(errors) == 1 and message in errors[0], service.text()[-3000:]
+    assert "Traceback" not in service.text()
+    time.sleep(1)
+    assert not service.leftovers(), service.leftovers()

@@ -69,6 +69,7 @@ def test_a_restart_fails_unfinished_jobs_with_the_reason_and_keeps_finished_ones
     for job_id, when in ((queued, "before this job started"), (running, "while this job ran")):
         record = jobs.read_job(store, job_id)
         assert record["state"] == "failed" and "restarted" in record["error"] and when in record["error"]
+        assert record["error"].startswith("interrupted" if job_id == running else "cancelled"), record["error"]
     assert not store.upload_dir(running).exists() and not store.work_dir(running).exists()  # gone with the failure
     assert store.job_path(done).read_bytes() == done_record
     # A task that outlived the restart stops at its next progress write instead of reviving the record.
