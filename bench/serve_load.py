@@ -5,7 +5,9 @@
 
 For each concurrency level, that many client threads send generate requests back to back (over
 the service's usable videos, in turn) for ``--duration`` seconds; a request still running at the
-end is waited for and counted. Reported per level: requests, throughput (answers/s and 200s/s),
+end is waited for and counted. A thread that gets a 503 sends its next request at once (a
+worst-case client that ignores Retry-After), so past the service's capacity the 503 share is high
+and the 503s cost the ingress some throughput. Reported per level: requests, throughput (answers/s and 200s/s),
 p50/p99 latency of the 200s, the share of 503s, every other status, and, with ``--pid`` (tav-serve's
 process on this machine), the resident memory of every process it started, before and after.
 Only the standard library and psutil (a serve dependency): it runs wherever tav-serve does.
