@@ -48,6 +48,10 @@ def tav_sample():
     _launch("tav-sample", "tav.tuner.cli_sample:main", "tune")
 
 
+def tav_invert():
+    _launch("tav-invert", "tav.tuner.cli_invert:main", "tune")
+
+
 def tav_make_tiny():
     _launch("tav-make-tiny", "tav.tuner.tiny_model:main", "tune")
 
