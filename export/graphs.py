@@ -38,6 +38,8 @@ class GraphSpec:
     # ONNX Runtime's graph must have every attention as one MultiHeadAttention node (export/attention_fusion.py).
     # Not the text encoder: 77 tokens with CLIP's causal mask, where fusing saves next to nothing.
     fused_attention: bool = False
+    # Inputs whose first axis is the CFG batch [uncond; cond]: the reference may run one half at a time.
+    batched_inputs: tuple = ()
 
     def seeded_inputs(self, seed: int = 0) -> dict:
         """float32 / int64 numpy inputs for tracing and parity; fp16 graphs get them rounded."""
@@ -117,4 +119,6 @@ def graph_spec(name: str, model, frames: int, height: int, width: int, precision
         io = ([TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)], [TensorSpec("images", (frames, 3, height, width), fp)])
     else:
         raise ValueError(f"unknown graph {name!r}")
-    return GraphSpec(name, module.eval(), *io, count_attention_layers(attention), vocab_size, fused_attention=name != "text_encoder")
+    batched = {"text_encoder": ("input_ids",), "unet": ("sample", "encoder_hidden_states")}.get(name, ())
+    return GraphSpec(name, module.eval(), *io, count_attention_layers(attention), vocab_size, fused_attention=name != "text_encoder",
+                     batched_inputs=batched)
