@@ -12,12 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .report import print_table
-from .suite import BenchConfig, run_suite
+from tav.runtime.help_format import DefaultsHelpFormatter
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tav-bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tav-bench", description=__doc__.splitlines()[0].replace("``", ""),
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "small", "sd15"], default="small")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--height", type=int, default=None, help="default: 256 for small, 512 for sd15, 64 for tiny")
@@ -33,6 +33,8 @@ def main(argv=None):
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
+    from .report import print_table  # torch: after parsing, so --help answers at once
+    from .suite import BenchConfig, run_suite
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
     gpu = args.device == "cuda"

@@ -8,10 +8,13 @@ import argparse
 import logging
 import sys
 
+from tav.runtime.help_format import DefaultsHelpFormatter
+
 
 def build_parser() -> argparse.ArgumentParser:
     summary = __doc__.split(": ", 1)[1].split("\n")[0]
-    parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:])
+    parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:],
+                                     formatter_class=DefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder (required unless "
                                           "--base or --clean-stale)")

@@ -193,8 +193,8 @@ def export_engine(
 def _warn_about_leftovers(out_dir: Path):
     stale = [path.name for path, state in leftovers(out_dir) if state != "in use"]
     if stale:
-        log.warning("%d hidden folder(s) next to %s were left by killed exports (%s); `tav-export --out %s --clean-stale` "
-                    "removes the stale ones", len(stale), out_dir, ", ".join(stale[:3]), out_dir)
+        log.warning("%s next to %s %s left by killed exports (%s); `tav-export --out %s --clean-stale` removes the stale ones",
+                    _count(len(stale), "hidden folder"), out_dir, "was" if len(stale) == 1 else "were", ", ".join(stale[:3]), out_dir)
 
 
 def _export_graph(spec, staging, precision, opset, plugin_context, threshold, timings, attention, standard_twin) -> dict:
@@ -233,7 +233,7 @@ def _export_graph(spec, staging, precision, opset, plugin_context, threshold, ti
     log.info(
         "%s: ORT vs PyTorch fp32%s: rel_l2 %.2g, max_abs %.2g (tolerance %g)%s", spec.name,
         "" if fields["parity"] else " (standard-op twin)", parity["rel_l2_err"], parity["max_abs_err"], parity["tolerance_rel_l2"],
-        f"; {fields['attention']['fused']} attention layers fused" if fields["attention"]["fused"] else "",
+        f"; {_count(fields['attention']['fused'], 'attention layer')} fused" if fields["attention"]["fused"] else "",
     )
     return fields
 
@@ -299,6 +299,10 @@ def _tool_versions(trt) -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @contextmanager

@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 from .backends import BACKENDS, DEVICES
+from .help_format import DefaultsHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"))
+    parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"),
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--engine", required=True, help="ENGINE_DIR written by tav-export (a full one, or a base with --video)")
     parser.add_argument("--video", help="NAME.tavpack to sample with a base ENGINE_DIR (tav-export --pack-for)")
     parser.add_argument("--prompt", required=True)

@@ -6,11 +6,13 @@ import signal
 import sys
 import threading
 
+from tav.runtime.help_format import DefaultsHelpFormatter
+
 from .config import Limits, ServeConfig, token_from_env
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--base", required=True, help="the base ENGINE_DIR (tav-export --base) every replica loads")
     parser.add_argument("--packs", required=True, metavar="STORE",
                         help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
@@ -61,7 +63,7 @@ def main(argv=None):
         config = launch.fit_to_cluster(config, args.replicas)
         launch.deploy(config, args.host, args.port)
         where = "GPU" if config.use_gpu else "CPU"
-        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica(s), "
+        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica{'' if config.replicas == 1 else 's'}, "
               f"store {config.store}, tuning {'on' if config.sd_dir else 'off'})", file=sys.stderr, flush=True)
         stopping.wait()
         print("tav-serve: shutting down (draining requests)", file=sys.stderr, flush=True)

@@ -65,7 +65,8 @@ def deploy(config: ServeConfig, host: str, port: int) -> None:
     """Fail unfinished jobs of a previous run, start Serve's proxy on host:port, run the application (blocks until ready)."""
     interrupted = fail_interrupted(Store(config.store))
     if interrupted:
-        log.warning("marked %d interrupted job(s) failed: %s", len(interrupted), ", ".join(interrupted))
+        log.warning("marked %d interrupted job%s failed: %s", len(interrupted), "" if len(interrupted) == 1 else "s",
+                    ", ".join(interrupted))
     # The proxy's own end-to-end timeout backs up the ingress's per-call one (which answers 504 with a message).
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": config.limits.generate_timeout_s + 60})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)

@@ -6,20 +6,21 @@
 """
 
 import argparse
+import time
 
+from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import check_fps, check_output_path, write_video
 
 from .cli_common import run_cli
-from .model_sources import resolve_base_model
-from .sampler import INITS, sample
-from .tuned_weights import load_tuned
-from .tuning_session import resolve_device
+from .progress import Progress
 
 PROG = "tav-sample"
+INITS = ("inverted", "noise")  # the sampler's (tav.tuner.sampler.INITS), without importing torch for --help
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=DefaultsHelpFormatter)
     a = p.add_argument
     a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
     a("--pretrained", metavar="SD_MODEL", help="where the base model the weights were tuned on is now, if not where "
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="replace an existing --out file (or folder of PNG frames)")
     a("--allow-base-mismatch", action="store_true",
       help="sample even if the SD folder changed since tuning (its hash differs from run.json's); results will differ")
+    a("--quiet", action="store_true", help="no progress bar or stage lines on stderr; print only the output path")
     return p
 
 
@@ -47,13 +49,25 @@ def main_args(argv=None):
     check_fps(args.fps)
     if args.revision and not args.pretrained:
         raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
-    device = resolve_device(args.device)
-    base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
-    tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
-    if args.init == "inverted" and tuned.inverted_latents is None:
-        raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
-    tuned.unet.to(device).eval()
-    result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta)
+    shown = Progress(PROG, not args.quiet)
+    with shown.stage("loading", "loading the tuned model"):
+        # torch and diffusers: imported after parsing, so --help answers at once
+        from .model_sources import resolve_base_model
+        from .sampler import sample
+        from .tuned_weights import load_tuned
+        from .tuning_session import resolve_device
+
+        device = resolve_device(args.device)
+        base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
+        tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
+        if args.init == "inverted" and tuned.inverted_latents is None:
+            raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
+        tuned.unet.to(device).eval()
+    start = time.perf_counter()
+    with shown.bar(args.steps, "DDIM") as bar:
+        result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta,
+                        on_step=lambda i: bar.update(1))
+    shown.line(f"sampled {args.steps} steps and decoded in {time.perf_counter() - start:.1f} s")
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 
 
