@@ -33,6 +33,9 @@ def main(argv=None):
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
+    from tav.tuner.cli_common import quiet_environment
+
+    quiet_environment()
     from .report import print_table  # torch: after parsing, so --help answers at once
     from .suite import BenchConfig, run_suite
 

@@ -2,11 +2,13 @@
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
 from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.tuner.cli_common import quiet_environment  # tuning jobs run in Ray workers, which inherit the environment
 
 from .config import Limits, ServeConfig, token_from_env
 
@@ -47,6 +49,9 @@ def config_from_args(args) -> ServeConfig:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_environment()
+    if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     from . import launch  # imports Ray: after --help
 

@@ -18,7 +18,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from .config import ServeConfig
 from .errors import ApiError, busy
 from .ids import BadId, check_job_id, check_video_id, new_job_id
-from .jobs import create_job, fail_job, public_view, read_job, reserved_video_ids
+from .jobs import create_job, fail_job, public_view, read_job, reserved_video_ids, waiting_reason
 from .metrics import RequestMetrics
 from .residency import VideoNotFound, VideoUnusable
 from .schemas import GenerateRequest, TuneOptions, one_line
@@ -195,9 +195,13 @@ class IngressService:
         except BadId as err:
             raise ApiError(422, str(err)) from None
         try:
-            return public_view(await asyncio.to_thread(read_job, self.store, job_id))
+            view = public_view(await asyncio.to_thread(read_job, self.store, job_id))
         except FileNotFoundError:
             raise ApiError(404, f"no job {job_id}") from None
+        if view["state"] == "queued":
+            need = {"CPU": self.config.job_cpus, "GPU": self.config.job_gpus}
+            view["waiting"] = waiting_reason(need, ray.available_resources())
+        return view
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,6 +1,9 @@
 """Tuning-job records in STORE/jobs: created by the ingress, advanced by the job's Ray task, read by anyone.
 
-A record's ``state`` is queued -> running -> done | failed. Every change rewrites the whole
+A record's ``state`` is queued -> running -> done | failed; its ``stage`` says more: queued,
+tuning, inverting, packing, done or failed, with ``progress`` {step, total} and the last
+training ``loss`` while tuning; while queued, GET adds ``waiting`` (``waiting_reason``: what
+the job waits for and what is free). Every change rewrites the whole
 record atomically (tav.serve.store.write_json_atomic). A service stop, and a start after a
 crash, mark every job that is not finished as failed with the reason (``fail_interrupted``):
 a job is never left "running" with nobody running it, and a task that outlived its service
@@ -47,7 +50,7 @@ def update_job(store: Store, job_id: str, **changes) -> dict:
 def fail_job(store: Store, job_id: str, reason: str) -> bool:
     """Mark the job failed with ``reason`` if it is not finished; False if it already was."""
     try:
-        update_job(store, job_id, state="failed", error=reason)
+        update_job(store, job_id, state="failed", stage="failed", error=reason)
     except JobAbandoned:
         return False
     return True
@@ -80,5 +83,21 @@ def reserved_video_ids(store: Store) -> set:
 
 def public_view(record: dict) -> dict:
     """What GET /v1/jobs/{id} shows: no server paths."""
-    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "progress", "error", "options", "created", "updated")
-            if k in record}
+    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "progress", "loss", "error", "options", "created",
+                                   "updated") if k in record}
+
+
+def waiting_reason(need: dict, free: dict) -> str:
+    """Why a queued job has not started, from what its task asks for and what the cluster has free.
+
+    ``need`` and ``free`` map Ray resource names ("CPU", "GPU") to amounts, as ``ray.available_resources()``.
+    """
+    short = [f"{_amount(amount, name)}; {free.get(name, 0):g} free" for name, amount in need.items()
+             if amount and free.get(name, 0) < amount]
+    if short:
+        return "waiting for " + " and ".join(short) + " (busy with replicas or other jobs)"
+    return "starting: its resources are free, a worker process is being started"
+
+
+def _amount(amount: float, name: str) -> str:
+    return f"{amount:g} {name}" if amount == 1 else f"{amount:g} {name}s"

@@ -2,7 +2,7 @@
 
 The service is the real console script in a subprocess (its own local Ray instance,
 its HTTP proxy on a free port), sized for a shared 2-core machine: 2 model replicas of
-0.5 CPU, ONNX Runtime pinned to 1 thread, a small queue so 16 concurrent requests meet
+0.5 CPU, one tuning job at a time, ONNX Runtime pinned to 1 thread, a small queue so 16 concurrent requests meet
 back-pressure.
 """
 
@@ -22,6 +22,8 @@ from tav.export.cli import main as tav_export
 FRAMES, HEIGHT, WIDTH = 3, 64, 64
 TOKEN = "test-token-123"
 READY_TIMEOUT_S = 240  # Ray + Serve + replica start on a loaded 2-core machine
+# 2 CPUs - 2 replicas x 0.5 - the ingress's 0.1 leave 0.9: room for exactly one tuning job, so a second one queues.
+JOB_CPUS = 0.9
 
 
 def make_base(sd_dir, out) -> Path:
@@ -52,7 +54,7 @@ class ServeProcess:
         self.log = Path(log)
         command = [str(Path(sys.executable).parent / "tav-serve"), "--base", str(base_dir), "--packs", str(store),
                    "--sd", str(sd_dir), "--port", str(self.port), "--replicas", str(replicas),
-                   "--num-cpus", "4", "--replica-cpus", "0.5", "--job-cpus", "1", "--ort-threads", "1",
+                   "--num-cpus", "2", "--replica-cpus", "0.5", "--job-cpus", str(JOB_CPUS), "--ort-threads", "1",
                    "--max-ongoing", "2", "--max-queued", "4", "--resident-videos", "2", "--timeout", "120",
                    "--max-upload-mb", "1", "--metrics-port", str(self.metrics_port)]
         env = dict(os.environ, TAV_SERVE_TOKEN=TOKEN, OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0")

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make install adds it)")
 
 import httpx  # noqa: E402
-from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess, make_base, make_pack  # noqa: E402
+from serve_fixtures import FRAMES, HEIGHT, JOB_CPUS, TOKEN, WIDTH, ServeProcess, make_base, make_pack  # noqa: E402
 
 from tav.runtime.cli import main as tav_run  # noqa: E402
 from tav.runtime.video_output import write_video  # noqa: E402
@@ -228,24 +228,35 @@ def test_bad_requests_get_a_clear_status_and_write_nothing(served, client, tmp_p
 
 
 def test_a_tuning_job_runs_end_to_end_and_its_video_serves(served, client, tmp_path):
+    """Two uploads on a cluster with room for one job: one tunes while the other waits, and its record says why."""
     clip = write_video(make_clip(frames=8, size=64), tmp_path / "clip.mp4")
-    form = {"video_id": "tuned-here", "prompt": "a ball is bouncing", "steps": "2", "stride": "2",
-            "inversion_steps": "2", "eval_pairs": "1"}
-    with open(clip, "rb") as f:
-        accepted = client.post("/v1/videos", files={"clip": ("clip.mp4", f, "video/mp4")}, data=form)
-    assert accepted.status_code == 202, accepted.text
-    job_id = accepted.json()["job_id"]
-    assert accepted.headers["location"] == f"/v1/jobs/{job_id}"
-    deadline, job = time.monotonic() + 300, {}
+    jobs = {}
+    for video_id, steps in (("tuned-here", 2), ("tuned-next", 1)):
+        form = {"video_id": video_id, "prompt": "a ball is bouncing", "steps": str(steps), "stride": "2",
+                "inversion_steps": "2", "eval_pairs": "1"}
+        with open(clip, "rb") as f:
+            accepted = client.post("/v1/videos", files={"clip": ("clip.mp4", f, "video/mp4")}, data=form)
+        assert accepted.status_code == 202, accepted.text
+        jobs[video_id] = accepted.json()["job_id"]
+        assert accepted.headers["location"] == f"/v1/jobs/{jobs[video_id]}"
+    deadline, seen, records = time.monotonic() + 420, [], {}
     while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed"):
+        records = {v: client.get(f"/v1/jobs/{j}").json() for v, j in jobs.items()}
+        seen += [r for r in records.values() if r["state"] != "queued" or "waiting" in r]
+        if all(r["state"] in ("done", "failed") for r in records.values()):
             break
-        time.sleep(2)
-    assert job["state"] == "done", job
-    assert job["progress"] == {"step": 2, "total": 2} and job["video_id"] == "tuned-here"
-    assert not served["store"].upload_dir(job_id).exists()  # the clip goes once its job ends
-    assert "tuned-here" in [v["video_id"] for v in client.get("/v1/videos").json()["videos"]]
+        time.sleep(0.5)
+    assert [r["state"] for r in records.values()] == ["done", "done"], records
+    assert {r["stage"] for r in seen} <= {"queued", "tuning", "inverting", "packing", "done"}
+    waiting = {r["waiting"] for r in seen if r["state"] == "queued"}
+    assert f"waiting for {JOB_CPUS} CPUs; 0 free (busy with replicas or other jobs)" in waiting, waiting
+    assert all("waiting" not in r for r in seen if r["state"] != "queued")
+    assert any(r["stage"] == "tuning" and r["progress"]["step"] >= 1 and isinstance(r["loss"], float) for r in seen), seen
+    job = records["tuned-here"]
+    assert job["progress"] == {"step": 2, "total": 2} and job["video_id"] == "tuned-here" and job["stage"] == "done"
+    assert isinstance(job["loss"], float) and job["loss"] > 0
+    assert not served["store"].upload_dir(jobs["tuned-here"]).exists()  # the clip goes once its job ends
+    assert {"tuned-here", "tuned-next"} <= {v["video_id"] for v in client.get("/v1/videos").json()["videos"]}
     response = client.post("/v1/videos/tuned-here/generate", json=REQUEST)
     assert response.status_code == 200, response.text
     assert npy(response).shape == (FRAMES, HEIGHT, WIDTH, 3)
