@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="tav-export: %(message)s", stream=sys.stderr)
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="tav-export: %(message)s", stream=sys.stderr)
+    logging.getLogger("tav.export").setLevel(level)  # also where logging was set up before (a host program, tests)
     if args.clean_stale:
         return clean_stale(args.out)
     if not (args.weights or args.base):

@@ -12,7 +12,7 @@ from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import check_fps, check_output_path, write_video
 
 from .cli_common import run_cli
-from .progress import Progress
+from .progress import Progress, counted
 
 PROG = "tav-sample"
 INITS = ("inverted", "noise")  # the sampler's (tav.tuner.sampler.INITS), without importing torch for --help
@@ -67,7 +67,7 @@ def main_args(argv=None):
     with shown.bar(args.steps, "DDIM") as bar:
         result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta,
                         on_step=lambda i: bar.update(1))
-    shown.line(f"sampled {args.steps} steps and decoded in {time.perf_counter() - start:.1f} s")
+    shown.line(f"sampled {counted(args.steps, 'step')} and decoded in {time.perf_counter() - start:.1f} s")
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 
 

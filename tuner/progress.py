@@ -33,3 +33,8 @@ class Progress:
     def bar(self, total: int, desc: str, initial: int = 0, unit: str = "step") -> tqdm:
         return tqdm(total=total, initial=initial, desc=f"{self.prog} {desc}".strip(), unit=unit, dynamic_ncols=True,
                     file=sys.stderr, disable=not self.enabled)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "UNet pass", "UNet passes")`` -> "1 UNet pass"; the plural defaults to noun + "s"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

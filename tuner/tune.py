@@ -28,7 +28,7 @@ from . import sd_folder
 from .inversion import ddim_inversion
 from .model_sources import resolve_base_model
 from .partial_claim import claim_partial
-from .progress import Progress
+from .progress import Progress, counted
 from .saved_files import save_tensors
 from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
 from .tune_config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
@@ -89,6 +89,7 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
     with shown.stage("loading", "loading the model, encoding the clip and the prompt"):
         s = prepare(cfg, sd_dir, pixels)
     step, losses, train_time, resumed_from = 0, [], 0.0, None
+    passes = counted(cfg.eval_pairs, "UNet pass", "UNet passes")
     if cfg.resume:
         tensors, state = load_checkpoint(partial, s.optimizer, s.scaler, s.generator)
         with torch.no_grad():
@@ -100,7 +101,7 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
             raise ValueError(f"the checkpoint is at step {step}, past --steps {cfg.steps}; pass --steps {step} or more")
     else:
         (partial / TUNE_CONFIG).write_text(json.dumps(settings, indent=1))
-        with shown.stage("evaluating", f"evaluating the loss before tuning ({cfg.eval_pairs} UNet passes)"):
+        with shown.stage("evaluating", f"evaluating the loss before tuning ({passes})"):
             eval_before = eval_loss(s)
 
     def checkpoint():
@@ -131,12 +132,12 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
                 on_step(step, loss)
             stop.check()
         progress.close()
-        with shown.stage("evaluating", f"evaluating the loss after tuning ({cfg.eval_pairs} UNet passes)"):
+        with shown.stage("evaluating", f"evaluating the loss after tuning ({passes})"):
             eval_after = eval_loss(s)
         shown.line(f"evaluation loss {eval_before:.4f} -> {eval_after:.4f}")
         stop.check()
         tick = time.perf_counter()
-        with shown.stage("inverting", f"inverting the clip ({cfg.inversion_steps} DDIM steps)"), \
+        with shown.stage("inverting", f"inverting the clip ({counted(cfg.inversion_steps, 'DDIM step')})"), \
                 shown.bar(cfg.inversion_steps, "inversion") as bar:
             inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(sd_dir), cfg.inversion_steps,
                                       s.autocast, on_step=lambda i: (bar.update(1), stop.check()))
