@@ -43,3 +43,16 @@ def test_help_answers_quickly_and_shows_defaults(name):
     assert seconds < HELP_SECONDS, f"{name} --help took {seconds:.1f} s"
     assert "None)" not in result.stdout and "default: False" not in result.stdout
     assert "(default: " in result.stdout
+
+
+def test_lazy_package_exports_stay_the_functions_after_their_submodules_load():
+    import importlib
+    import inspect
+
+    importlib.import_module("tav.tuner.tune")  # the submodule shares the function's name
+    importlib.import_module("tav.export.pipeline")
+    from tav.export import export_engine
+    from tav.tuner import TuneConfig, sample, tune
+
+    assert inspect.isfunction(tune) and tune.__module__ == "tav.tuner.tune"
+    assert inspect.isfunction(sample) and inspect.isfunction(export_engine) and inspect.isclass(TuneConfig)

@@ -66,12 +66,32 @@ def test_a_restart_fails_unfinished_jobs_with_the_reason_and_keeps_finished_ones
     assert sorted(jobs.fail_interrupted(store)) == sorted([queued, running])
     for job_id in (queued, running):
         record = jobs.read_job(store, job_id)
-        assert record["state"] == "failed" and "restarted" in record["error"]
+        assert record["state"] == "failed" and record["stage"] == "failed" and "restarted" in record["error"]
     assert store.job_path(done).read_bytes() == done_record
     # A task that outlived the restart stops at its next progress write instead of reviving the record.
     with pytest.raises(jobs.JobAbandoned, match="already failed"):
         jobs.update_job(store, running, progress={"step": 3, "total": 4})
     assert jobs.fail_interrupted(store) == []
+
+
+def test_a_queued_job_says_what_it_waits_for_and_what_is_free():
+    # Ray's available_resources() leaves out a resource with nothing free.
+    assert jobs.waiting_reason({"CPU": 1.0, "GPU": 0.0}, {"CPU": 0.5, "memory": 1e9}) == \
+        "waiting for 1 CPU; 0.5 free (busy with replicas or other jobs)"
+    assert jobs.waiting_reason({"CPU": 2.0, "GPU": 1.0}, {"memory": 1e9}) == \
+        "waiting for 2 CPUs; 0 free and 1 GPU; 0 free (busy with replicas or other jobs)"
+    assert jobs.waiting_reason({"CPU": 1.0, "GPU": 0.0}, {"CPU": 1.0}).startswith("starting: ")
+
+
+def test_the_public_view_shows_stage_progress_and_loss_but_no_server_paths(tmp_path):
+    store = Store(tmp_path).create()
+    job_id = new_job_id()
+    jobs.create_job(store, job_id, "v", "clip.mp4", OPTIONS)
+    jobs.update_job(store, job_id, state="running", stage="inverting", worker_pid=123, progress={"step": 4, "total": 4},
+                    loss=0.25)
+    view = jobs.public_view(jobs.read_job(store, job_id))
+    assert (view["stage"], view["progress"], view["loss"]) == ("inverting", {"step": 4, "total": 4}, 0.25)
+    assert "clip" not in view and "worker_pid" not in view
 
 
 def test_ids_of_packs_and_unfinished_jobs_are_reserved(tmp_path):
