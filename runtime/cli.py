@@ -67,6 +67,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("tav-run: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as err:  # `pip install .` without an extra has no ONNX Runtime
+        hint = ' (pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)' if err.name == "onnxruntime" else ""
+        sys.exit(f"tav-run: error: {err.name} is not installed{hint}")
     except (EngineDirError, VideoOutputError, NonFiniteError, UnknownVideoError, ValueError, RuntimeError, OSError) as err:
         sys.exit(f"tav-run: error: {' '.join(str(err).split()) or type(err).__name__}")
     if not args.quiet:
