@@ -52,7 +52,7 @@ def test_tav_sample_shows_its_ddim_loop_and_quiet_silences_it(run_dir, tmp_path,
     argv = ["--weights", str(run_dir), "--prompt", "a red ball", "--steps", "2"]
     sample_main([*argv, "--out", str(tmp_path / "shown.npy")])
     out, err = capsys.readouterr()
-    assert "tav-sample: loading the tuned model" in err and "tav-sample DDIM: 100%" in err and "2/2" in err
+    assert "tav-sample: loaded the tuned model in " in err and "tav-sample DDIM: 100%" in err and "2/2" in err
     assert "tav-sample: sampled 2 steps and decoded in" in err
     assert out.strip() == str(tmp_path / "shown.npy")
     sample_main([*argv, "--out", str(tmp_path / "quiet.npy"), "--quiet"])

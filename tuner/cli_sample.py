@@ -49,20 +49,21 @@ def main_args(argv=None):
     check_fps(args.fps)
     if args.revision and not args.pretrained:
         raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
-    shown = Progress(PROG, not args.quiet)
-    with shown.stage("loading", "loading the tuned model"):
-        # torch and diffusers: imported after parsing, so --help answers at once
-        from .model_sources import resolve_base_model
-        from .sampler import sample
-        from .tuned_weights import load_tuned
-        from .tuning_session import resolve_device
+    shown, start = Progress(PROG, not args.quiet), time.perf_counter()
+    # torch and diffusers: imported after parsing, so --help answers at once
+    from .model_sources import resolve_base_model
+    from .sampler import sample
+    from .tuned_weights import load_tuned
+    from .tuning_session import resolve_device
 
-        device = resolve_device(args.device)
-        base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
-        tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
-        if args.init == "inverted" and tuned.inverted_latents is None:
-            raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
-        tuned.unet.to(device).eval()
+    device = resolve_device(args.device)
+    base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
+    tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
+    if args.init == "inverted" and tuned.inverted_latents is None:
+        raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
+    tuned.unet.to(device).eval()
+    # Said once loaded, not before: a bad RUN_DIR stays a single error line.
+    shown.line(f"loaded the tuned model in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     with shown.bar(args.steps, "DDIM") as bar:
         result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta,
