@@ -14,7 +14,8 @@ from .config import Limits, ServeConfig, token_from_env
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--base", required=True, help="the base ENGINE_DIR (tav-export --base) every replica loads")
     parser.add_argument("--packs", required=True, metavar="STORE",
                         help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
@@ -67,8 +68,8 @@ def main(argv=None):
     try:
         config = launch.fit_to_cluster(config, args.replicas)
         launch.deploy(config, args.host, args.port)
-        where = "GPU" if config.use_gpu else "CPU"
-        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica{'' if config.replicas == 1 else 's'}, "
+        replicas = f"{config.replicas} {'GPU' if config.use_gpu else 'CPU'} replica{'' if config.replicas == 1 else 's'}"
+        print(f"tav-serve: ready on http://{args.host}:{args.port} ({replicas}, "
               f"store {config.store}, tuning {'on' if config.sd_dir else 'off'})", file=sys.stderr, flush=True)
         stopping.wait()
         print("tav-serve: shutting down (draining requests)", file=sys.stderr, flush=True)
