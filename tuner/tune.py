@@ -170,6 +170,8 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
         resolved_precision=str(s.compute_dtype or torch.float32).replace("torch.", ""),
         resolved_device=str(s.device),
         latents_shape=list(s.latents.shape),
+        tuned_frames=cfg.frames,  # tav-invert keeps this (and the window) when it re-inverts another length
+        temporal_window=cfg.frames,  # tuned with full attention over its frames: the default window elsewhere
         inversion={"steps": cfg.inversion_steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
         losses=losses,
         eval_loss_before=eval_before,

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from .checkpoints import read_state_dict
 from .model_sources import resolve_base_model
 from .sd_folder import check_sd_folder, file_sha256, folder_hash
+from .temporal_window import recorded_temporal_window
 from .video_unet import VideoUNet
 
 log = logging.getLogger("tav.tuner")
@@ -87,6 +88,7 @@ def _load_run_dir(path: Path, dtype, override, allow_base_mismatch: bool) -> Tun
     base_hash = _check_base_hash(path, meta, base_dir, allow_base_mismatch, given=override is not None)
     unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
+    unet.temporal_window = recorded_temporal_window(meta, frames, path / RUN_JSON)
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
     return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta,
