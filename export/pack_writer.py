@@ -22,6 +22,7 @@ from tav.runtime.packs import (LATENTS_KEY, METADATA_KEY, PACK_SCHEMA_VERSION, P
 
 from .base_engine import unet_frozen_sha256
 from .errors import ExportError
+from .finite_check import refuse_non_finite_array, refuse_non_finite_model
 
 # What a pack keeps of run.json: enough to tell videos apart and judge the tuning, not the per-step losses.
 RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "tuned_frames", "temporal_window", "stride", "start", "height", "width", "steps", "learning_rate", "seed",
@@ -43,6 +44,7 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
         raise ExportError(f"--out {out} is a folder; a pack is one file")
     manifest = _read_base(base_dir)
     tuned = load_tuned(weights)
+    refuse_non_finite_model(tuned, weights)
     base = manifest.base
     latents = tuned.inverted_latents
     if latents is not None and tuple(latents.shape) != manifest.latent_shape:
@@ -63,6 +65,7 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
         value = state[tunable["param"]].detach().cpu()
         value = value.t() if tunable["layout"] == "transposed" else value
         tensors[tunable["name"]] = np.ascontiguousarray(value.to(TORCH_DTYPES[tunable["dtype"]]).numpy())
+        refuse_non_finite_array(tensors[tunable["name"]], tunable["param"], weights)
     if latents is not None:
         tensors[LATENTS_KEY] = np.ascontiguousarray(latents.float().numpy())
     meta = {

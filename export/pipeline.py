@@ -22,6 +22,7 @@ from tav.runtime.backend_trt import PLUGIN_FILE
 from .base_engine import base_section, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
+from .finite_check import refuse_non_finite_model
 from .graph_export import Exported, GraphOptions, export_graph
 from .graphs import GRAPH_NAMES, LATENT_CHANNELS, VAE_FACTOR, graph_spec
 from .kv_gather_plugin import kv_gather_plugin
@@ -107,6 +108,7 @@ def export_engine(
             from tav.tuner.tuned_weights import load_tuned
 
             tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
+            refuse_non_finite_model(tuned, weights)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
             window = apply_window(tuned, frames, temporal_window)
         exported = _export_graphs(tuned, (frames, height, width), staging, options, base, plugin, timings)

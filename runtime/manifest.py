@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine_paths import UnsafeName, resolve_inside
+from .regular_files import NotRegularFile, open_regular
 
 log = logging.getLogger("tav.runtime")
 
@@ -72,7 +73,12 @@ class GraphEntry:
     @classmethod
     def from_json(cls, name: str, entry: dict) -> "GraphEntry":
         """Raises KeyError/TypeError/ValueError on a missing or wrongly typed field (read_manifest words them)."""
-        specs = lambda items: tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)  # noqa: E731
+        def specs(items) -> tuple:  # typed before describe_io_mismatch hashes and sorts the names
+            if not all(isinstance(t, dict) and _is_text(t.get("name"), t.get("dtype")) and isinstance(t.get("shape"), list)
+                       and all(type(n) is int for n in t["shape"]) for t in items):
+                raise TypeError(f"graphs.{name} inputs/outputs (each needs a string name and dtype and an integer shape)")
+            return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
+
         if not isinstance(entry, dict):
             raise TypeError(f"graphs.{name} is not an object")
         tensorrt = entry.get("tensorrt")
@@ -101,6 +107,41 @@ class GraphEntry:
 
 def _is_text(*values) -> bool:
     return all(isinstance(v, str) for v in values)
+
+
+def _check_numbers(raw: dict) -> None:
+    """Sizes are positive JSON integers and the VAE factor a positive finite number: int("3"), int(2.5) and
+    float(true) would otherwise turn a garbled field into a plausible one."""
+    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels", "temporal_window"):
+        if key == "temporal_window" and key not in raw:  # ENGINE_DIRs from before windows
+            continue
+        if type(raw[key]) is not int or raw[key] < 1:
+            raise TypeError(f"{key} (must be a positive integer, got {raw[key]!r})")
+    factor = raw["vae_scaling_factor"]
+    if type(factor) not in (int, float) or not 0 < factor < float("inf"):
+        raise TypeError(f"vae_scaling_factor (must be a positive number, got {factor!r})")
+    source = raw.get("source") or {}  # informational, but services read source.base_model
+    if not isinstance(source, dict) or not isinstance(source.get("base_model", ""), (str, type(None))):
+        raise TypeError("source (must be an object whose base_model is a path string)")
+
+
+def _check_base_section(base) -> None:
+    """A base ENGINE_DIR's "base" section, typed as packs and backends index it (TypeError naming the field)."""
+    if base is None:
+        return
+    if not isinstance(base, dict):
+        raise TypeError(f"base (a JSON {type(base).__name__}, not an object)")
+    if not _is_text(base.get("id"), base.get("unet_frozen_sha256")):
+        raise TypeError("base.id / base.unet_frozen_sha256 (not strings)")
+    tunable = base.get("tunable")
+    if not isinstance(tunable, list) or not tunable:
+        raise TypeError("base.tunable (not a non-empty list)")
+    for i, t in enumerate(tunable):
+        shape = t.get("shape") if isinstance(t, dict) else None
+        if not (isinstance(t, dict) and _is_text(t.get("name"), t.get("param")) and t.get("dtype") in FLOAT_DTYPES.values()
+                and t.get("layout") in ("as_is", "transposed") and isinstance(shape, list)
+                and all(type(n) is int and n > 0 for n in shape)):
+            raise TypeError(f"base.tunable[{i}] (needs name, param, a float dtype, a layout and a shape of positive integers)")
 
 
 @dataclass(frozen=True)
@@ -191,15 +232,17 @@ def read_manifest(engine_dir) -> Manifest:
         readable = " or ".join(map(str, READABLE_SCHEMAS))
         raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
     try:
+        _check_numbers(raw)
         manifest = Manifest(
             engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
             int(raw["text_max_length"]), int(raw["text_dim"]), int(raw["latent_channels"]),
             float(raw["vae_scaling_factor"]),
             {name: GraphEntry.from_json(name, raw["graphs"][name]) for name in GRAPHS},
-            dict(raw["files"]), raw,
+            raw["files"], raw,
         )
-        if not all(_is_text(k, v) for k, v in manifest.files.items()):
+        if not isinstance(manifest.files, dict) or not all(_is_text(k, v) for k, v in manifest.files.items()):
             raise TypeError("files maps a name to something other than a sha256 string")
+        _check_base_section(raw.get("base"))
         names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]
     except (KeyError, TypeError, ValueError) as err:
         raise refuse(engine_dir, f"manifest.json lacks or garbles {err}") from None
@@ -234,9 +277,15 @@ def verify_files(manifest: Manifest, backend: str) -> None:
             expected.update(graph.external_data)
     for relative, sha256 in expected.items():
         path = manifest.path(relative)
-        if not path.is_file():
+        if not path.exists():
             raise refuse(manifest.engine_dir, f"{relative} is missing")
-        if file_sha256(path) != sha256:
+        try:
+            actual = file_sha256(path)
+        except NotRegularFile as err:  # /dev/zero or a FIFO would hang the hash
+            raise refuse(manifest.engine_dir, f"{relative} is {err.kind}, not a regular file") from None
+        except OSError as err:
+            raise refuse(manifest.engine_dir, f"{relative} cannot be read ({err.strerror or err})") from None
+        if actual != sha256:
             raise refuse(manifest.engine_dir, f"{relative} does not match its sha256 in manifest.json (edited or corrupt)")
 
 
@@ -255,8 +304,9 @@ def read_inverted_latents(manifest: Manifest) -> np.ndarray:
 
 
 def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """sha256 of a regular file's bytes; NotRegularFile (a ValueError) for devices, FIFOs and folders."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()

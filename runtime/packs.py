@@ -11,13 +11,15 @@ and how to make a fitting pack.
 """
 
 import hashlib
-import io
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .regular_files import NotRegularFile, open_regular
 
 PACK_SCHEMA_VERSION = 1
 PACK_SUFFIX = ".tavpack"
@@ -56,19 +58,85 @@ def read_header(fh, path: Path, size: int) -> tuple:
         header = json.loads(fh.read(length))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise PackError(f"{path}: corrupt header (not JSON); copy it again or re-make it") from None
+    if not isinstance(header, dict):
+        raise PackError(f"{path}: corrupt header (a JSON {type(header).__name__}, not an object); copy it again or re-make it")
     return header, 8 + length
 
 
 def _metadata(header: dict, path: Path) -> dict:
-    raw = header.get("__metadata__") or {}
-    if METADATA_KEY not in raw or SHA_KEY not in raw:
+    """The pack's metadata, every field the runtime reads type-checked (the sha256 only proves integrity)."""
+    raw = header.get("__metadata__")
+    if raw is None or (isinstance(raw, dict) and (METADATA_KEY not in raw or SHA_KEY not in raw)):
         raise PackError(f"{path}: a safetensors file without tav pack metadata, not a {PACK_SUFFIX}")
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise PackError(f"{path}: corrupt header (__metadata__ must map names to strings); copy it again or re-make it")
     try:
         meta = json.loads(raw[METADATA_KEY])
     except json.JSONDecodeError:
         raise PackError(f"{path}: corrupt pack metadata (not JSON); copy it again or re-make it") from None
+    problem = pack_metadata_problem(meta)
+    if problem:
+        raise PackError(f"{path}: corrupt pack metadata ({problem}); re-make it with tav-export --pack-for")
     meta[SHA_KEY] = raw[SHA_KEY]
     return meta
+
+
+def pack_metadata_problem(meta) -> str | None:
+    """None when the fields the runtime and services read have their types, else what is wrong (schema 1)."""
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, not an object"
+    version = meta.get("schema_version")
+    if not _is_int(version):
+        return f"schema_version is {version!r}, not an integer"
+    if version != PACK_SCHEMA_VERSION:
+        return None  # another schema: check_pack_fits names the versions
+    base = meta.get("base")
+    if not isinstance(base, dict):
+        return f"base is {type(base).__name__}, not an object"
+    for key, ok in _BASE_FIELDS.items():
+        if not ok(base.get(key)):
+            return f"base.{key} is {base.get(key)!r}"
+    if "temporal_window" in base and not (_is_int(base["temporal_window"]) and base["temporal_window"] > 0):
+        return f"base.temporal_window is {base['temporal_window']!r}"  # absent in packs from before windows
+    for key, ok in _OPTIONAL_FIELDS.items():
+        if key in meta and not ok(meta[key]):
+            return f"{key} is {type(meta[key]).__name__}"
+    return None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
+
+
+_BASE_FIELDS = {"id": lambda v: isinstance(v, str), "unet_frozen_sha256": lambda v: isinstance(v, str),
+                "frames": lambda v: _is_int(v) and v > 0, "height": lambda v: _is_int(v) and v > 0,
+                "width": lambda v: _is_int(v) and v > 0, "precision": lambda v: isinstance(v, str)}
+_OPTIONAL_FIELDS = {"prompt": lambda v: v is None or isinstance(v, str), "run": lambda v: isinstance(v, dict),
+                    "source": lambda v: isinstance(v, dict), "tools": lambda v: isinstance(v, dict),
+                    "has_inverted_latents": lambda v: isinstance(v, bool), "tensors": _is_int, "tensor_bytes": _is_int}
+
+
+def _data_end(header: dict, path: Path) -> int:
+    """Where the tensor bytes end by the header's index, after type-checking every entry of it."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not _is_index_entry(entry):
+            raise PackError(f"{path}: corrupt header (tensor {name[:80]!r} needs a dtype, a shape and two data offsets); "
+                            "copy it again or re-make it")
+        end = max(end, entry["data_offsets"][1])
+    return end
+
+
+def _is_index_entry(entry) -> bool:
+    """A safetensors index entry: {"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin <= end]}."""
+    if not isinstance(entry, dict):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    return (isinstance(entry.get("dtype"), str) and isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
+            and isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
+            and 0 <= offsets[0] <= offsets[1])
 
 
 def read_pack_metadata(path) -> dict:
@@ -78,14 +146,22 @@ def read_pack_metadata(path) -> dict:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with _open_pack(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
             header, _ = read_header(fh, path, size)
     except OSError as err:
         raise PackError(f"{path}: cannot read the pack ({err.strerror or err})") from None
+    _data_end(header, path)
     meta = _metadata(header, path)
     meta["file_bytes"] = size
     return meta
+
+
+def _open_pack(path: Path):
+    try:
+        return open_regular(path)
+    except NotRegularFile as err:
+        raise PackError(f"{err} (a pack is a {PACK_SUFFIX} file)") from None
 
 
 @dataclass
@@ -100,20 +176,31 @@ class Pack:
         return sum(a.nbytes for a in self.tensors.values())
 
 
-def read_pack(path) -> Pack:
-    """The pack's tensors, after its sha256 matched: a tampered or truncated pack is refused."""
+def read_pack(path, max_tensor_bytes: int | None = None) -> Pack:
+    """The pack's tensors, after its sha256 matched: a tampered or truncated pack is refused.
+
+    The header is read and checked first (types, length against the file's size and, when given,
+    tensor bytes against ``max_tensor_bytes``, see ``pack_byte_limit``): only then are the tensors read.
+    """
     from safetensors.numpy import load
 
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        with _open_pack(path) as fh:
+            size = os.fstat(fh.fileno()).st_size  # its size when opened: a growing file is not chased
+            header, start = read_header(fh, path, size)
+            end = start + _data_end(header, path)
+            meta = _metadata(header, path)
+            if size != end:
+                raise PackError(f"{path}: truncated or padded ({size} bytes, the header says {end}); copy it again")
+            if max_tensor_bytes is not None and end - start > max_tensor_bytes:
+                raise PackError(f"{path}: declares {end - start} bytes of tensors, more than the {max_tensor_bytes} its "
+                                "base takes; it is not a pack for this base (check its metadata with read_pack_metadata)")
+            fh.seek(0)
+            blob = fh.read(size)
     except OSError as err:
         raise PackError(f"{path}: cannot read the pack ({err.strerror or err})") from None
-    header, start = read_header(io.BytesIO(blob), path, len(blob))
-    meta = _metadata(header, path)
-    index = {k: v for k, v in header.items() if k != "__metadata__"}
-    end = start + max((v["data_offsets"][1] for v in index.values()), default=0)
-    if len(blob) != end:
+    if len(blob) != end:  # shrank while read
         raise PackError(f"{path}: truncated or padded ({len(blob)} bytes, the header says {end}); copy it again")
     if pack_digest(header, memoryview(blob)[start:]) != meta[SHA_KEY]:
         raise PackError(f"{path}: sha256 mismatch (the file was edited or corrupted); copy it again or re-make it")
@@ -123,6 +210,12 @@ def read_pack(path) -> Pack:
         raise PackError(f"{path}: unreadable tensors ({str(err).splitlines()[0]}); re-make it") from None
     latents = arrays.pop(LATENTS_KEY, None)
     return Pack(path, meta, arrays, latents)
+
+
+def pack_byte_limit(manifest) -> int:
+    """The most tensor bytes a pack for base ``manifest`` holds: its tunable inputs plus float32 inverted latents."""
+    tensors = [(t.shape, t.dtype) for t in manifest.tunable_inputs] + [(manifest.latent_shape, "float32")]
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for shape, dtype in tensors)
 
 
 def check_pack_fits(pack: Pack, manifest) -> None:
@@ -159,6 +252,9 @@ def check_pack_fits(pack: Pack, manifest) -> None:
         if tuple(array.shape) != tuple(spec.shape) or array.dtype.name != spec.dtype:
             raise PackError(f"{where}: {name} is {array.dtype.name}{list(array.shape)}, base {manifest.engine_dir} "
                             f"takes {spec.dtype}{list(spec.shape)}; {hint}")
+        if not np.isfinite(array).all():  # would surface only at step 1, as a NaN from "the graphs"
+            raise PackError(f"{where}: tuned tensor {name} contains NaN/Inf (a diverged tuning run); re-tune it "
+                            "(tav-tune, e.g. a lower learning rate) and re-make the pack")
     latents = pack.inverted_latents
     if latents is not None and (latents.shape != manifest.latent_shape or latents.dtype != np.float32):
         raise PackError(f"{where}: inverted latents are {latents.dtype}{list(latents.shape)}, base {manifest.engine_dir} "

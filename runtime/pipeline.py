@@ -17,7 +17,8 @@ from tqdm import tqdm
 from .backends import LoadedGraphs, choose_backend
 from .ddim import DDIMConfig, DDIMScheduler
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
-from .packs import check_pack_fits, read_pack, remake_hint
+from .packs import check_pack_fits, pack_byte_limit, read_pack, remake_hint
+from .sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS
 from .tokenizer import ClipTokenizer
 from .video_registry import VideoRegistry
 from .video_output import frames_to_uint8
@@ -152,7 +153,7 @@ class VideoPipeline:
         """
         videos = self._require_base("add_video")
         videos.check_free(name, replace)  # before reading a large file
-        pack = read_pack(pack_path)
+        pack = read_pack(pack_path, pack_byte_limit(self.manifest))  # a foreign pack's bytes are never read
         check_pack_fits(pack, self.manifest)
         with self._lock:  # uploads and evictions never overlap an engine call
             self._check_open()
@@ -252,6 +253,9 @@ class VideoPipeline:
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             if not isinstance(text, str):  # a list would silently become a batch of prompts
                 raise TypeError(f"{name} must be a str (one prompt per call), got {type(text).__name__}")
+            if len(text) > MAX_PROMPT_CHARS:
+                raise ValueError(f"{name} has {len(text)} characters, over the limit of {MAX_PROMPT_CHARS} "
+                                 "(CLIP reads the first 77 tokens)")
         if not _is_integer(steps) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         if not _is_integer(seed) or seed < 0:
@@ -259,7 +263,7 @@ class VideoPipeline:
         if not _is_real(guidance) or not np.isfinite(guidance):
             raise ValueError(f"guidance must be a finite number, got {guidance!r}")
         # Above 1 the DDIM noise term exceeds what the step leaves room for (the square root of a negative).
-        if not _is_real(eta) or not 0 <= eta <= 1:
+        if not _is_real(eta) or not ETA_MIN <= eta <= ETA_MAX:
             raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta!r}")
         if steps > self.scheduler.max_steps:
             raise ValueError(f"steps must be between 1 and {self.scheduler.max_steps} for this ENGINE_DIR's scheduler, got {steps}")

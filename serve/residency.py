@@ -13,6 +13,7 @@ import itertools
 import threading
 from contextlib import contextmanager
 
+from .errors import client_message
 from .store import Store
 
 _load_counter = itertools.count(1)
@@ -88,6 +89,6 @@ def load_video_into(pipe, video_id: str, store: Store) -> ResidentVideo:
     name = f"{video_id}#{next(_load_counter)}"
     try:
         pipe.add_video(name, path)
-    except ValueError as err:  # tav.runtime's PackError: one line naming the pack and what differs
-        raise VideoUnusable(f"video {video_id!r} cannot be served: {str(err).splitlines()[0]}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # PackError, or a header the reader trips on
+        raise VideoUnusable(f"video {video_id!r} cannot be served: {client_message(err)}") from None
     return ResidentVideo(pipe, video_id, name)

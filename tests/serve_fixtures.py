@@ -1,9 +1,9 @@
 """A tav-serve process on the tiny model for the serving tests: one base, packs in a STORE, a real local Ray.
 
 The service is the real console script in a subprocess (its own local Ray instance,
-its HTTP proxy on a free port), sized for a shared 2-core machine: 2 model replicas of
-0.5 CPU, one tuning job at a time, ONNX Runtime pinned to 1 thread, a small queue so 16 concurrent requests meet
-back-pressure.
+its HTTP proxy on a free port), sized by tav-serve's defaults to this machine (on 2 cores:
+2 model replicas of 0.45 CPU beside one tuning job of 1 CPU), ONNX Runtime pinned to 1
+thread, a small queue so 16 concurrent requests meet back-pressure.
 """
 
 import os
@@ -22,8 +22,6 @@ from tav.export.cli import main as tav_export
 FRAMES, HEIGHT, WIDTH = 3, 64, 64
 TOKEN = "test-token-123"
 READY_TIMEOUT_S = 240  # Ray + Serve + replica start on a loaded 2-core machine
-# 2 CPUs - 2 replicas x 0.5 - the ingress's 0.1 leave 0.9: room for exactly one tuning job, so a second one queues.
-JOB_CPUS = 0.9
 
 
 def make_base(sd_dir, out) -> Path:
@@ -48,15 +46,15 @@ def free_port() -> int:
 class ServeProcess:
     """``tav-serve`` in a subprocess; its stdout+stderr (replica log lines included) go to ``log``."""
 
-    def __init__(self, base_dir, store, sd_dir, log: Path, replicas: int = 2):
+    def __init__(self, base_dir, store, sd_dir, log: Path, replicas: int = 2, extra=()):
         self.port, self.metrics_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
         command = [str(Path(sys.executable).parent / "tav-serve"), "--base", str(base_dir), "--packs", str(store),
                    "--sd", str(sd_dir), "--port", str(self.port), "--replicas", str(replicas),
-                   "--num-cpus", "2", "--replica-cpus", "0.5", "--job-cpus", str(JOB_CPUS), "--ort-threads", "1",
+                   "--ort-threads", "1",  # CPUs: the defaults (replicas share what the ingress and one job leave)
                    "--max-ongoing", "2", "--max-queued", "4", "--resident-videos", "2", "--timeout", "120",
-                   "--max-upload-mb", "1", "--metrics-port", str(self.metrics_port)]
+                   "--max-upload-mb", "1", "--metrics-port", str(self.metrics_port), *extra]
         env = dict(os.environ, TAV_SERVE_TOKEN=TOKEN, OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0")
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,

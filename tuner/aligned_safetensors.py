@@ -10,10 +10,14 @@ one copy of the weights in memory, bit-identical results whatever file they came
 """
 
 import json
+import math
+import os
 import struct
 from pathlib import Path
 
 import torch
+
+from tav.runtime.regular_files import open_regular
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
@@ -23,8 +27,8 @@ MAX_HEADER = 100 * 2**20  # safetensors' own limit
 def read_safetensors(path) -> dict:
     """{name: tensor} of ``path``; ValueError naming the problem for a malformed or truncated file."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        size = path.stat().st_size
+    with open_regular(path) as fh:  # a FIFO or /dev/zero under a weights name: refused, not read forever
+        size = os.fstat(fh.fileno()).st_size
         (header_len,) = struct.unpack("<Q", fh.read(8))
         if not 0 < header_len <= min(MAX_HEADER, size - 8):
             raise ValueError(f"{path.name}: header length {header_len} does not fit the file")
@@ -47,10 +51,12 @@ def _read_tensor(fh, file_name: str, name: str, entry, start: int, size: int) ->
         begin, end = (int(v) for v in entry["data_offsets"])
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"{file_name}: tensor {name!r} has a malformed header entry") from None
-    tensor = torch.empty(shape, dtype=dtype)
-    nbytes = tensor.numel() * tensor.element_size()
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{file_name}: tensor {name!r} has a malformed header entry")
+    nbytes = math.prod(shape) * dtype.itemsize  # checked against the file before anything is allocated
     if end - begin != nbytes or begin < 0 or start + end > size:
         raise ValueError(f"{file_name}: tensor {name!r} declares {end - begin} bytes at {begin}, its shape needs {nbytes}")
+    tensor = torch.empty(shape, dtype=dtype)
     fh.seek(start + begin)
     if nbytes and fh.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != nbytes:
         raise ValueError(f"{file_name}: tensor {name!r} is truncated")

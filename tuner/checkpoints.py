@@ -5,10 +5,12 @@ Official Tune-A-Video checkpoints are pickled ``.bin`` files; ``torch.load`` wit
 """
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
+
 from .aligned_safetensors import read_safetensors
+from .torch_files import UnsafeTorchFile, load_torch_file
 
 WEIGHT_NAMES = (
     "diffusion_pytorch_model.safetensors",
@@ -32,17 +34,40 @@ def read_state_dict(path: Path) -> dict:
     """Tensors of a .safetensors / .bin file, or of every shard named by an index .json."""
     path = Path(path)
     if path.name.endswith(".index.json"):
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         state = {}
-        for shard in shards:
-            state.update(read_state_dict(path.parent / shard))
+        for shard in _shards(path):
+            state.update(read_state_dict(shard))
         return state
     try:
-        if path.suffix == ".safetensors":
-            return read_safetensors(path)
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        state = read_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path)
+    except UnsafeTorchFile as err:
+        raise ValueError(f"cannot read weights {err}") from None
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
         raise ValueError(f"cannot read weights {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"cannot read weights {path}: it holds a {type(state).__name__} that is not a flat name -> tensor dict")
+    return state
+
+
+def _shards(index: Path) -> list:
+    """The shard files an index .json names, each a plain file name inside the index's folder."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{index} is not a weights index (no weight_map: {type(err).__name__}); copy the folder again") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index}: weight_map must map tensor names to shard file names; copy the folder again")
+    folder = index.parent.resolve()
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        pure = PurePosixPath(name)
+        # Only names inside the folder: an index from elsewhere must not make us read "../../x.safetensors".
+        outside = pure.is_absolute() or ".." in pure.parts or "\\" in name
+        if not name or outside or not (folder / pure).resolve().is_relative_to(folder):
+            raise ValueError(f"{index}: weight_map names shard {name!r}, which is not a file inside {index.parent}; "
+                             "shards must sit next to their index")
+        shards.append(index.parent / pure)
+    return shards
 
 
 def describe_key_mismatch(missing, unexpected, where: str) -> str:

@@ -23,6 +23,7 @@ from .checkpoints import read_state_dict
 from .model_sources import resolve_base_model
 from .sd_folder import check_sd_folder, file_sha256, folder_hash
 from .temporal_window import recorded_temporal_window
+from .torch_files import load_torch_file
 from .video_unet import VideoUNet
 
 log = logging.getLogger("tav.tuner")
@@ -157,8 +158,7 @@ def _load_official(path: Path, dtype) -> TunedModel:
     unet = VideoUNet.from_pretrained_2d(path)
     if not unet.has_tuned_temporal:
         raise ValueError(f"{path} is a plain Stable Diffusion folder, not tuned weights; tune it first with tav-tune")
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
-    train = config.get("train_data", {})
+    train = _official_train_data(path)
     inverted = _read_official_inversion(path)
     frames = train.get("n_sample_frames") or (inverted.shape[2] if inverted is not None else None)
     if frames is None:
@@ -166,6 +166,23 @@ def _load_official(path: Path, dtype) -> TunedModel:
     height = train.get("height", 512)
     width = train.get("width", 512)
     return TunedModel(_as_dtype(unet, dtype), path, frames, height, width, inverted, folder_hash(path / "unet"), {"official": True})
+
+
+def _official_train_data(path: Path) -> dict:
+    """config.yaml's ``train_data`` with the fields loading reads typed (a garbled file: one line, no traceback)."""
+    where = path / "config.yaml"
+    try:
+        config = (yaml.safe_load(where.read_text()) or {}) if where.is_file() else {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where} is not valid YAML ({type(err).__name__}); copy the folder again") from None
+    train = (config.get("train_data") or {}) if isinstance(config, dict) else None
+    if not isinstance(train, dict):
+        raise ValueError(f"{where}: train_data must be a mapping; copy the folder again")
+    for key in ("n_sample_frames", "height", "width"):
+        value = train.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise ValueError(f"{where}: train_data.{key} is {value!r}, not a positive integer; fix it or copy the folder again")
+    return train
 
 
 def _read_latents(path: Path) -> torch.Tensor:
@@ -180,11 +197,12 @@ def _read_latents(path: Path) -> torch.Tensor:
 
 def _read_official_inversion(path: Path) -> torch.Tensor | None:
     """The newest ``inv_latents/ddim_latent-<step>.pt`` of an official run, read without unpickling code."""
-    files = sorted((path / "inv_latents").glob("ddim_latent-*.pt"), key=lambda f: int(f.stem.split("-")[-1]))
+    files = sorted((f for f in (path / "inv_latents").glob("ddim_latent-*.pt") if f.stem.split("-")[-1].isdigit()),
+                   key=lambda f: int(f.stem.split("-")[-1]))
     if not files:
         return None
-    latents = torch.load(files[-1], map_location="cpu", weights_only=True)
-    return latents if latents.ndim == 5 else None
+    latents = load_torch_file(files[-1])
+    return latents if isinstance(latents, torch.Tensor) and latents.ndim == 5 else None
 
 
 def _as_dtype(unet: VideoUNet, dtype) -> VideoUNet:

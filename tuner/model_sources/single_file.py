@@ -23,6 +23,7 @@ from safetensors import safe_open
 
 from tav.runtime.manifest import file_sha256
 
+from ..torch_files import UnsafeTorchFile, load_torch_file, unwrap_state_dict
 from .model_kind import check_sd1_checkpoint
 from .sd1_config import architecture_of, write_pipeline_config
 
@@ -43,7 +44,7 @@ def convert_single_file(path) -> tuple[Path, str, str]:
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"{path} is a file but not a .safetensors or .ckpt checkpoint; pass a Stable Diffusion 1.x "
                          "checkpoint file or a diffusers folder")
-    digest = file_sha256(path)
+    digest = file_sha256(path)  # refuses devices and FIFOs (a link to /dev/zero would hash forever)
     target = cache_root() / digest
     if (target / RECORD).is_file():
         return target, digest, json.loads((target / RECORD).read_text())["architecture"]
@@ -73,27 +74,21 @@ def read_shapes(path: Path) -> dict:
         if path.suffix.lower() == ".safetensors":
             with safe_open(str(path), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        state = _load_ckpt(path)
+        state = load_torch_file(path)  # bounded: no inflating records, no legacy stream, sizes inside the file
+    except UnsafeTorchFile as err:
+        raise ValueError(f"cannot read checkpoint {err}") from None
     except Exception as err:  # truncated, corrupt, or a pickle holding more than tensors
         raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {_first_line(err)}); if it is a "
                          ".ckpt with pickled objects besides tensors, convert it to .safetensors with a tool you trust"
                          ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict; pass a Stable Diffusion 1.x checkpoint")
-    while isinstance(state.get("state_dict"), dict):  # Lightning checkpoints nest the weights
-        state = state["state_dict"]
+    state = unwrap_state_dict(state, path)  # Lightning checkpoints nest the weights
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [""])[0][:200]
-
-
-def _load_ckpt(path: Path) -> dict:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # the legacy (pre-zip) format cannot be memory-mapped
-        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _convert_into(staging: Path, path: Path, architecture: str):

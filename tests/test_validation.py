@@ -1,0 +1,574 @@
+"""Issue 19, total validation: the probe's non-clear cases (hangs, tracebacks, silent acceptance) as regression tests.
+
+Each case is a tiny file written here (a re-signed pack header, a forged .ckpt, a manifest section, a link to
+/dev/zero); no model runs where a header suffices. add_video runs on a synthetic base ENGINE_DIR: the
+hand-built graphs of test_runtime_pipeline with one tunable UNet input, so a pack is one float.
+
+Hangs are run where a regression cannot hurt the shared machine: loops at constant memory in-process under
+SIGALRM (10 s, the issue's bound); reads that would grow without end in a child process with a memory cap.
+"""
+
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from safetensors.torch import save_file
+from test_runtime_pipeline import F, H, W, edited_copy, spec, write_engine_dir
+
+from tav.export.errors import ExportError
+from tav.export.pack_writer import _write_atomic
+from tav.runtime import PackError, VideoPipeline, read_pack_metadata
+from tav.runtime.cli import main as tav_run
+from tav.runtime.manifest import EngineDirError, file_sha256, read_manifest, verify_files
+from tav.runtime.packs import pack_digest, read_pack
+from tav.runtime.regular_files import NotRegularFile
+from tav.runtime.video_output import VideoOutputError, check_output_path
+from tav.tuner.checkpoints import read_state_dict
+from tav.tuner.model_sources import single_file
+
+HANG_LIMIT_S = 10
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def within(seconds: float = HANG_LIMIT_S):
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s: the hang is back")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def bounded_child(code: str) -> str:
+    """Run ``code`` in a child Python with 1.5 GB of data memory and the hang limit; its stdout."""
+    def cap():
+        import resource
+        resource.setrlimit(resource.RLIMIT_DATA, (3 << 29, 3 << 29))
+
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=HANG_LIMIT_S, preexec_fn=cap)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def one_line(err) -> str:
+    text = str(err.value)
+    assert text and "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+# --- packs: headers re-signed by whoever edited them ---------------------------------------------------
+
+
+GOOD_META = {"schema_version": 1, "prompt": "a man is skiing", "run": {}, "has_inverted_latents": False,
+             "base": {"id": "b" * 64, "unet_frozen_sha256": "a" * 64, "frames": F, "height": H, "width": W,
+                      "precision": "fp32"}}
+DATA = np.arange(4, dtype=np.float32).tobytes()
+
+
+def signed_pack(path: Path, header, data: bytes = DATA, sign: bool = True) -> Path:
+    """A pack file with ``header`` as its JSON header, its sha256 recomputed as an editor would (when it can be)."""
+    if sign and isinstance(header, dict) and isinstance(header.get("__metadata__"), dict):
+        header["__metadata__"]["sha256"] = pack_digest(header, data)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def header_with(tensor=None, metadata=None, meta=None) -> dict:
+    entry = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]} if tensor is None else tensor
+    fields = {"tavpack": json.dumps(GOOD_META if meta is None else meta)} if metadata is None else metadata
+    return {"__metadata__": fields, "t": entry}
+
+
+def test_a_hand_signed_good_header_reads(tmp_path):
+    """The helper's packs are valid unless a case breaks them: every refusal below is that case's."""
+    pack = read_pack(signed_pack(tmp_path / "ok.tavpack", header_with()))
+    assert pack.tensors["t"].tolist() == [0, 1, 2, 3] and pack.metadata["base"]["frames"] == F
+
+
+@pytest.mark.parametrize("header, message", [
+    (header_with(tensor={"dtype": "F32", "shape": [4]}), "tensor 't' needs a dtype, a shape and two data offsets"),
+    (header_with(tensor={"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}), "two data offsets"),
+    (header_with(tensor={"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}), "two data offsets"),
+    (header_with(tensor={"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}), "two data offsets"),
+    (header_with(tensor={"shape": [4], "data_offsets": [0, 16]}), "two data offsets"),
+    (header_with(tensor=["F32", [4], [0, 16]]), "two data offsets"),
+    ([{"t": 1}], "a JSON list, not an object"),
+    ({"__metadata__": "tavpack", "t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, "__metadata__ must map"),
+    (header_with(metadata={"tavpack": {"schema_version": 1}, "sha256": "0"}), "__metadata__ must map names to strings"),
+    (header_with(meta=["schema_version", 1]), "corrupt pack metadata (a JSON list, not an object)"),
+    (header_with(meta={**GOOD_META, "schema_version": True}), "schema_version is True, not an integer"),
+    (header_with(meta={**GOOD_META, "base": "b" * 64}), "base is str, not an object"),
+    (header_with(meta={**GOOD_META, "base": {**GOOD_META["base"], "frames": "3"}}), "base.frames is '3'"),
+    (header_with(meta={**GOOD_META, "base": {**GOOD_META["base"], "id": None}}), "base.id is None"),
+    (header_with(meta={**GOOD_META, "base": {**GOOD_META["base"], "temporal_window": "all"}}),
+     "base.temporal_window is 'all'"),
+    (header_with(meta={**GOOD_META, "prompt": ["a", "b"]}), "prompt is list"),
+    (header_with(meta={**GOOD_META, "run": "x"}), "run is str"),
+], ids=["no-offsets", "string-offsets", "reversed-offsets", "string-shape", "no-dtype", "list-entry", "list-header",
+        "string-metadata", "object-in-metadata", "metadata-list", "schema-true", "base-string", "frames-string",
+        "id-null", "window-string", "prompt-list", "run-string"])
+def test_malformed_re_signed_pack_headers_are_one_line_pack_errors(tmp_path, header, message):
+    path = signed_pack(tmp_path / "bad.tavpack", header)
+    for read in (read_pack, read_pack_metadata):  # tav-run/add_video, and listing (GET /v1/videos)
+        with pytest.raises(PackError) as err:
+            read(path)
+        assert message in one_line(err) and str(path) in str(err.value)
+
+
+# --- regular files only: no devices, FIFOs or links to them ---------------------------------------------
+
+
+def test_a_pack_linked_to_dev_zero_is_refused_without_reading_it(tmp_path):
+    link = tmp_path / "zero.tavpack"
+    link.symlink_to("/dev/zero")
+    out = bounded_child(f"""
+        from tav.runtime.packs import PackError, read_pack, read_pack_metadata
+        for read in (read_pack, read_pack_metadata):
+            try:
+                read({str(link)!r})
+            except PackError as err:
+                print(err)
+    """)
+    assert out.count("is a character device, not a regular file") == 2 and str(link) in out
+
+
+def test_a_fifo_pack_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "pipe.tavpack"
+    os.mkfifo(fifo)
+    with within():
+        for read in (read_pack, read_pack_metadata):
+            with pytest.raises(PackError) as err:
+                read(fifo)
+            assert "is a FIFO (named pipe), not a regular file" in one_line(err)
+
+
+def test_file_sha256_refuses_devices_and_fifos_at_once(tmp_path):
+    (tmp_path / "zero.safetensors").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "pipe.bin")
+    with within():
+        for path, kind in ((tmp_path / "zero.safetensors", "a character device"), (tmp_path / "pipe.bin", "a FIFO")):
+            with pytest.raises(NotRegularFile, match=kind):
+                file_sha256(path)
+
+
+def test_a_single_file_checkpoint_linked_to_dev_zero_is_refused(tmp_path, monkeypatch):
+    from tav.tuner.model_sources import resolve_base_model
+
+    monkeypatch.setenv("TAV_SINGLE_FILE_CACHE", str(tmp_path / "cache"))
+    link = tmp_path / "model.safetensors"
+    link.symlink_to("/dev/zero")
+    with within(), pytest.raises(ValueError) as err:
+        resolve_base_model(link)
+    assert "is a character device, not a regular file" in one_line(err)
+
+
+def test_an_engine_dir_file_replaced_by_a_fifo_is_refused_by_name(synthetic_base, tmp_path):
+    root = edited_copy(synthetic_base, tmp_path, lambda root, manifest: None)
+    (root / "scheduler_config.json").unlink()
+    os.mkfifo(root / "scheduler_config.json")
+    with within(), pytest.raises(EngineDirError) as err:
+        verify_files(read_manifest(root), "onnxruntime")
+    assert "scheduler_config.json is a FIFO (named pipe), not a regular file" in one_line(err)
+
+
+# --- single-file and pickled weights: bounded ------------------------------------------------------------
+
+
+def test_a_ckpt_whose_state_dict_contains_itself_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAV_SINGLE_FILE_CACHE", str(tmp_path / "cache"))
+    state = {"w": torch.zeros(2)}
+    state["state_dict"] = state
+    torch.save(state, tmp_path / "loop.ckpt")
+    with within(), pytest.raises(ValueError) as err:
+        single_file.convert_single_file(tmp_path / "loop.ckpt")
+    assert "its state_dict contains itself" in one_line(err)
+
+
+def test_a_ckpt_nested_past_the_limit_is_refused(tmp_path):
+    state = {"w": torch.zeros(2)}
+    for _ in range(8):
+        state = {"state_dict": state}
+    torch.save(state, tmp_path / "deep.ckpt")
+    with pytest.raises(ValueError) as err:
+        single_file.read_shapes(tmp_path / "deep.ckpt")
+    assert "state_dict nested more than 4 levels deep" in one_line(err)
+
+
+def _rezipped(source: Path, target: Path, compression: int = zipfile.ZIP_STORED, extra: bytes = b"") -> Path:
+    with zipfile.ZipFile(source) as z, zipfile.ZipFile(target, "w", compression) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info.filename))
+    target.write_bytes(target.read_bytes() + extra)
+    return target
+
+
+def test_a_compressed_ckpt_is_refused_before_it_inflates(tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(1 << 24)}}, tmp_path / "plain.ckpt")  # 64 MB of zeros
+    bomb = _rezipped(tmp_path / "plain.ckpt", tmp_path / "bomb.ckpt", zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 200_000
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as err:
+        single_file.read_shapes(bomb)
+    assert "of its records are compressed" in one_line(err) and "refusing to inflate them" in str(err.value)
+    assert int(re.search(r"\((\d+) bytes once inflated\)", str(err.value))[1]) > 1 << 26  # the whole tensor
+    assert time.perf_counter() - start < 1.0  # the central directory is read, not the records
+
+
+def test_official_bin_weights_are_bounded_the_same_way(tmp_path):
+    torch.save({"w": torch.zeros(1 << 20)}, tmp_path / "plain.bin")
+    bomb = _rezipped(tmp_path / "plain.bin", tmp_path / "diffusion_pytorch_model.bin", zipfile.ZIP_DEFLATED)
+    with pytest.raises(ValueError, match="cannot read weights .* records are compressed"):
+        read_state_dict(bomb)
+    torch.save({"w": torch.zeros(2), "nested": {"x": torch.zeros(1)}}, tmp_path / "nested.bin")
+    with pytest.raises(ValueError, match="not a flat name -> tensor dict"):
+        read_state_dict(tmp_path / "nested.bin")
+
+
+def test_a_ckpt_whose_records_overrun_the_file_is_refused(tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(64)}}, tmp_path / "plain.ckpt")
+    lie = _rezipped(tmp_path / "plain.ckpt", tmp_path / "lie.ckpt")
+    blob = bytearray(lie.read_bytes())
+    with zipfile.ZipFile(lie) as z:
+        entry = z.start_dir  # the central directory: 46-byte entries, each followed by its name, extra and comment
+    while not blob[entry + 46:entry + 46 + struct.unpack_from("<H", blob, entry + 28)[0]].endswith(b"data/0"):
+        name, extra, comment = struct.unpack_from("<HHH", blob, entry + 28)
+        entry += 46 + name + extra + comment
+    blob[entry + 20:entry + 28] = struct.pack("<II", 1 << 30, 1 << 30)  # compressed and uncompressed size: 1 GiB
+    lie.write_bytes(bytes(blob))
+    with pytest.raises(ValueError) as err:
+        single_file.read_shapes(lie)
+    assert "declares 1073741824 bytes past the end" in one_line(err)
+
+
+def test_a_legacy_format_torch_file_is_refused(tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError) as err:
+        single_file.read_shapes(tmp_path / "old.ckpt")
+    assert "not a zip-format torch file" in one_line(err)
+
+
+def test_safetensors_weights_are_read_only_from_regular_files_and_checked_before_allocating(tmp_path):
+    fifo = tmp_path / "diffusion_pytorch_model.safetensors"
+    os.mkfifo(fifo)
+    with within(), pytest.raises(ValueError) as err:
+        read_state_dict(fifo)
+    assert "is a FIFO (named pipe), not a regular file" in one_line(err)
+    huge = {"w": {"dtype": "F32", "shape": [1 << 40], "data_offsets": [0, 4]}}  # 4 TiB declared, 4 bytes present
+    text = json.dumps(huge).encode()
+    (tmp_path / "huge.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(4))
+    with pytest.raises(ValueError) as err:
+        read_state_dict(tmp_path / "huge.safetensors")
+    assert f"declares 4 bytes at 0, its shape needs {4 << 40}" in one_line(err)
+
+
+def test_weight_map_shards_stay_inside_the_folder(tmp_path):
+    secret = tmp_path / "x.safetensors"
+    save_file({"leak": torch.ones(1)}, secret)
+    unet = tmp_path / "out" / "unet"
+    unet.mkdir(parents=True)
+    (tmp_path / "out" / "elsewhere.safetensors").symlink_to(secret)
+    for shard in ("../../x.safetensors", str(secret), "../elsewhere.safetensors", "sub/../../../x.safetensors"):
+        index = unet / "diffusion_pytorch_model.safetensors.index.json"
+        index.write_text(json.dumps({"metadata": {}, "weight_map": {"conv_in.weight": shard}}))
+        with pytest.raises(ValueError) as err:
+            read_state_dict(index)
+        assert f"names shard {shard!r}, which is not a file inside" in one_line(err)
+    (unet / "inside.safetensors").symlink_to(secret)  # a link out of the folder, under an innocent name
+    index.write_text(json.dumps({"weight_map": {"conv_in.weight": "inside.safetensors"}}))
+    with pytest.raises(ValueError, match="not a file inside"):
+        read_state_dict(index)
+    save_file({"conv_in.weight": torch.ones(1)}, unet / "shard.safetensors")
+    index.write_text(json.dumps({"weight_map": {"conv_in.weight": "shard.safetensors"}}))
+    assert list(read_state_dict(index)) == ["conv_in.weight"]
+
+
+@pytest.fixture(scope="module")
+def official(tiny_sd, tmp_path_factory) -> Path:
+    """An official Tune-A-Video output folder (3D UNet weights with temporal layers, config.yaml, inv_latents/)."""
+    import shutil
+
+    import yaml
+    from export_fixtures import make_run_dir
+
+    from tav.tuner.tuned_weights import load_tuned
+
+    root = tmp_path_factory.mktemp("official")
+    tuned = load_tuned(make_run_dir(tiny_sd, root / "run"))
+    folder = root / "official"
+    shutil.copytree(tiny_sd, folder)
+    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
+              folder / "unet" / "diffusion_pytorch_model.safetensors")
+    (folder / "config.yaml").write_text(yaml.safe_dump({"train_data": {"n_sample_frames": 3, "prompt": "a man"}}))
+    (folder / "inv_latents").mkdir()
+    torch.save(tuned.inverted_latents, folder / "inv_latents" / "ddim_latent-50.pt")
+    return folder
+
+
+def official_copy(official: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(official, tmp_path / "official"))
+
+
+def test_official_weight_map_out_of_the_folder_is_refused_before_reading(official, tmp_path):
+    from tav.tuner.tuned_weights import load_tuned
+
+    folder = official_copy(official, tmp_path)
+    unet = folder / "unet"
+    (unet / "diffusion_pytorch_model.safetensors").rename(tmp_path / "x.safetensors")  # now outside the folder
+    weight_map = {k: "../../x.safetensors" for k in json.loads((unet / "config.json").read_text())}  # any keys
+    (unet / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ValueError) as err:
+        load_tuned(folder)
+    assert "names shard '../../x.safetensors', which is not a file inside" in one_line(err)
+
+
+@pytest.mark.parametrize("config, message", [
+    ("- 1\n- 2\n", "train_data must be a mapping"),
+    ("train_data: 3\n", "train_data must be a mapping"),
+    ("train_data: {n_sample_frames: '3'}\n", "train_data.n_sample_frames is '3', not a positive integer"),
+    ("train_data: {height: -64}\n", "train_data.height is -64, not a positive integer"),
+    ("train_data: [\n", "is not valid YAML"),
+], ids=["list", "train-int", "frames-string", "height-negative", "broken-yaml"])
+def test_a_garbled_official_config_is_one_line(official, tmp_path, config, message):
+    from tav.tuner.tuned_weights import load_tuned
+
+    folder = official_copy(official, tmp_path)
+    (folder / "config.yaml").write_text(config)
+    with pytest.raises(ValueError) as err:
+        load_tuned(folder)
+    assert message in one_line(err)
+
+
+def test_official_inverted_latents_are_bounded_and_oddly_named_ones_ignored(official, tmp_path):
+    from tav.tuner.tuned_weights import load_tuned
+
+    folder = official_copy(official, tmp_path)
+    (folder / "inv_latents" / "ddim_latent-final.pt").write_bytes(b"not read")
+    assert load_tuned(folder).inverted_latents.shape[2] == 3
+    newest = folder / "inv_latents" / "ddim_latent-60.pt"
+    _rezipped(folder / "inv_latents" / "ddim_latent-50.pt", newest, zipfile.ZIP_DEFLATED)
+    with pytest.raises(ValueError) as err:
+        load_tuned(folder)
+    assert "ddim_latent-60.pt: " in one_line(err) and "of its records are compressed" in str(err.value)
+
+
+# --- outputs -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, hint", [(".mp4", "video.mp4"), (".gif", "video.gif"), (".frames/", "frames")])
+def test_an_output_that_is_only_a_suffix_is_refused(tmp_path, name, hint, monkeypatch):
+    import tav.runtime.pipeline
+
+    monkeypatch.setattr(tav.runtime.pipeline.VideoPipeline, "load", lambda *a, **k: pytest.fail("loaded the engines"))
+    out = f"{tmp_path}/{name}"
+    with pytest.raises(VideoOutputError) as err:
+        check_output_path(out)
+    assert "has no name before its suffix" in one_line(err) and str(tmp_path / hint) in str(err.value)
+    with pytest.raises(SystemExit) as done:
+        tav_run(["--engine", str(tmp_path), "--prompt", "x", "--out", out])
+    assert "has no name before its suffix" in done.value.code and list(tmp_path.iterdir()) == []
+
+
+# --- a synthetic base ENGINE_DIR: manifest sections and add_video -------------------------------------
+
+
+BASE = {"id": "b" * 64, "unet_frozen_sha256": "a" * 64, "model_source": None,
+        "tunable": [{"name": "tuned_bias", "shape": [1], "dtype": "float32", "param": "tuned.bias", "layout": "as_is"}]}
+
+
+@pytest.fixture(scope="module")
+def synthetic_base(tiny_sd, tmp_path_factory) -> Path:
+    """test_runtime_pipeline's synthetic ENGINE_DIR whose UNet adds one tunable input: a base for one-float packs."""
+    root = write_engine_dir(tmp_path_factory.mktemp("validation") / "base", tiny_sd / "tokenizer")
+    model = onnx.load(root / "unet.onnx")
+    model.graph.node[-1].output[0] = "before_tuned"
+    model.graph.node.append(helper.make_node("Add", ["before_tuned", "tuned_bias"], ["noise_pred"]))
+    model.graph.input.append(helper.make_tensor_value_info("tuned_bias", TensorProto.FLOAT, [1]))
+    onnx.save(model, root / "unet.onnx")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["graphs"]["unet"]["sha256"] = file_sha256(root / "unet.onnx")
+    manifest["graphs"]["unet"]["inputs"].append(spec("tuned_bias", (1,), "float32"))
+    manifest["base"] = BASE
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def make_pack(path: Path, bias: float = 0.1, latents=None) -> Path:
+    tensors = {"tuned_bias": np.array([bias], np.float32)}
+    if latents is not None:
+        tensors["inverted_latents"] = latents
+    _write_atomic(path, tensors, {**GOOD_META, "has_inverted_latents": latents is not None})
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_pipe(synthetic_base):
+    with VideoPipeline.load(synthetic_base, backend="onnxruntime", device="cpu") as pipeline:
+        yield pipeline
+
+
+def test_a_good_pack_samples_on_the_synthetic_base(base_pipe, tmp_path):
+    base_pipe.add_video("good", make_pack(tmp_path / "good.tavpack"))
+    result = base_pipe("a dog", steps=2, video="good", init="noise")
+    assert np.isfinite(result.latents).all()
+    base_pipe.remove_video("good")
+
+
+@pytest.mark.parametrize("bias, latents, message", [
+    (float("nan"), None, "tuned tensor tuned_bias contains NaN/Inf"),
+    (float("inf"), None, "tuned tensor tuned_bias contains NaN/Inf"),
+    (0.1, np.full((1, 4, F, H // 8, W // 8), np.nan, np.float32), "inverted latents contain NaN/Inf"),
+], ids=["nan-tensor", "inf-tensor", "nan-latents"])
+def test_add_video_refuses_non_finite_packs_naming_the_tensor(base_pipe, tmp_path, bias, latents, message):
+    pack = make_pack(tmp_path / "nan.tavpack", bias, latents)
+    with pytest.raises(PackError) as err:
+        base_pipe.add_video(tmp_path.name, pack)
+    assert message in one_line(err) and "exported graphs" not in str(err.value)
+    assert tmp_path.name not in base_pipe.videos
+
+
+def test_add_video_of_a_pack_linked_to_dev_zero_is_refused(synthetic_base, tmp_path):
+    link = tmp_path / "zero.tavpack"
+    link.symlink_to("/dev/zero")
+    out = bounded_child(f"""
+        from tav.runtime import PackError, VideoPipeline
+        with VideoPipeline.load({str(synthetic_base)!r}, backend="onnxruntime", device="cpu") as pipe:
+            try:
+                pipe.add_video("zero", {str(link)!r})
+            except PackError as err:
+                print(err, pipe.videos)
+    """)
+    assert "is a character device, not a regular file" in out and out.strip().endswith("{}")
+
+
+def test_add_video_refuses_a_pack_bigger_than_its_base_takes_before_reading_it(base_pipe, tmp_path):
+    header = header_with(tensor={"dtype": "F32", "shape": [1 << 26], "data_offsets": [0, 1 << 28]})
+    header["__metadata__"]["sha256"] = "0" * 64  # whether it matches is never reached
+    path = signed_pack(tmp_path / "big.tavpack", header, data=b"", sign=False)
+    os.truncate(path, path.stat().st_size + (1 << 28))  # 256 MiB, sparse: costs neither disk nor memory
+    with pytest.raises(PackError) as err:
+        base_pipe.add_video(tmp_path.name, path)
+    limit = 4 + 4 * 4 * F * (H // 8) * (W // 8)  # tuned_bias float32[1] + float32 latents
+    assert f"declares {1 << 28} bytes of tensors, more than the {limit} its base takes" in one_line(err)
+
+
+def _base_edit(value):
+    def edit(root, manifest):
+        manifest["base"] = value(json.loads(json.dumps(BASE)))
+    return edit
+
+
+@pytest.mark.parametrize("value, message", [
+    (lambda b: "b" * 64, "base (a JSON str, not an object)"),
+    (lambda b: [b], "base (a JSON list, not an object)"),
+    (lambda b: {**b, "id": 7}, "base.id / base.unet_frozen_sha256 (not strings)"),
+    (lambda b: {k: v for k, v in b.items() if k != "unet_frozen_sha256"}, "base.id / base.unet_frozen_sha256"),
+    (lambda b: {**b, "tunable": "tuned_bias"}, "base.tunable (not a non-empty list)"),
+    (lambda b: {**b, "tunable": [1]}, "base.tunable[0] (needs name"),
+    (lambda b: {**b, "tunable": [{**b["tunable"][0], "shape": ["1"]}]}, "base.tunable[0]"),
+    (lambda b: {**b, "tunable": [{**b["tunable"][0], "dtype": "int64"}]}, "base.tunable[0]"),
+    (lambda b: {**b, "tunable": [{k: v for k, v in b["tunable"][0].items() if k != "layout"}]}, "base.tunable[0]"),
+], ids=["string", "list", "id-int", "no-frozen-hash", "tunable-string", "tunable-int", "shape-string", "dtype-int",
+        "no-layout"])
+def test_a_garbled_base_section_is_a_one_line_engine_dir_error(synthetic_base, tmp_path, value, message):
+    root = edited_copy(synthetic_base, tmp_path, _base_edit(value))
+    with pytest.raises(EngineDirError) as err:
+        VideoPipeline.load(root, backend="onnxruntime", device="cpu")
+    assert message in one_line(err) and "re-export it" in str(err.value)
+
+
+def _set(path: str, value):
+    def edit(root, manifest):
+        *parents, last = path.split("/")
+        target = manifest
+        for key in parents:
+            target = target[int(key) if key.isdigit() else key]
+        target[int(last) if last.isdigit() else last] = value
+    return edit
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("graphs/unet/inputs/0/name", None, "graphs.unet inputs/outputs (each needs a string name"),
+    ("graphs/text_encoder/outputs/0/name", ["x"], "graphs.text_encoder inputs/outputs"),
+    ("graphs/unet/inputs/1/shape", ["1"], "graphs.unet inputs/outputs"),
+    ("frames", "3", "frames (must be a positive integer, got '3')"),
+    ("height", 32.0, "height (must be a positive integer, got 32.0)"),
+    ("vae_scaling_factor", True, "vae_scaling_factor (must be a positive number, got True)"),
+    ("vae_scaling_factor", -0.18, "vae_scaling_factor (must be a positive number"),
+    ("files", [["scheduler_config.json", "0" * 64]], "files maps a name"),
+    ("source", "x", "source (must be an object"),
+    ("temporal_window", "all", "temporal_window (must be a positive integer, got 'all')"),
+], ids=["input-name-null", "output-name-list", "shape-string", "frames-string", "height-float", "factor-bool",
+        "factor-negative", "files-list", "source-string", "window-string"])
+def test_other_garbled_manifest_fields_are_one_line_engine_dir_errors(synthetic_base, tmp_path, path, value, message):
+    with pytest.raises(EngineDirError) as err:
+        read_manifest(edited_copy(synthetic_base, tmp_path, _set(path, value)))
+    assert message in one_line(err)
+
+
+# --- export: nothing non-finite is written -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def poisoned_runs(tiny_sd, tmp_path_factory):
+    from export_fixtures import make_run_dir
+    from safetensors.torch import load_file
+
+    root = tmp_path_factory.mktemp("poisoned")
+    runs = {}
+    for kind in ("tensor", "latents"):
+        run = make_run_dir(tiny_sd, root / kind, frames=F, height=H, width=W)  # the synthetic base's sizes
+        name = "tuned.safetensors" if kind == "tensor" else "inverted_latents.safetensors"
+        state = load_file(run / name)
+        key = sorted(state)[0]
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float("nan")
+        save_file(state, run / name)
+        runs[kind] = (run, key)
+    return runs
+
+
+def test_export_refuses_nan_tuned_tensors_and_latents_before_tracing(poisoned_runs, tmp_path, monkeypatch):
+    from tav.export import export_engine, pipeline
+
+    monkeypatch.setattr(pipeline, "_export_graphs", lambda *a, **k: pytest.fail("traced a poisoned run"))
+    for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"), ("latents", "the inverted latents contain NaN")):
+        run, key = poisoned_runs[kind]
+        with pytest.raises(ExportError) as err:
+            export_engine(run, tmp_path / kind)
+        assert message.format(key=key) in one_line(err) and str(run) in str(err.value)
+        assert not (tmp_path / kind).exists()
+
+
+def test_write_pack_refuses_nan_tuned_tensors_and_latents(poisoned_runs, synthetic_base, tmp_path):
+    from tav.export.pack_writer import write_pack
+
+    for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"), ("latents", "the inverted latents contain NaN")):
+        run, key = poisoned_runs[kind]
+        with pytest.raises(ExportError) as err:
+            write_pack(run, synthetic_base, tmp_path / f"{kind}.tavpack")
+        assert message.format(key=key) in one_line(err)
+        assert list(tmp_path.iterdir()) == []  # no pack, no temp file

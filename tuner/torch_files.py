@@ -1,0 +1,80 @@
+"""Reading pickled torch files (.ckpt, .bin, .pt) that someone else wrote, with bounded time and memory.
+
+``torch.load(weights_only=True)`` runs no code, but on its own it trusts the container:
+- a zip record may be compressed (deflate): a 2 MB file can inflate to gigabytes before any check;
+- the pre-1.6 legacy format is a bare stream whose declared sizes are allocated as read;
+- the unpickled object may contain itself (``d["state_dict"] = d``), so a walk "down to the
+  weights" never ends.
+So a file is read only when it is a regular file in torch's zip format whose records are all
+stored uncompressed (as ``torch.save`` writes them) and lie inside the file; torch then checks
+each tensor's declared size against its record. Walks over the result are bounded (``unwrap_state_dict``).
+"""
+
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+
+from tav.runtime.regular_files import NotRegularFile, open_regular
+
+MAX_NESTING = 4  # Lightning nests the weights once ({"state_dict": {...}}); anything deeper is not a checkpoint
+
+
+class UnsafeTorchFile(ValueError):
+    """A torch file refused before unpickling; the message names the file and the reason."""
+
+
+def check_torch_zip(path) -> None:
+    """UnsafeTorchFile (one line) unless ``path`` is a regular zip-format torch file with stored records inside it."""
+    path = Path(path)
+    try:
+        fh = open_regular(path)
+    except NotRegularFile as err:
+        raise UnsafeTorchFile(str(err)) from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if not zipfile.is_zipfile(fh):
+            raise UnsafeTorchFile(f"{path} is not a zip-format torch file (the pre-1.6 legacy format is not read: its "
+                                  "sizes cannot be checked before loading); convert it to .safetensors with a tool you trust")
+        try:
+            records = zipfile.ZipFile(fh).infolist()
+        except (zipfile.BadZipFile, ValueError, OSError) as err:
+            raise UnsafeTorchFile(f"{path} is a corrupt zip ({_first_line(err)}); copy it again") from None
+    compressed = [record for record in records if record.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise UnsafeTorchFile(f"{path}: {len(compressed)} of its records are compressed "
+                              f"({sum(r.file_size for r in compressed)} bytes once inflated), which torch.save never "
+                              "writes; refusing to inflate them. Convert the file to .safetensors with a tool you trust")
+    for record in records:
+        if record.header_offset + record.file_size > size:
+            raise UnsafeTorchFile(f"{path}: record {record.filename[-60:]!r} declares {record.file_size} bytes past the "
+                                  f"end of the {size}-byte file (truncated or forged); copy it again")
+    if sum(record.file_size for record in records) > size:  # overlapping records would be read once each
+        raise UnsafeTorchFile(f"{path}: its records declare more bytes than the {size}-byte file holds (overlapping, "
+                              "forged); pass a file written by torch.save")
+
+
+def load_torch_file(path):
+    """The tensors-only unpickling of a checked torch file, memory-mapped where its layout allows."""
+    check_torch_zip(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # records not aligned for mmap; their sizes are bounded by the file now
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def unwrap_state_dict(state, path) -> dict:
+    """The innermost ``state_dict`` of a (Lightning-style) checkpoint, refusing cycles and deep nesting."""
+    for _ in range(MAX_NESTING + 1):
+        inner = state.get("state_dict")
+        if not isinstance(inner, dict):
+            return state
+        if inner is state:
+            raise UnsafeTorchFile(f"{path}: its state_dict contains itself (a forged checkpoint); pass a real one")
+        state = inner
+    raise UnsafeTorchFile(f"{path}: state_dict nested more than {MAX_NESTING} levels deep; pass a Stable Diffusion 1.x checkpoint")
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
