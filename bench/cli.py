@@ -12,13 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .report import print_table
-from .scaling import print_scaling, run_scaling
-from .suite import BenchConfig, run_suite
+from tav.runtime.help_format import DefaultsHelpFormatter
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tav-bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tav-bench", description=__doc__.splitlines()[0].replace("``", ""),
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "small", "sd15"], default="small")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--height", type=int, default=None, help="default: 256 for small, 512 for sd15, 64 for tiny")
@@ -42,8 +41,14 @@ def main(argv=None):
                         help="temporal window of the random run (with --skip tune; default: all frames) or, with --scaling, "
                              "of every run (default: the smallest frame count)")
     args = parser.parse_args(argv)
+    from tav.tuner.cli_common import quiet_environment
+
+    quiet_environment()
     if args.real_size:
         return _real_size(args)
+    from .report import print_table  # torch: after parsing, so --help answers at once
+    from .scaling import print_scaling
+    from .suite import BenchConfig, run_suite
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
     gpu = args.device == "cuda"
@@ -102,6 +107,8 @@ def _real_size(args) -> None:
     print_real_size(report)
     if args.json:
         write_json(report, args.json)
+
+
 def _frame_counts(text: str) -> list:
     try:
         counts = sorted({int(n) for n in text.split(",") if n.strip()})
@@ -114,6 +121,8 @@ def _frame_counts(text: str) -> list:
 
 def _scaling(config, counts: list, window: int, work: Path) -> dict:
     from tav.tuner.tiny_model import make_tiny
+
+    from .scaling import run_scaling
 
     if not 1 <= window <= counts[0]:
         sys.exit(f"tav-bench: error: --temporal-window {window} must be from 1 to the smallest frame count {counts[0]}")

@@ -8,10 +8,14 @@ import argparse
 import logging
 import sys
 
+from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.tuner.cli_common import quiet_environment
+
 
 def build_parser() -> argparse.ArgumentParser:
     summary = __doc__.split(": ", 1)[1].split("\n")[0]
-    parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:])
+    parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:],
+                                     formatter_class=DefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder (required unless "
                                           "--base or --clean-stale)")
@@ -29,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("fp32", "fp16"),
                         help="fp16: half-precision graphs and I/O (timestep stays fp32, norms compute in fp32); default fp32")
     parser.add_argument("--backend", choices=("onnx", "tensorrt", "all"), default="onnx",
-                        help="onnx: ONNX graphs only; tensorrt or all: also a TensorRT plan per graph "
-                             "(the graphs stay: plans are built from them and the manifest pins them)")
+                        help="onnx: ONNX graphs only; tensorrt: also a TensorRT plan per graph (the graphs stay: plans "
+                             "are built from them and the manifest pins them); all: tensorrt where a GPU is present, "
+                             "else onnx (plans run only on a GPU; name tensorrt to build them anyway)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     parser.add_argument("--kv-gather", choices=("onnx", "plugin"), default="onnx",
                         help="sparse-causal KV gather as standard ops (default) or as cpp_ext's KVGather plugin node")
@@ -55,11 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="tav-export: %(message)s", stream=sys.stderr)
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="tav-export: %(message)s", stream=sys.stderr)
+    logging.getLogger("tav.export").setLevel(level)  # also where logging was set up before (a host program, tests)
     if args.clean_stale:
         return clean_stale(args.out)
     if not (args.weights or args.base):
         parser.error("one of the arguments --weights --base is required")
+    quiet_environment()
     try:
         import onnxruntime
 
@@ -77,7 +85,8 @@ def main(argv=None):
             out = _write_pack(args)
         else:
             out = export_engine(
-                args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32", args.backend,
+                args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32",
+                _backend_for_this_machine(args.backend),
                 args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
                 overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
                 temporal_window=args.temporal_window,
@@ -89,6 +98,18 @@ def main(argv=None):
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         sys.exit(f"tav-export: error: {message}")
     print(out)
+
+
+def _backend_for_this_machine(backend: str) -> str:
+    """``all`` means what this machine can run: TensorRT plans only where a GPU is (docs/CONTRACTS.md, README)."""
+    from tav.runtime.cuda_rt import gpu_count
+
+    if backend != "all" or gpu_count():
+        return backend
+    logging.getLogger("tav.export").warning(
+        "no GPU here: --backend all writes the ONNX graphs only; TensorRT plans need a GPU to run "
+        "(--backend tensorrt builds them anyway, e.g. with tensorrt-rtx for another machine)")
+    return "onnx"
 
 
 def _write_pack(args):

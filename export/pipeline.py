@@ -202,8 +202,8 @@ def _build_plans(trt, exported: Exported, staging: Path, old_dir, optimization_l
 def _warn_about_leftovers(out_dir: Path):
     stale = [path.name for path, state in leftovers(out_dir) if state != "in use"]
     if stale:
-        log.warning("%d hidden folder(s) next to %s were left by killed exports (%s); `tav-export --out %s --clean-stale` "
-                    "removes the stale ones", len(stale), out_dir, ", ".join(stale[:3]), out_dir)
+        log.warning("%s next to %s %s left by killed exports (%s); `tav-export --out %s --clean-stale` removes the stale ones",
+                    _count(len(stale), "hidden folder"), out_dir, "was" if len(stale) == 1 else "were", ", ".join(stale[:3]), out_dir)
 
 
 def _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level):
@@ -267,6 +267,10 @@ def _tool_versions(trt) -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 __all__ = ["export_engine", "ExportError", "TensorRTError"]

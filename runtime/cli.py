@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 from .backends import BACKENDS, DEVICES
+from .help_format import DefaultsHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"))
+    parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"),
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--engine", required=True, help="ENGINE_DIR written by tav-export (a full one, or a base with --video)")
     parser.add_argument("--video", help="NAME.tavpack to sample with a base ENGINE_DIR (tav-export --pack-for)")
     parser.add_argument("--prompt", required=True)
@@ -67,6 +69,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("tav-run: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as err:  # `pip install .` without an extra has no ONNX Runtime
+        hint = ' (pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)' if err.name == "onnxruntime" else ""
+        sys.exit(f"tav-run: error: {err.name} is not installed{hint}")
     except (EngineDirError, VideoOutputError, NonFiniteError, UnknownVideoError, ValueError, RuntimeError, OSError) as err:
         sys.exit(f"tav-run: error: {' '.join(str(err).split()) or type(err).__name__}")
     if not args.quiet:

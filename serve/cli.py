@@ -2,16 +2,21 @@
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+
+from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.tuner.cli_common import quiet_environment  # tuning jobs run in Ray workers, which inherit the environment
 
 from .config import Limits, ServeConfig, token_from_env
 from .preflight import LOOPBACK, StartError, StopRequested, bind_ray_to_loopback, check_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--base", required=True, help="the base ENGINE_DIR (tav-export --base) every replica loads")
     parser.add_argument("--packs", required=True, metavar="STORE",
                         help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
@@ -55,6 +60,9 @@ def config_from_args(args) -> ServeConfig:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_environment()
+    if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = check_config(config_from_args(args))
@@ -72,7 +80,7 @@ def main(argv=None):
         config = launch.fit_to_cluster(config, args.replicas)
         launch.deploy(config, args.host, args.port, stopping)
         where = "GPU" if config.use_gpu else "CPU"
-        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica(s) of "
+        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica{'' if config.replicas == 1 else 's'} of "
               f"{config.replica_cpus:g} CPU, store {config.store}, tuning {'on' if config.sd_dir else 'off'})",
               file=sys.stderr, flush=True)
         stopping.wait()

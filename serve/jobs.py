@@ -49,7 +49,7 @@ def update_job(store: Store, job_id: str, **changes) -> dict:
 def fail_job(store: Store, job_id: str, reason: str) -> bool:
     """Mark the job failed with ``reason`` if it is not finished, and remove its files; False if it already was."""
     try:
-        update_job(store, job_id, state="failed", error=reason)
+        update_job(store, job_id, state="failed", stage="failed", error=reason)
     except JobAbandoned:
         return False
     finally:
@@ -118,6 +118,6 @@ def reserved_video_ids(store: Store) -> set:
 
 def public_view(record: dict) -> dict:
     """What GET /v1/jobs/{id} shows: no server paths."""
-    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "scheduling", "progress", "error", "options",
+    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "scheduling", "progress", "loss", "error", "options",
                                    "created", "updated")
             if k in record}

@@ -1,6 +1,7 @@
 """The body of a tuning job, run as a Ray task: tune the uploaded clip on the base SD model, pack it, register it.
 
-Stages, each recorded in the job record: tuning (step/total after every step), packing
+Stages, each recorded in the job record: tuning (step/total and the loss after every step), inverting
+(the DDIM inversion of the clip), packing
 (``tav-export --pack-for`` on the base ENGINE_DIR), then the pack is renamed into
 STORE/packs/<video_id>.tavpack: replicas can load it from that moment. The RUN_DIR lives in
 STORE/work/<job_id>/ (so the ingress can remove it when a killed task leaves it); the upload
@@ -37,7 +38,8 @@ def run_tuning_job(config: ServeConfig, job_id: str) -> str:
 def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:
     # Imported here: the ingress imports this module to submit the task and must not load torch.
     from tav.export.pack_writer import write_pack
-    from tav.tuner import TuneConfig, tune
+    from tav.tuner.tune import tune
+    from tav.tuner.tune_config import TuneConfig
 
     options, video_id = record["options"], record["video_id"]
     base = read_manifest(config.base_dir)
@@ -55,8 +57,15 @@ def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:
         eval_pairs=options["eval_pairs"], device=config.tune_device, checkpoint_every=0,
     )
     total = options["steps"]
+
+    def on_stage(stage):
+        if stage == "inverting":  # loading and evaluation count as tuning
+            update_job(store, job_id, stage=stage)
+
+    # The record is the progress report: no bars in the worker's log.
     tune(tune_config, on_step=lambda step, loss: update_job(store, job_id, progress={"step": step, "total": total},
-                                                           loss=loss))
+                                                           loss=loss),
+         progress=False, on_stage=on_stage)
     update_job(store, job_id, stage="packing")
     # Written beside its final name (same filesystem, so the rename is atomic), under a name listings skip.
     staged = store.packs / f".{video_id}.{job_id}.tavpack"

@@ -314,3 +314,9 @@ def test_outputs_get_the_umask_mode_without_touching_the_umask(tmp_path, monkeyp
         os.umask(umask)
     full = 0o777 if path.is_dir() else 0o666
     assert stat.S_IMODE(path.stat().st_mode) == full & ~0o027
+
+
+def test_without_onnxruntime_installed_tav_run_says_which_extra_to_install(engine_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # what `pip install .` without [cpu] leaves
+    message = run_fails(["--engine", str(engine_dir), "--prompt", "a", "--out", str(tmp_path / "a.npy")])
+    assert message == 'tav-run: error: onnxruntime is not installed (pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)'

@@ -146,6 +146,7 @@ def test_one_json_log_line_per_request_and_prometheus_metrics(served, client):
         lines = [line for line in lines if line["route"] == "/v1/videos/{video_id}/generate" and line["status"] == 200]
         time.sleep(1)
     assert lines and lines[0]["video_id"] in VIDEOS and lines[0]["ms"] > 0
+    assert "\x1b[" not in service.log_text(), "ANSI colour codes in a log that is not a terminal"
     series = re.compile(r'ray_tav_serve_requests_total\{[^}]*route="/v1/videos/\{video_id\}/generate"[^}]*status="200"[^}]*\} ([0-9.]+)')
     deadline, served_ok = time.monotonic() + 60, 0.0
     while time.monotonic() < deadline and served_ok < 3:  # Ray exports every few seconds: poll until all 3 show

@@ -116,6 +116,19 @@ def test_job_errors_speak_to_http_clients(tmp_path):
     assert client_message(ValueError(f"pack {tmp_path}/packs/v.tavpack: sha256 mismatch")) == "pack v.tavpack: sha256 mismatch"
 
 
+def test_the_public_view_shows_stage_progress_and_loss_but_no_server_paths(tmp_path):
+    store = Store(tmp_path).create()
+    job_id = new_job_id()
+    jobs.create_job(store, job_id, "v", "clip.mp4", OPTIONS)
+    jobs.update_job(store, job_id, state="running", stage="inverting", worker_pid=123, progress={"step": 4, "total": 4},
+                    loss=0.25)
+    view = jobs.public_view(jobs.read_job(store, job_id))
+    assert (view["stage"], view["progress"], view["loss"]) == ("inverting", {"step": 4, "total": 4}, 0.25)
+    assert "clip" not in view and "worker_pid" not in view
+    jobs.fail_job(store, job_id, "boom")
+    assert jobs.read_job(store, job_id)["stage"] == "failed"
+
+
 def test_ids_of_packs_and_unfinished_jobs_are_reserved(tmp_path):
     store = Store(tmp_path).create()
     (store.packs / "old.tavpack").write_bytes(b"x")

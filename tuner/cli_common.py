@@ -48,10 +48,28 @@ def _quiet_libraries(prog: str):
     warnings.showwarning = show
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    quiet_environment()
+    # Libraries read those variables when first imported; one already imported (a test calling main()) is told directly.
+    if "diffusers" in sys.modules:
+        from diffusers.utils import logging as diffusers_logging
 
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()
+        diffusers_logging.disable_progress_bar()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+
+
+def quiet_environment():
+    """Silence known third-party notices through the variables the libraries read at import.
+
+    Set here, before torch/diffusers/transformers are imported (after argument parsing, so
+    ``--help`` stays fast): transformers' and diffusers' info/warning chatter (the
+    "requires torchvision" notices, the "pip install accelerate" advice) and their
+    loading progress bars. Values a user exported win.
+    """
+    for name, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(name, value)

@@ -8,14 +8,16 @@ frame (``--temporal-window`` sets another, 1..N; N is full attention).
 
 import argparse
 
+from tav.runtime.help_format import DefaultsHelpFormatter
+
 from .cli_common import run_cli
-from .invert import invert_run
 
 PROG = "tav-invert"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=DefaultsHelpFormatter)
     a = p.add_argument
     a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune (or tav-invert), or an official Tune-A-Video output folder")
     a("--video", required=True, metavar="CLIP", help="clip to invert: mp4/webm/mov/gif or a folder of images (resized and "
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
+    from .invert import invert_run  # torch: after parsing, so --help answers at once
+
     print(invert_run(args.weights, args.video, args.frames, args.out, args.stride, args.start, args.temporal_window,
                      args.inversion_steps, args.height, args.width, args.device))
 

@@ -6,21 +6,21 @@
 """
 
 import argparse
+import time
 
+from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import check_fps, check_output_path, write_video
 
 from .cli_common import run_cli
-from .model_sources import resolve_base_model
-from .sampler import INITS, sample
-from .temporal_window import check_temporal_window
-from .tuned_weights import load_tuned
-from .tuning_session import resolve_device
+from .progress import Progress, counted
 
 PROG = "tav-sample"
+INITS = ("inverted", "noise")  # the sampler's (tav.tuner.sampler.INITS), without importing torch for --help
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=DefaultsHelpFormatter)
     a = p.add_argument
     a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
     a("--pretrained", metavar="SD_MODEL", help="where the base model the weights were tuned on is now, if not where "
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="replace an existing --out file (or folder of PNG frames)")
     a("--allow-base-mismatch", action="store_true",
       help="sample even if the SD folder changed since tuning (its hash differs from run.json's); results will differ")
+    a("--quiet", action="store_true", help="no progress bar or stage lines on stderr; print only the output path")
     return p
 
 
@@ -50,6 +51,14 @@ def main_args(argv=None):
     check_fps(args.fps)
     if args.revision and not args.pretrained:
         raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
+    shown, start = Progress(PROG, not args.quiet), time.perf_counter()
+    # torch and diffusers: imported after parsing, so --help answers at once
+    from .model_sources import resolve_base_model
+    from .sampler import sample
+    from .temporal_window import check_temporal_window
+    from .tuned_weights import load_tuned
+    from .tuning_session import resolve_device
+
     device = resolve_device(args.device)
     base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
     tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
@@ -58,7 +67,13 @@ def main_args(argv=None):
     if args.temporal_window is not None:
         tuned.unet.temporal_window = check_temporal_window(args.temporal_window, tuned.frames)
     tuned.unet.to(device).eval()
-    result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta)
+    # Said once loaded, not before: a bad RUN_DIR stays a single error line.
+    shown.line(f"loaded the tuned model in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    with shown.bar(args.steps, "DDIM") as bar:
+        result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta,
+                        on_step=lambda i: bar.update(1))
+    shown.line(f"sampled {counted(args.steps, 'step')} and decoded in {time.perf_counter() - start:.1f} s")
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 
 

@@ -9,10 +9,9 @@ import argparse
 import json
 import warnings
 
-import torch
+from tav.runtime.help_format import DefaultsHelpFormatter
 
 from .cli_common import fail, run_cli
-from .tune import TuneInterrupted, tune
 from .tune_config import PRECISIONS, TuneConfig, official_config_to_fields
 
 PROG = "tav-tune"
@@ -20,7 +19,8 @@ REQUIRED = {"pretrained_model_path": "--pretrained", "video": "--video", "prompt
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=DefaultsHelpFormatter)
     a = p.add_argument
     a("--config", metavar="FILE.yaml", help="official Tune-A-Video YAML config; explicit flags override it")
     a("--pretrained", dest="pretrained_model_path", metavar="SD_MODEL",
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", default=None, help="continue the interrupted run in RUN_DIR.partial/")
     a("--validate-every", type=int, help="write samples of the prompt to RUN_DIR/validation/ every N steps (default off)")
     a("--inversion-steps", type=int, help="DDIM inversion steps for the inverted latents (default 50)")
+    a("--quiet", action="store_true", help="no progress bars or stage lines on stderr; print only the summary and RUN_DIR")
     return p
 
 
@@ -51,10 +52,12 @@ def settings_from(args: argparse.Namespace) -> TuneConfig:
     values = {}
     if args.config:
         values = official_config_to_fields(args.config)
+        import torch  # after parsing: --help answers without loading it
+
         if values.get("precision") == "fp16" and not torch.cuda.is_available():
             warnings.warn("the config asks for fp16, which needs a CUDA GPU; tuning in fp32 on the CPU")
             values["precision"] = "auto"
-    explicit = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    explicit = {k: v for k, v in vars(args).items() if k not in ("config", "quiet") and v is not None}
     values.update(explicit)
     missing = [flag for key, flag in REQUIRED.items() if not values.get(key)]
     if missing:
@@ -65,8 +68,10 @@ def settings_from(args: argparse.Namespace) -> TuneConfig:
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
     cfg = settings_from(args)
+    from .tune import TuneInterrupted, tune  # torch: after parsing, so --help is instant
+
     try:
-        run_dir = tune(cfg)
+        run_dir = tune(cfg, progress=not args.quiet)
     except TuneInterrupted as err:
         fail(PROG, str(err), 130)
     run = json.loads((run_dir / "run.json").read_text())

@@ -48,8 +48,10 @@ class PipelineParts:
 
 def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5,
            seed: int = 0, init: str = "inverted", eta: float = 0.0, *, parts: PipelineParts | None = None,
-           autocast=nullcontext) -> SampleResult:
+           autocast=nullcontext, on_step=None) -> SampleResult:
     """Generate tuned.frames frames for ``prompt``; runs on the device of ``tuned.unet``.
+
+    ``on_step(i)`` runs after each DDIM step (tav-sample's progress bar).
 
     ``parts`` reuses already loaded VAE/text encoder/tokenizer/scheduler and ``autocast``
     wraps UNet calls: both for the tuner's validation samples, which run mid-training.
@@ -71,17 +73,17 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
     else:
         latents = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
     text = encode_prompts(parts.tokenizer, parts.text_encoder, [negative_prompt, prompt])  # [uncond; cond]
-    latents = ddim_loop(tuned.unet, parts.scheduler, latents.to(device), text, steps, guidance, eta, rng, autocast)
+    latents = ddim_loop(tuned.unet, parts.scheduler, latents.to(device), text, steps, guidance, eta, rng, autocast, on_step)
     return SampleResult(decode(parts.vae, latents), latents.cpu().numpy())
 
 
 @torch.no_grad()
 def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator,
-              autocast=nullcontext) -> torch.Tensor:
+              autocast=nullcontext, on_step=None) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) with CFG; with eta > 0 each step draws its noise from ``rng``, in step order."""
     scheduler.set_timesteps(steps)
     text = text.to(latents.device)
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
         model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # identity for DDIM
         with autocast():
             eps_uncond, eps_cond = unet(model_input, t.to(latents.device), text).sample.float().chunk(2)
@@ -90,6 +92,8 @@ def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: 
         if eta > 0:
             noise = torch.from_numpy(rng.standard_normal(tuple(latents.shape), dtype=np.float32)).to(latents.device)
         latents = scheduler.step(eps, t, latents, eta=eta, variance_noise=noise).prev_sample
+        if on_step is not None:
+            on_step(i)
     return latents.float()
 
 

@@ -8,6 +8,7 @@ import argparse
 
 import numpy as np
 
+from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import write_video
 
 from .cli_common import run_cli
@@ -35,7 +36,8 @@ def make_clip(frames: int = 24, size: int = 128, seed: int = 0) -> np.ndarray:
 
 
 def main_args(argv=None):
-    p = argparse.ArgumentParser(prog="tav-make-clip", description=__doc__.splitlines()[0].replace("``", ""))
+    p = argparse.ArgumentParser(prog="tav-make-clip", description=__doc__.splitlines()[0].replace("``", ""),
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("out", help="output video: .mp4, .gif, .npy or a folder of PNGs")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--size", type=int, default=128, help="width and height in pixels")

@@ -5,6 +5,8 @@ with small channels so the whole test suite runs in minutes on two CPU cores.
 The tokenizer is CLIP's real BPE tokenizer, so prompts tokenize as with real SD.
 """
 
+from __future__ import annotations  # the model types below are imported on use: `tav-make-tiny --help` skips torch
+
 import argparse
 import shutil
 import sys
@@ -12,9 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from tav.runtime.help_format import DefaultsHelpFormatter
 
 from .clip_vocab import write_clip_tokenizer_files
 
@@ -60,6 +60,8 @@ SIZES = {
 
 
 def random_unet(size: ModelSize) -> UNet2DConditionModel:
+    from diffusers import UNet2DConditionModel
+
     return UNet2DConditionModel(
         sample_size=64,
         in_channels=4,
@@ -75,6 +77,8 @@ def random_unet(size: ModelSize) -> UNet2DConditionModel:
 
 
 def random_vae(size: ModelSize) -> AutoencoderKL:
+    from diffusers import AutoencoderKL
+
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -89,6 +93,8 @@ def random_vae(size: ModelSize) -> AutoencoderKL:
 
 
 def random_text_encoder(size: ModelSize) -> CLIPTextModel:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=49408,
@@ -106,6 +112,10 @@ def random_text_encoder(size: ModelSize) -> CLIPTextModel:
 
 def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
     """Write a random pipeline folder of the given size atomically (temp folder, then rename)."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     out_dir = Path(out_dir)
@@ -139,11 +149,15 @@ def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tav-make-tiny", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tav-make-tiny", description=__doc__.splitlines()[0].replace("``", ""),
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("out_dir", help="folder to create (must not exist or be empty)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (tests), small (CPU bench), sd15")
     args = parser.parse_args(argv)
+    from .cli_common import quiet_environment
+
+    quiet_environment()
     try:
         print(make_tiny(args.out_dir, args.seed, args.size))
     except (OSError, ValueError) as err:

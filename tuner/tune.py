@@ -28,6 +28,7 @@ from . import sd_folder
 from .inversion import ddim_inversion
 from .model_sources import resolve_base_model
 from .partial_claim import claim_partial
+from .progress import Progress, counted
 from .saved_files import save_tensors
 from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
 from .tune_config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
@@ -46,8 +47,12 @@ class TuneInterrupted(Exception):
     """Ctrl-C: the message says what was saved and how to resume."""
 
 
-def tune(cfg: TuneConfig, on_step=None) -> Path:
-    """Tune, invert and write RUN_DIR (= cfg.out); returns its path. ``on_step(step, loss)`` runs after each step."""
+def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None) -> Path:
+    """Tune, invert and write RUN_DIR (= cfg.out); returns its path. ``on_step(step, loss)`` runs after each step.
+
+    ``progress``: bars and timed stage lines on stderr; ``on_stage(name)`` hears each stage start
+    ("evaluating", "tuning", "inverting", "saving").
+    """
     started = time.perf_counter()
     _check_config(cfg)
     run_dir = Path(cfg.out).absolute()
@@ -65,7 +70,8 @@ def tune(cfg: TuneConfig, on_step=None) -> Path:
     with claim_partial(partial, cfg.resume) as created:  # one run per RUN_DIR.partial, claimed atomically
         try:
             with _InterruptFlag() as stop:
-                return _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started)
+                shown = Progress("tav-tune", progress, on_stage)
+                return _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started, shown)
         except BaseException:
             # Nothing worth resuming: leave nothing behind. A finished run (run.json) is never deleted.
             if created and not has_checkpoint(partial) and not (partial / RUN_JSON).is_file():
@@ -73,15 +79,17 @@ def tune(cfg: TuneConfig, on_step=None) -> Path:
             raise
 
 
-def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started) -> Path:
+def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started, shown: Progress) -> Path:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # run.json's peak memory is this run's, not the process's
     if not cfg.resume:
         torch.manual_seed(cfg.seed)  # the global RNGs: not drawn from by our code, seeded for any library that does
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-    s = prepare(cfg, sd_dir, pixels)
+    with shown.stage("loading", "loading the model, encoding the clip and the prompt"):
+        s = prepare(cfg, sd_dir, pixels)
     step, losses, train_time, resumed_from = 0, [], 0.0, None
+    passes = counted(cfg.eval_pairs, "UNet pass", "UNet passes")
     if cfg.resume:
         tensors, state = load_checkpoint(partial, s.optimizer, s.scaler, s.generator)
         with torch.no_grad():
@@ -93,7 +101,8 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
             raise ValueError(f"the checkpoint is at step {step}, past --steps {cfg.steps}; pass --steps {step} or more")
     else:
         (partial / TUNE_CONFIG).write_text(json.dumps(settings, indent=1))
-        eval_before = eval_loss(s)
+        with shown.stage("evaluating", f"evaluating the loss before tuning ({passes})"):
+            eval_before = eval_loss(s)
 
     def checkpoint():
         save_checkpoint(partial, s.trainable, s.optimizer, s.scaler, s.generator,
@@ -102,7 +111,9 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
     in_step, progress = False, None
     try:
         stop.check()
-        progress = tqdm(total=cfg.steps, initial=step, desc="tav-tune", unit="step", dynamic_ncols=True)
+        if shown.on_stage is not None:
+            shown.on_stage("tuning")
+        progress = shown.bar(cfg.steps, "", initial=step)
         while step < cfg.steps:
             in_step = True
             tick = time.perf_counter()
@@ -121,11 +132,15 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
                 on_step(step, loss)
             stop.check()
         progress.close()
-        eval_after = eval_loss(s)
+        with shown.stage("evaluating", f"evaluating the loss after tuning ({passes})"):
+            eval_after = eval_loss(s)
+        shown.line(f"evaluation loss {eval_before:.4f} -> {eval_after:.4f}")
         stop.check()
         tick = time.perf_counter()
-        inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(sd_dir), cfg.inversion_steps,
-                                  s.autocast, on_step=lambda i: stop.check())
+        with shown.stage("inverting", f"inverting the clip ({counted(cfg.inversion_steps, 'DDIM step')})"), \
+                shown.bar(cfg.inversion_steps, "inversion") as bar:
+            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(sd_dir), cfg.inversion_steps,
+                                      s.autocast, on_step=lambda i: (bar.update(1), stop.check()))
         inversion_time = time.perf_counter() - tick
     except KeyboardInterrupt:
         if progress is not None:
@@ -142,8 +157,9 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
                 "resume with the same command plus --resume") from None
         raise TuneInterrupted("interrupted before the first step; nothing to resume") from None
 
-    save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, partial / TUNED_WEIGHTS)
-    save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
+    with shown.stage("saving", f"saving to {partial.name}/"):
+        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, partial / TUNED_WEIGHTS)
+        save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
     peak, peak_kind = _peak_memory(s.device)
     run = dict(
         settings,
