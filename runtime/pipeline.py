@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .backends import LoadedGraphs, choose_backend
 from .ddim import DDIMConfig, DDIMScheduler
+from .denoise import denoise
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
 from .packs import check_pack_fits, read_pack, remake_hint
 from .tokenizer import ClipTokenizer
@@ -181,7 +182,8 @@ class VideoPipeline:
             return graph.run(feeds, weights, release_memory=release_memory)
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
-                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None) -> VideoResult:
+                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None,
+                 callback=None) -> VideoResult:
         """Generate the ENGINE_DIR's F frames for ``prompt``.
 
         ``video``: the added video to sample (required for a base ENGINE_DIR, refused otherwise).
@@ -190,6 +192,7 @@ class VideoPipeline:
         (``default_rng(seed)`` normal), or a float32 array [1, 4, F, H/8, W/8] of starting latents.
         ``guidance`` 1 skips the unconditional branch (eps_u + 1 * (eps_c - eps_u) = eps_c):
         both halves of the batch-2 UNet get the prompt and the second half is used.
+        ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
         """
         steps = self._check_args(prompt, negative_prompt, steps, guidance, seed, eta)
         chosen = self._choose_video(video)
@@ -213,21 +216,7 @@ class VideoPipeline:
         lap("tokenize")
         text = self._run("text_encoder", {"input_ids": ids})["last_hidden_state"]
         lap("text_encoder")
-        for i, t in enumerate(tqdm(timesteps, desc="denoise", unit="step", disable=not progress, leave=False)):
-            sample = np.concatenate([latents, latents]).astype(self.float_dtype)
-            feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
-            # After the last step the UNet's activation memory goes back before the VAE decoder needs its own.
-            last = i == len(timesteps) - 1
-            eps_uncond, eps_cond = self._run("unet", feeds, chosen, release_memory=last)["noise_pred"].astype(np.float32)[:, None]
-            noise = rng.standard_normal(latents.shape, dtype=np.float32) if eta > 0 else None
-            with np.errstate(all="ignore"):  # overflow is reported below, once, with what to do about it
-                eps = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond
-                latents = self.scheduler.step(eps, int(t), latents, steps, eta=eta, noise=noise)
-            if not np.isfinite(latents).all():
-                raise NonFiniteError(
-                    f"the latents became NaN/Inf at denoising step {i + 1}/{steps} (t={t}); "
-                    + self._overflow_hint()
-                )
+        latents = self._denoise(latents, text, timesteps, chosen, guidance, eta, rng, progress, callback)
         lap("denoise")
         timings["denoise_per_step"] = timings["denoise"] / steps
 
@@ -239,6 +228,37 @@ class VideoPipeline:
         lap("decode")
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
+
+    def _denoise(self, latents, text, timesteps, video, guidance, eta, rng, progress, callback) -> np.ndarray:
+        """The shared loop (runtime/denoise.py) over the UNet engine, with CFG and numpy DDIM."""
+        steps, use_cfg = len(timesteps), guidance != 1.0
+
+        def eps(x, t):
+            sample = np.concatenate([x, x]).astype(self.float_dtype)
+            feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
+            # After the last step the UNet's activation memory goes back before the VAE decoder needs its own.
+            out = self._run("unet", feeds, video, release_memory=t == timesteps[-1])["noise_pred"]
+            eps_uncond, eps_cond = out.astype(np.float32)[:, None]
+            with np.errstate(all="ignore"):  # overflow is reported after the step, once, with what to do about it
+                return eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond
+
+        def update(prediction, t, x, noise):
+            with np.errstate(all="ignore"):
+                return self.scheduler.step(prediction, int(t), x, steps, eta=eta, noise=noise)
+
+        def draw():
+            return rng.standard_normal(latents.shape, dtype=np.float32)
+
+        with tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False) as bar:
+            def after_step(i, total, t, x):
+                if not np.isfinite(x).all():
+                    raise NonFiniteError(f"the latents became NaN/Inf at denoising step {i + 1}/{total} (t={t}); "
+                                         + self._overflow_hint())
+                bar.update(1)
+                if callback is not None:
+                    callback(i, total, t, x)
+
+            return denoise(eps, update, timesteps, latents, noise=draw if eta > 0 else None, callback=after_step)
 
     def _check_args(self, prompt, negative_prompt, steps, guidance, seed, eta) -> int:
         """Every argument checked before the first engine call: a prompt that is not a str is a TypeError, a bad value

@@ -152,6 +152,13 @@ def test_run_returns_frames_latents_and_timings(pipe):
     assert pipe.backend == "onnxruntime" and pipe.device == "cpu"
 
 
+def test_callback_sees_each_denoising_step_and_the_final_latents(pipe):
+    seen = []
+    result = pipe("a man is skiing", steps=3, callback=lambda i, total, t, x: seen.append((i, total, int(t), x.copy())))
+    assert [(i, total, t) for i, total, t, _ in seen] == [(i, 3, int(t)) for i, t in enumerate(pipe.scheduler.timesteps(3))]
+    np.testing.assert_array_equal(seen[-1][3], result.latents)
+
+
 def test_fp16_graphs_get_fp16_inputs_and_give_float32_latents(engine_dir, tiny_sd, tmp_path, pipe):
     with VideoPipeline.load(write_engine_dir(tmp_path / "fp16", tiny_sd / "tokenizer", "fp16"), device="cpu") as pipe16:
         assert pipe16.float_dtype == np.float16

@@ -125,7 +125,7 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
         stop.check()
         tick = time.perf_counter()
         inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(sd_dir), cfg.inversion_steps,
-                                  s.autocast, on_step=lambda i: stop.check())
+                                  s.autocast, callback=lambda *_: stop.check())
         inversion_time = time.perf_counter() - tick
     except KeyboardInterrupt:
         if progress is not None:
