@@ -16,25 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from export_fixtures import make_run_dir
-from tav.export.cli import main as tav_export
-
 FRAMES, HEIGHT, WIDTH = 3, 64, 64
 TOKEN = "test-token-123"
 READY_TIMEOUT_S = 240  # Ray + Serve + replica start on a loaded 2-core machine
-
-
-def make_base(sd_dir, out) -> Path:
-    tav_export(["--base", str(sd_dir), "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH),
-                "--precision", "fp32", "--out", str(out), "--quiet"])
-    return Path(out)
-
-
-def make_pack(sd_dir, base_dir, work, out, seed: int) -> Path:
-    """A RUN_DIR whose tuned tensors differ by ``seed`` (export_fixtures), packed for ``base_dir``."""
-    run_dir = make_run_dir(sd_dir, Path(work) / f"run-{seed}", FRAMES, HEIGHT, WIDTH, seed=seed)
-    tav_export(["--weights", str(run_dir), "--pack-for", str(base_dir), "--out", str(out), "--quiet"])
-    return Path(out)
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ from tav.tuner import VideoUNet
 needs_compiled_cpu = pytest.mark.skipif(
     not ext.compiled_backend_available("cpu"), reason=f"compiled CPU kv_gather unavailable: {ext.fallback_reason()}"
 )
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 # (batch, frames, tokens, channels): one frame, two frames, several clips, odd sizes.
 SHAPES = [(1, 1, 3, 5), (1, 2, 4, 8), (2, 2, 5, 3), (3, 4, 7, 6), (2, 5, 1, 1)]
@@ -158,7 +157,6 @@ def test_video_unet_is_the_same_with_and_without_the_compiled_op(tiny_sd, monkey
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES + [(2, 8, 64, 320), (1, 3, 17, 33)])
 def test_cuda_kernel_equals_index_rule(shape, dtype):
@@ -173,7 +171,6 @@ def test_cuda_kernel_equals_index_rule(shape, dtype):
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_cuda_kernel_handles_misaligned_views():
     # An offset of one element breaks 16-byte alignment: the kernel must fall back to narrower words.
     base = torch.randn(4 * 5 * 8 + 1, device="cuda", dtype=torch.float16)
@@ -184,14 +181,12 @@ def test_cuda_kernel_handles_misaligned_views():
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_cuda_gradcheck():
     k = torch.randn(6, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: torch.ops.tav.kv_gather(x, x, 3), (k,))
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_gpu_bench_writes_its_table(tmp_path):
     import json
 

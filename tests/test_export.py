@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
+from export_fixtures import FRAMES, HEIGHT, WIDTH
 from safetensors.torch import load_file
 
 from tav import cpp_ext
@@ -35,13 +35,13 @@ def _has_tensorrt_rtx():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run
 
 
 @pytest.fixture(scope="module")
-def fp32_engine(run_dir, tmp_path_factory):
-    return export_engine(run_dir, tmp_path_factory.mktemp("fp32") / "engine")
+def fp32_engine(baked_engine):
+    return baked_engine
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def _last_dims(model) -> dict:
     return {v.name: v.type.tensor_type.shape.dim[-1].dim_value for v in values if v.type.tensor_type.shape.dim}
 
 
-@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed (pip install tensorrt-rtx)")
+@pytest.mark.trt
 def test_tensorrt_plans_are_built_from_pinned_standard_op_twins(fp16_engine, torch_models):
     """TensorRT's parser has no com.microsoft ops: its source graphs keep MatMul-Softmax-MatMul, pinned and checked."""
     graphs = manifest(fp16_engine)["graphs"]
@@ -280,7 +280,7 @@ def test_external_data_files_are_listed_checked_and_hold_the_weights(fp16_engine
         assert external.stat().st_size > 2 * path.stat().st_size, name
 
 
-@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed (pip install tensorrt-rtx)")
+@pytest.mark.trt
 def test_tensorrt_rtx_builds_unet_text_encoder_and_vae(fp16_engine):
     import tensorrt_rtx
 

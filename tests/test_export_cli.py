@@ -12,8 +12,8 @@ from tav.export.cli import main
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run
 
 
 def fails_in_one_line(argv, out) -> str:

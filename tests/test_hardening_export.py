@@ -25,8 +25,8 @@ from tav.export.stale_exports import hold_lock, leftovers
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run
 
 
 @pytest.fixture

@@ -39,14 +39,6 @@ STEPS = 3
 PROMPT = "a man is skiing"
 
 
-def _has_tensorrt_rtx():
-    try:
-        import tensorrt_rtx  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def cli_export(argv):
     """tav-export in-process; it returns on success and exits with the one-line error otherwise."""
     try:
@@ -56,21 +48,15 @@ def cli_export(argv):
 
 
 @pytest.fixture(scope="session")
-def made(tiny_sd, tmp_path_factory):
-    root = tmp_path_factory.mktemp("packs")
-    runs = {name: make_run_dir(tiny_sd, root / f"run{name}", seed=seed) for name, seed in (("A", 0), ("B", 5))}
-    base = root / "base"
-    cli_export(["--base", str(tiny_sd), "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH), "--out", str(base)])
-    packs = {}
-    for name, run in runs.items():
-        packs[name] = root / f"{name}.tavpack"
-        cli_export(["--weights", str(run), "--pack-for", str(base), "--out", str(packs[name])])
-    return {"root": root, "runs": runs, "base": base, "packs": packs}
+def made(random_runs, base_engine, packs, tmp_path_factory):
+    """Videos A and B (random runs of seeds 0 and 5), the shared fp32 base and their packs; root is this module's own."""
+    return {"root": tmp_path_factory.mktemp("packs"), "runs": {"A": random_runs(0), "B": random_runs(5)},
+            "base": base_engine, "packs": {"A": packs(0), "B": packs(5)}}
 
 
 @pytest.fixture(scope="session")
-def baked_a(made):
-    return export_engine(made["runs"]["A"], made["root"] / "bakedA")
+def baked_a(baked_engine):
+    return baked_engine  # random_runs(0), as video A
 
 
 @pytest.fixture(scope="session")
@@ -205,7 +191,7 @@ def test_fp16_pack_on_an_fp16_base_matches_fp32_within_half_precision(fp16, pipe
     assert got.latents.dtype == np.float32 and rel(got.latents, want.latents) <= 2e-2
 
 
-@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed")
+@pytest.mark.trt
 def test_tensorrt_builds_the_base_unet_with_refittable_tuned_weights(fp16, tmp_path):
     """The refit path of a base's TensorRT UNet: the twin with the tuned tensors as weights parses, every
     one of them is marked refittable, and the plan builds where a GPU is usable.

@@ -8,6 +8,7 @@ import io
 import os
 import json
 import re
+import shutil
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make install adds it)")
 
 import httpx  # noqa: E402
-from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess, make_base, make_pack  # noqa: E402
+from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
 
 from tav.runtime.cli import main as tav_run  # noqa: E402
 from tav.runtime.video_output import write_video  # noqa: E402
@@ -27,7 +28,7 @@ from tav.serve.jobs import create_job, read_job  # noqa: E402
 from tav.serve.store import Store  # noqa: E402
 from tav.tuner.synthetic_clip import make_clip  # noqa: E402
 
-VIDEOS = {"vid-a": 1, "vid-b": 2, "vid-c": 3}  # video id -> the seed its tuned tensors were perturbed with
+VIDEOS = {"vid-a": 0, "vid-b": 5, "vid-c": 3}  # video id -> the seed of its random run (tests/fixtures: packs)
 REQUEST = {"prompt": "a red ball is bouncing", "steps": 3, "guidance": 7.5, "seed": 11, "format": "npy"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Frames may differ by 1 level from tav-run: the same graphs run in ORT sessions with other thread counts
@@ -36,12 +37,12 @@ FRAME_TOLERANCE = 1
 
 
 @pytest.fixture(scope="module")
-def served(tiny_sd, tmp_path_factory):
+def served(tiny_sd, base_engine, packs, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    base = make_base(tiny_sd, root / "base")
+    base = base_engine  # read-only: the service only reads its base
     store = Store(root / "store").create()
     for video_id, seed in VIDEOS.items():
-        make_pack(tiny_sd, base, root / "runs", store.pack_path(video_id), seed)
+        shutil.copyfile(packs(seed), store.pack_path(video_id))  # the store is the service's to edit: copies
     stale = "0" * 32  # a job a previous service left running: the restart must fail it
     create_job(store, stale, "stale", "clip.mp4", {"steps": 10})
     service = ServeProcess(base, store.root, tiny_sd, root / "tav-serve.log")

@@ -41,9 +41,9 @@ def config(tiny_sd, clip, out, **overrides) -> TuneConfig:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, skiing_clip, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tune") / "run"
-    return tune(config(tiny_sd, skiing_clip, out, validate_every=4, validation_steps=2))
+def run_dir(tuned_run):
+    """tests/fixtures' real tuning run: config(...) with validate_every=4, validation_steps=2 (TUNED_RUN)."""
+    return tuned_run
 
 
 def test_run_dir_holds_the_contract_files(run_dir, tiny_sd):
