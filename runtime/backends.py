@@ -95,7 +95,8 @@ def choose_backend(manifest: Manifest, backend: str = "auto", device: str | None
 class LoadedGraphs:
     """The three graphs of an ENGINE_DIR on one backend: ``graphs[name].run(feeds) -> outputs``."""
 
-    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False):
+    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False,
+                 ort_threads: int | None = None):
         self.choice = choice
         log.info("tav.runtime: %s on %s (%s)", choice.name, choice.device, choice.reason)
         self._engines = None
@@ -109,7 +110,7 @@ class LoadedGraphs:
                 # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
                 name: backend_ort.OrtGraph(manifest.path(g.onnx), choice.device, cuda_graph=name == "unet",
                                            fused_attention=g.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS,
-                                           weight_inputs=weights if name == "unet" else ())
+                                           weight_inputs=weights if name == "unet" else (), threads=ort_threads)
                 for name, g in manifest.graphs.items()
             }
         try:

@@ -18,10 +18,11 @@ from .backends import LoadedGraphs, choose_backend
 from .ddim import DDIMConfig, DDIMScheduler
 from .denoise import denoise
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
+from .one_line import first_line
 from .packs import check_pack_fits, read_pack, remake_hint
 from .tokenizer import ClipTokenizer
-from .video_registry import VideoRegistry
 from .video_output import frames_to_uint8
+from .video_registry import Video, VideoRegistry
 
 log = logging.getLogger("tav.runtime")
 
@@ -35,11 +36,11 @@ def _read_text_assets(manifest) -> tuple:
     try:
         tokenizer = ClipTokenizer(manifest.path("tokenizer"), manifest.text_max_length)
     except Exception as err:  # the tokenizers library raises a bare Exception for unreadable JSON
-        raise refuse(manifest.engine_dir, f"its tokenizer cannot be read ({_first_line(err)})") from None
+        raise refuse(manifest.engine_dir, f"its tokenizer cannot be read ({first_line(err)})") from None
     try:
         scheduler = DDIMScheduler(DDIMConfig.from_file(manifest.path("scheduler_config.json")))
     except (OSError, ValueError, TypeError) as err:
-        raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({_first_line(err)})") from None
+        raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({first_line(err)})") from None
     return tokenizer, scheduler
 
 
@@ -49,11 +50,6 @@ def _is_integer(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 class NonFiniteError(FloatingPointError):
@@ -95,26 +91,33 @@ class VideoPipeline:
         self._graphs = graphs
         self.tokenizer = tokenizer
         self.scheduler = scheduler
-        self.inverted_latents = inverted_latents
+        self.inverted_latents = inverted_latents  # a baked ENGINE_DIR's (its implicit video's); None for a base
         self.backend, self.device = graphs.choice.name, graphs.choice.device
         self.float_dtype = np.dtype(FLOAT_DTYPES[manifest.precision])
         self.load_seconds = load_seconds
         self._lock = threading.Lock()
         unet = graphs.graphs["unet"]
-        self._videos = VideoRegistry(unet.upload, unet.release, max_resident_videos) if manifest.base else None
+        implicit = None if manifest.base else Video(None, None, inverted_latents, (
+            f"{manifest.engine_dir} has no inverted_latents.npy (the weights had no DDIM inversion); "
+            "use init='noise' (--init noise) or export from a RUN_DIR with inverted latents"))
+        self._videos = VideoRegistry(unet.upload, unet.release, self._lock, max_resident_videos, implicit,
+                                     str(manifest.engine_dir))
 
     @classmethod
     def load(cls, engine_dir, backend: str = "auto", device: str | None = None, allow_plugin: bool = False,
-             max_resident_videos: int | None = None) -> "VideoPipeline":
+             max_resident_videos: int | None = None, ort_threads: int | None = None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
         ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
         caller trusts this ENGINE_DIR enough to run its native KVGather plugin library (plugin-mode
         TensorRT plans need it); without it no code from the folder is ever loaded (docs/SECURITY.md).
         ``max_resident_videos`` caps the packs kept on the device (None: no cap); it matters only for a
-        base ENGINE_DIR.
+        base ENGINE_DIR. ``ort_threads``: ONNX Runtime's intra-op threads per graph (None: one per core);
+        several processes sharing a CPU (tav-serve replicas) each want few.
         """
         start = time.perf_counter()
+        if ort_threads is not None and (not _is_integer(ort_threads) or ort_threads < 1):
+            raise ValueError(f"ort_threads must be a positive integer or None (one per core), got {ort_threads!r}")
         manifest = read_manifest(engine_dir)
         choice = choose_backend(manifest, backend, device, allow_plugin)
         tokenizer_files = [*PINNED_FILES, *([TOKENIZER_CONFIG] if manifest.path(TOKENIZER_CONFIG).exists() else [])]
@@ -125,14 +128,14 @@ class VideoPipeline:
         tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
         try:
-            graphs = LoadedGraphs(manifest, choice, allow_plugin)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin, ort_threads)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
-            log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", str(err).splitlines()[0])
+            log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", first_line(err, None))
             choice = choose_backend(manifest, "onnxruntime", device)
             verify_files(manifest, choice.name)
-            graphs = LoadedGraphs(manifest, choice)
+            graphs = LoadedGraphs(manifest, choice, ort_threads=ort_threads)
         try:
             return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start, max_resident_videos)
         except BaseException:
@@ -142,33 +145,34 @@ class VideoPipeline:
     @property
     def videos(self) -> dict:
         """name -> metadata of each added video (pack path, sha256, prompt, base, run summary, resident)."""
-        return self._videos.describe() if self._videos else {}
+        return self._videos.describe()
 
     def add_video(self, name: str, pack_path, replace: bool = False) -> dict:
         """Verify ``pack_path`` (sha256, made for this base) and make it resident as ``name``; returns its metadata.
 
         Fails in one line, registering nothing, on a bad or foreign pack, or a name in use without ``replace``.
         """
-        videos = self._require_base("add_video")
-        videos.check_free(name, replace)  # before reading a large file
+        self._require_base("add_video")
+        self._videos.check_free(name, replace)  # before reading a large file
         pack = read_pack(pack_path)
         check_pack_fits(pack, self.manifest)
+        hint = (f"pack {pack.path} of video {name!r} has no inverted latents (its weights had no DDIM inversion); use "
+                f"init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} from a RUN_DIR with inverted latents")
         with self._lock:  # uploads and evictions never overlap an engine call
             self._check_open()
-            videos.add(name, pack, replace)
+            self._videos.add(name, pack, replace, hint)
         return self.videos[name]
 
     def remove_video(self, name: str) -> None:
-        """Forget ``name`` and free its memory; a call sampling it fails at its next step."""
-        videos = self._require_base("remove_video")
+        """Forget ``name``: the next call naming it is refused; calls already sampling it finish, then its memory goes."""
+        self._require_base("remove_video")
         with self._lock:
-            videos.remove(name)
+            self._videos.remove(name)
 
-    def _require_base(self, what: str) -> VideoRegistry:
-        if self._videos is None:
+    def _require_base(self, what: str) -> None:
+        if not self.manifest.base:
             raise ValueError(f"{what}: {self.manifest.engine_dir} has its tuned weights baked in; videos are added to a "
                              "base ENGINE_DIR (`tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`)")
-        return self._videos
 
     def _check_open(self) -> None:
         if not self._graphs.graphs:
@@ -178,7 +182,7 @@ class VideoPipeline:
         with self._lock:
             self._check_open()
             graph = self._graphs.graphs[name]
-            weights = None if video is None else self._videos.weights(video)
+            weights = None if video is None else self._videos.weights(video)  # only the UNet takes a video
             return graph.run(feeds, weights, release_memory=release_memory)
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
@@ -195,7 +199,10 @@ class VideoPipeline:
         ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
         """
         steps = self._check_args(prompt, negative_prompt, steps, guidance, seed, eta)
-        chosen = self._choose_video(video)
+        with self._videos.hold(video) as chosen:  # removed or evicted meanwhile, it stays until this call ends
+            return self._generate(chosen, prompt, negative_prompt, steps, guidance, seed, init, eta, progress, callback)
+
+    def _generate(self, chosen, prompt, negative_prompt, steps, guidance, seed, init, eta, progress, callback):
         timings = {}
         clock = time.perf_counter()
 
@@ -279,36 +286,16 @@ class VideoPipeline:
             raise ValueError(f"steps must be between 1 and {self.scheduler.max_steps} for this ENGINE_DIR's scheduler, got {steps}")
         return int(steps)
 
-    def _choose_video(self, name):
-        if self._videos is None:
-            if name is not None:
-                raise ValueError(f"video={name!r}: {self.manifest.engine_dir} has its tuned weights baked in and serves "
-                                 "only its own video; omit video=, or load a base ENGINE_DIR")
-            return None
-        if name is None:
-            known = ", ".join(repr(n) for n in sorted(self.videos)) or "none yet; add_video(name, pack_path) first"
-            raise ValueError(f"{self.manifest.engine_dir} is a base ENGINE_DIR: pass video=NAME (known videos: {known})")
-        return self._videos.get(name)
-
-    def _initial_latents(self, init, rng, video=None) -> np.ndarray:
+    def _initial_latents(self, init, rng, video) -> np.ndarray:
         shape = self.manifest.latent_shape
         if isinstance(init, np.ndarray):
             latents = init.astype(np.float32)
             if latents.shape != shape:
                 raise ValueError(f"starting latents must have shape {shape}, got {latents.shape}")
-        elif init == "inverted" and video is not None:
-            if video.pack.inverted_latents is None:
-                raise ValueError(f"pack {video.pack.path} of video {video.name!r} has no inverted latents (its weights had no "
-                                 f"DDIM inversion); use init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} "
-                                 "from a RUN_DIR with inverted latents")
-            latents = video.pack.inverted_latents.copy()
         elif init == "inverted":
-            if self.inverted_latents is None:
-                raise ValueError(
-                    f"{self.manifest.engine_dir} has no inverted_latents.npy (the weights had no DDIM inversion); "
-                    "use init='noise' (--init noise) or export from a RUN_DIR with inverted latents"
-                )
-            latents = self.inverted_latents.copy()
+            if video.inverted_latents is None:
+                raise ValueError(video.no_latents_hint)
+            latents = video.inverted_latents.copy()
         elif init == "noise":
             latents = rng.standard_normal(shape, dtype=np.float32)
         else:
@@ -325,8 +312,7 @@ class VideoPipeline:
 
     def close(self) -> None:
         with self._lock:
-            if self._videos is not None:
-                self._videos.close()
+            self._videos.close()
             self._graphs.close()
 
     def __enter__(self):

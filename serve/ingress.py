@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 
+from tav.runtime.one_line import first_line
+
 from .config import ServeConfig
 from .errors import ApiError, busy
 from .ids import BadId, check_job_id, check_video_id, new_job_id
@@ -81,7 +83,7 @@ class IngressService:
         try:
             return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": without_paths(read_pack_metadata(path))}
         except (OSError, ValueError) as err:  # a pack removed meanwhile or with a broken header: listed, marked
-            return {"video_id": video_id, "error": _first_line(err)}
+            return {"video_id": video_id, "error": first_line(err, None)}
 
     async def generate(self, video_id: str, body: GenerateRequest) -> dict:
         video_id = self._known_video(video_id)
@@ -99,14 +101,14 @@ class IngressService:
         except RequestCancelledError:
             raise busy("the request was cancelled on the replica (shutting down?); retry", limits.retry_after_s) from None
         except REPLICA_GONE as err:
-            log.warning("replica lost during generate for %s: %s", video_id, _first_line(err))
+            log.warning("replica lost during generate for %s: %s", video_id, first_line(err, None))
             raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
         except VideoNotFound:
             raise ApiError(404, f"no video {video_id!r} (it was removed from the store)") from None
         except VideoUnusable as err:  # the store's fault, not the client's
             raise ApiError(500, str(err)) from None
         except ValueError as err:  # the runtime's own argument checks, e.g. init="inverted" on a pack without latents
-            raise ApiError(422, _first_line(err)) from None
+            raise ApiError(422, first_line(err, None)) from None
 
     async def check_ready(self) -> None:
         try:
@@ -134,7 +136,7 @@ class IngressService:
         except UploadRefused as err:
             raise ApiError(err.status, str(err)) from None
         except Exception as err:  # starlette's multipart errors: malformed body, too many parts
-            raise ApiError(422, f"the body is not a valid multipart form ({_first_line(err)}); "
+            raise ApiError(422, f"the body is not a valid multipart form ({first_line(err, None)}); "
                                 "send the clip as file field 'clip' and the options as fields") from None
         try:
             try:
@@ -155,7 +157,7 @@ class IngressService:
         try:
             ref = self._tuning_task.remote(self.config, job_id)
         except Exception as err:  # Ray refused the task: the record must not stay "queued"
-            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {_first_line(err)}")
+            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {first_line(err, None)}")
             raise busy("could not start the tuning task; retry later", limits.retry_after_s) from None
         self._watchers[job_id] = asyncio.create_task(self._watch(job_id, ref))
         log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
@@ -184,7 +186,7 @@ class IngressService:
         try:
             await ref
         except Exception as err:
-            reason = f"the tuning task ended abnormally: {type(err).__name__}: {_first_line(err)}"
+            reason = f"the tuning task ended abnormally: {type(err).__name__}: {first_line(err, None)}"
             await asyncio.to_thread(fail_job, self.store, job_id, reason)
         finally:
             self._watchers.pop(job_id, None)
@@ -198,8 +200,3 @@ class IngressService:
             return public_view(await asyncio.to_thread(read_job, self.store, job_id))
         except FileNotFoundError:
             raise ApiError(404, f"no job {job_id}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

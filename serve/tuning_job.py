@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from tav.runtime.manifest import read_manifest
+from tav.runtime.one_line import first_line
 
 from .config import ServeConfig
 from .jobs import JobAbandoned, fail_job, read_job, update_job
@@ -28,7 +29,7 @@ def run_tuning_job(config: ServeConfig, job_id: str) -> str:
     except JobAbandoned:
         raise
     except BaseException as err:
-        fail_job(store, job_id, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'}")
+        fail_job(store, job_id, first_line(err, None, with_type=True))
         raise
     finally:
         shutil.rmtree(store.upload_dir(job_id), ignore_errors=True)

@@ -389,6 +389,25 @@ def test_tampered_or_truncated_pack_is_refused(fresh, made, tmp_path, damage, me
     assert list(fresh.videos) == ["A"]
 
 
+def test_a_video_removed_while_a_call_samples_it_finishes_that_call_and_refuses_the_next(fresh, pipe):
+    want = pipe(PROMPT, video="A", steps=STEPS).latents
+    entry = fresh._videos._videos["A"]  # the registry's entry, to watch its device memory
+    kept = []
+
+    def remove_after_first_step(i, total, t, latents):
+        if i == 0:
+            fresh.remove_video("A")
+            kept.append(("A" in fresh.videos, entry.device is not None))
+
+    got = fresh(PROMPT, video="A", steps=STEPS, callback=remove_after_first_step)
+    np.testing.assert_array_equal(got.latents, want)
+    assert kept == [(False, True)]  # forgotten at once, its memory kept while the call ran
+    assert entry.device is None and entry.users == 0  # released when the call ended
+    with pytest.raises(UnknownVideoError) as refused:
+        fresh(PROMPT, video="A", steps=1)
+    assert str(refused.value) == "unknown video 'A'; known videos: none; add one with add_video(name, pack_path)"
+
+
 def test_unknown_video_lists_the_known_ones(fresh):
     with pytest.raises(UnknownVideoError, match=r"unknown video 'Z'; known videos: 'A'"):
         fresh(PROMPT, video="Z", steps=1)

@@ -288,19 +288,25 @@ def test_killing_a_replica_during_load_loses_nothing_and_service_recovers(served
 
 def test_a_video_evicted_while_sampling_stays_until_its_request_ends(served):
     """Ray's LRU evicts from a thread at any time; the pack must outlive the requests using it (no Ray here)."""
-    from tav.runtime import VideoPipeline
+    from tav.runtime import UnknownVideoError, VideoPipeline
     from tav.serve.residency import VideoNotFound, load_video_into
 
+    sampling = dict(negative_prompt="", steps=REQUEST["steps"], guidance=REQUEST["guidance"], seed=REQUEST["seed"],
+                    eta=0.0, init="inverted")
     with VideoPipeline.load(served["base"], backend="onnxruntime", device="cpu") as pipe:
         resident = load_video_into(pipe, "vid-a", served["store"])
-        with resident.use() as video:
-            resident.evict()
-            assert resident.name in pipe.videos  # still in use: kept
-            frames = video.generate(REQUEST["prompt"], "", REQUEST["steps"], REQUEST["guidance"], REQUEST["seed"], 0.0,
-                                    "inverted").frames
-        assert resident.name not in pipe.videos  # gone with its last request
-        with resident.use() as video:
-            assert video is None  # the caller loads it again
+
+        def evict_after_first_step(i, total, t, latents):
+            if i == 0:
+                resident.__del__()  # what Ray's multiplexing calls when its LRU unloads the video
+                assert "vid-a" not in pipe.videos
+
+        frames = pipe(REQUEST["prompt"], video="vid-a", callback=evict_after_first_step, **sampling).frames
+        with pytest.raises(UnknownVideoError, match="unknown video 'vid-a'"):  # the replica then loads it again
+            resident.generate(REQUEST["prompt"], **sampling)
+        resident.__del__()  # Python's own call at collection: a no-op now, whatever holds the id meanwhile
+        again = load_video_into(pipe, "vid-a", served["store"])
+        np.testing.assert_array_equal(again.generate(REQUEST["prompt"], **sampling).frames, frames)
         with pytest.raises(VideoNotFound, match="no video 'nope'"):
             load_video_into(pipe, "nope", served["store"])
     assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
