@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tav.runtime.one_line import first_line
+
 from .e2e import e2e_cli
 from .flops import unet_step_flops
 from .packs import measure_packs, pack_sizes
-from .memory import step_memory
-from .timing import copy_gbps, matmul_tflops, median_ms
+from .timing import copy_gbps, matmul_tflops
 from .unet_backends import StepInputs, accuracy
 
 PROMPT = "a red car drifting on a snowy road, cartoon style"
@@ -94,7 +95,7 @@ def _stage(report, name, fn, skipped=False):
         report["stages"][name] = measured
         return value
     except Exception as err:  # a stage that cannot run here must not hide the others' numbers
-        report["stages"][name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        report["stages"][name] = {"error": first_line(err, 300, with_type=True)}
         return None
 
 
@@ -166,7 +167,7 @@ def _export(cfg: BenchConfig, run_dir: Path, work: Path):
             measured.update(backend="all", seconds=time.perf_counter() - t0)
             return _export_measured(work / "engine_trt", measured)
         except Exception as err:  # e.g. a TensorRT that cannot build for this GPU: keep the ONNX numbers
-            measured["tensorrt_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            measured["tensorrt_error"] = first_line(err, 300, with_type=True)
     t0 = time.perf_counter()
     export_engine(run_dir, work / "engine", precision=precision, backend="onnx")
     measured.update(backend="onnx", seconds=time.perf_counter() - t0)

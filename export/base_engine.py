@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 import torch
 
+from tav.runtime.one_line import first_line
+
 from .errors import ExportError
 from .graphs import GraphSpec, TensorSpec, UNetGraph
 
@@ -43,7 +45,7 @@ def resolve_base(text):
     try:
         return resolve_base_model(text)
     except (OSError, ValueError) as err:
-        raise ExportError(f"--base: {str(err).strip().splitlines()[0]}") from None
+        raise ExportError(f"--base: {first_line(err, None)}") from None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import argparse
 import logging
 import sys
 
+from tav.runtime.one_line import first_line
+
 
 def build_parser() -> argparse.ArgumentParser:
     summary = __doc__.split(": ", 1)[1].split("\n")[0]
@@ -58,9 +60,8 @@ def main(argv=None):
     if not (args.weights or args.base):
         parser.error("one of the arguments --weights --base is required")
     try:
-        import onnxruntime
-
         import diffusers
+        import onnxruntime
         import transformers
 
         # Library chatter (progress bars, per-node warnings) would drown the stage lines.
@@ -82,7 +83,7 @@ def main(argv=None):
         print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
     except (OSError, ValueError, RuntimeError) as err:  # ExportError, ParityError, TensorRTError, GraphError, load errors
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(err, None)
         sys.exit(f"tav-export: error: {message}")
     print(out)
 

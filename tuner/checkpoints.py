@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tav.runtime.one_line import first_line
+
 WEIGHT_NAMES = (
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
@@ -42,7 +44,7 @@ def read_state_dict(path: Path) -> dict:
             return load_file(str(path))
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
-        raise ValueError(f"cannot read weights {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+        raise ValueError(f"cannot read weights {path}: {first_line(err, with_type=True)}") from None
 
 
 def describe_key_mismatch(missing, unexpected, where: str) -> str:

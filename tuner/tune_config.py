@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from tav.runtime.one_line import first_line
+
 OFFICIAL_TRAINABLE_MODULES = ["attn1.to_q", "attn2.to_q", "attn_temp"]
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -67,7 +69,7 @@ def official_config_to_fields(path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"cannot read config {path}: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"cannot read config {path}: {first_line(err, None)}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config {path} is not a mapping of fields; use the official Tune-A-Video config layout")
     out, unknown = {}, []

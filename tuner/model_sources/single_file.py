@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 
 from tav.runtime.manifest import file_sha256
+from tav.runtime.one_line import first_line
 
 from .model_kind import check_sd1_checkpoint
 from .sd1_config import architecture_of, write_pipeline_config
@@ -57,7 +58,7 @@ def convert_single_file(path) -> tuple[Path, str, str]:
             _convert_into(staging, path, architecture)
         except Exception as err:  # a tensor that does not fit SD 1.x's architecture, or an unreadable file
             raise ValueError(f"cannot convert {path} as Stable Diffusion 1.x ({type(err).__name__}: "
-                             f"{_first_line(err)})") from None
+                             f"{first_line(err)})") from None
         record = {"file_sha256": digest, "architecture": architecture, "converter": _converter_versions()}
         (staging / RECORD).write_text(json.dumps(record, indent=1))  # last: marks the folder complete
         _publish(staging, target)
@@ -75,7 +76,7 @@ def read_shapes(path: Path) -> dict:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         state = _load_ckpt(path)
     except Exception as err:  # truncated, corrupt, or a pickle holding more than tensors
-        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {_first_line(err)}); if it is a "
+        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {first_line(err)}); if it is a "
                          ".ckpt with pickled objects besides tensors, convert it to .safetensors with a tool you trust"
                          ) from None
     if not isinstance(state, dict):
@@ -83,10 +84,6 @@ def read_shapes(path: Path) -> dict:
     while isinstance(state.get("state_dict"), dict):  # Lightning checkpoints nest the weights
         state = state["state_dict"]
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def _load_ckpt(path: Path) -> dict:
