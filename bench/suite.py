@@ -52,7 +52,7 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
               "results": [], "stages": {}}
     latent_hw = (cfg.height // 8, cfg.width // 8)
 
-    from tav.tuner.tiny_model import make_tiny
+    from tav.tuner.demo.tiny_model import make_tiny
 
     t0 = time.perf_counter()
     sd_dir = make_tiny(work / f"sd_{cfg.model}", seed=0, size=cfg.model) if not (work / f"sd_{cfg.model}").exists() else work / f"sd_{cfg.model}"
@@ -121,9 +121,9 @@ def _cpu_name() -> str:
 
 def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
     from tav.runtime.video_output import write_video
-    from tav.tuner.synthetic_clip import make_clip
-    from tav.tuner.tune import tune
-    from tav.tuner.tune_config import TuneConfig
+    from tav.tuner.demo.synthetic_video import make_clip
+    from tav.tuner.tuning.config import TuneConfig
+    from tav.tuner.tuning.tune import tune
 
     clip = work / "clip.mp4"
     if not clip.exists():
@@ -148,7 +148,7 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
 
 
 def _random_run(cfg: BenchConfig, sd_dir: Path, work: Path):
-    from tav.tuner.random_run import make_random_run
+    from tav.tuner.demo.random_run import make_random_run
 
     return make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width), {"tuned": False}
 
@@ -186,7 +186,7 @@ def _export_measured(engine_dir: Path, measured: dict):
 def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     """Each backend timed in its own process (bench/step_worker.py); accuracy against PyTorch fp32 here."""
     from tav.export.parity import no_tf32
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
 
     from .unet_backends import torch_step
 

@@ -170,9 +170,9 @@ def check_no_transpose(model: onnx.ModelProto, spec) -> None:
 
 def load_base_model(sd_folder, frames, height, width):
     """The base SD model as a TunedModel (no tuned weights, no inverted latents) for ``export_engine(base=True)``."""
-    from tav.tuner.sd_folder import folder_hash
-    from tav.tuner.tuned_weights import TunedModel
-    from tav.tuner.video_unet import VideoUNet
+    from tav.tuner.model.sd_folder import folder_hash
+    from tav.tuner.model.tuned_weights import TunedModel
+    from tav.tuner.model.video_unet import VideoUNet
 
     if None in (frames, height, width):
         raise ExportError("--base needs --frames, --height and --width: a base ENGINE_DIR has static shapes and no run to take them from")

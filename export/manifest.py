@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from tav.tuner.sd_folder import file_sha256
+from tav.tuner.model.sd_folder import file_sha256
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"

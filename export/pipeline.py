@@ -18,8 +18,17 @@ from pathlib import Path
 
 import torch
 
+from tav.runtime.backend_trt import PLUGIN_FILE
+
 from .attention_fusion import MHA_DOMAIN, MHA_OP, fuse_for_onnxruntime
-from .base_engine import base_section, check_no_transpose, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
+from .base_engine import (
+    base_section,
+    check_no_transpose,
+    load_base_model,
+    refittable_twin,
+    tunable_values,
+    with_tunable_inputs,
+)
 from .engine_dir import check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
 from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH, VAE_FACTOR, graph_specs
@@ -29,8 +38,6 @@ from .onnx_export import trace_to_onnx
 from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD, check_graph, optimise, save_onnx
 from .parity import check_parity, ort_session
 from .stale_exports import hold_lock, leftovers
-from tav.runtime.backend_trt import PLUGIN_FILE
-
 from .tensorrt_build import EngineBuilder, TensorRTError, require_tensorrt
 
 log = logging.getLogger("tav.export")
@@ -103,8 +110,8 @@ def export_engine(
     staging_lock = hold_lock(staging)  # tells stale_exports that this folder's export is alive
     try:
         with _stage(timings, "load"):
-            from tav.tuner.sd_folder import folder_hash, load_text_encoder, load_vae
-            from tav.tuner.tuned_weights import load_tuned
+            from tav.tuner.model.sd_folder import folder_hash, load_text_encoder, load_vae
+            from tav.tuner.model.tuned_weights import load_tuned
 
             tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)

@@ -21,7 +21,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from tav.export.attention_fusion import MHA_DOMAIN, MHA_OP, fuse_attention
 from tav.export.onnx_hygiene import optimise
 from tav.export.parity import TOLERANCE_REL_L2
-from tav.tuner.frames import FrameContext, VideoTransformerBlock
+from tav.tuner.model.frame_layers import FrameContext, VideoTransformerBlock
 
 FRAMES, TOKENS, HEADS, HEAD_SIZE, TEXT_DIM = 3, 16, 2, 40, 48
 WIDTH = HEADS * HEAD_SIZE

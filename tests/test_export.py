@@ -12,15 +12,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import FRAMES, HEIGHT, WIDTH
 from safetensors.torch import load_file
 
 from tav import cpp_ext
 from tav.export import export_engine
 from tav.export.parity import TOLERANCE_REL_L2
-from tav.tuner import frames as frames_module
-from tav.tuner.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
-from tav.tuner.tuned_weights import load_tuned
+from tav.tuner.model import frame_layers as frames_module
+from tav.tuner.model.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
+from tav.tuner.model.tuned_weights import load_tuned
+
+from export_fixtures import FRAMES, HEIGHT, WIDTH
 
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 D = 32  # the tiny text encoder's width

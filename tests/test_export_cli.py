@@ -4,11 +4,12 @@ import subprocess
 import sys
 
 import pytest
-from export_fixtures import make_run_dir
 
 import tav.export.parity
 import tav.export.pipeline
 from tav.export.cli import main
+
+from export_fixtures import make_run_dir
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 
 from tav.export import export_engine
 from tav.export.cli import main as tav_export
@@ -33,7 +32,9 @@ from tav.runtime.backend_ort import OrtGraph
 from tav.runtime.cli import main as tav_run
 from tav.runtime.packs import read_pack
 from tav.tuner import VideoUNet
-from tav.tuner.tuned_weights import load_tuned
+from tav.tuner.model.tuned_weights import load_tuned
+
+from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 
 STEPS = 3
 PROMPT = "a man is skiing"
@@ -364,7 +365,7 @@ def test_fp16_pack_on_an_fp32_base_is_refused_naming_both(fresh, fp16, made):
 
 
 def test_pack_for_another_sd_model_is_refused_when_written(made, tmp_path):
-    from tav.tuner.tiny_model import make_tiny
+    from tav.tuner.demo.tiny_model import make_tiny
 
     other_sd = make_tiny(tmp_path / "other_sd", seed=1)
     run = make_run_dir(other_sd, tmp_path / "run")

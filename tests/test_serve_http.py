@@ -5,8 +5,8 @@ order: the replica kill comes last so the others see a steady service.
 """
 
 import io
-import os
 import json
+import os
 import re
 import shutil
 import signal
@@ -20,13 +20,14 @@ import pytest
 pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make install adds it)")
 
 import httpx  # noqa: E402
-from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
 
 from tav.runtime.cli import main as tav_run  # noqa: E402
 from tav.runtime.video_output import write_video  # noqa: E402
 from tav.serve.jobs import create_job, read_job  # noqa: E402
 from tav.serve.store import Store  # noqa: E402
-from tav.tuner.synthetic_clip import make_clip  # noqa: E402
+from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
+
+from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
 
 VIDEOS = {"vid-a": 0, "vid-b": 5, "vid-c": 3}  # video id -> the seed of its random run (tests/fixtures: packs)
 REQUEST = {"prompt": "a red ball is bouncing", "steps": 3, "guidance": 7.5, "seed": 11, "format": "npy"}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tav.runtime.video_output import VideoOutputError, frames_to_uint8, write_video
-from tav.tuner.synthetic_clip import main as make_clip_main
-from tav.tuner.synthetic_clip import make_clip
-from tav.tuner.video_input import VideoInputError, load_clip, resize_and_crop
+from tav.tuner.demo.synthetic_video import main as make_clip_main
+from tav.tuner.demo.synthetic_video import make_clip
+from tav.tuner.tuning.video_input import VideoInputError, load_clip, resize_and_crop
 
 
 def frames_of(clip, n):

@@ -14,10 +14,9 @@ import torch
 
 from tav.runtime.denoise import denoise
 from tav.runtime.video_output import frames_to_uint8
-
-from . import sd_folder
-from .text_encoding import encode_prompts
-from .tuned_weights import TunedModel
+from tav.tuner.model import sd_folder
+from tav.tuner.model.text_encoding import encode_prompts
+from tav.tuner.model.tuned_weights import TunedModel
 
 INITS = ("inverted", "noise")
 

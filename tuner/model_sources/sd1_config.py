@@ -16,8 +16,9 @@ import torch
 from diffusers import DDIMScheduler
 from transformers import CLIPTokenizer
 
-from ..clip_vocab import write_clip_tokenizer_files
-from ..tiny_model import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
+from tav.tuner.demo.tiny_model import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
+from tav.tuner.model.clip_tokenizer_files import write_clip_tokenizer_files
+
 from .model_kind import SD1_HINT, TEXT_TOKEN_EMBEDDING, UNET_INPUT_CONV
 
 VAE_INPUT_CONV = "first_stage_model.encoder.conv_in.weight"

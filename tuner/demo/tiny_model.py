@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .clip_vocab import write_clip_tokenizer_files
+from tav.tuner.model.clip_tokenizer_files import write_clip_tokenizer_files
 
 # Stable Diffusion 1.x's noise schedule (its scheduler/scheduler_config.json).
 SD1_SCHEDULE = dict(

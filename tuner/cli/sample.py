@@ -8,12 +8,11 @@
 import argparse
 
 from tav.runtime.video_output import check_fps, check_output_path, write_video
-
-from .cli_common import run_cli
-from .model_sources import resolve_base_model
-from .sampler import INITS, sample
-from .tuned_weights import load_tuned
-from .tuning_session import resolve_device
+from tav.tuner.cli.common import run_cli
+from tav.tuner.model.tuned_weights import load_tuned
+from tav.tuner.model_sources import resolve_base_model
+from tav.tuner.sampler import INITS, sample
+from tav.tuner.tuning.session import resolve_device
 
 PROG = "tav-sample"
 

@@ -11,9 +11,9 @@ import warnings
 
 import torch
 
-from .cli_common import fail, run_cli
-from .tune import TuneInterrupted, tune
-from .tune_config import PRECISIONS, TuneConfig, official_config_to_fields
+from tav.tuner.cli.common import fail, run_cli
+from tav.tuner.tuning.config import PRECISIONS, TuneConfig, official_config_to_fields
+from tav.tuner.tuning.tune import TuneInterrupted, tune
 
 PROG = "tav-tune"
 REQUIRED = {"pretrained_model_path": "--pretrained", "video": "--video", "prompt": "--prompt", "out": "--out"}

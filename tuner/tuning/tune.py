@@ -22,17 +22,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import sd_folder
-from .interrupt_flag import InterruptFlag
-from .inversion import ddim_inversion
-from .model_sources import resolve_base_model
-from .partial_claim import claim_partial
-from .saved_files import save_tensors
-from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
-from .tune_config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
-from .tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
-from .tuning_session import TuningSession, eval_loss, prepare, resolve_device, train_step
-from .video_input import load_clip
+from tav.tuner.model import sd_folder
+from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
+from tav.tuner.model_sources import resolve_base_model
+from tav.tuner.tuning.config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
+from tav.tuner.tuning.interrupt_flag import InterruptFlag
+from tav.tuner.tuning.inversion import ddim_inversion
+from tav.tuner.tuning.partial_claim import claim_partial
+from tav.tuner.tuning.resume_state import (
+    has_checkpoint,
+    load_checkpoint,
+    partial_dir,
+    remove_checkpoints,
+    save_checkpoint,
+)
+from tav.tuner.tuning.saved_files import save_tensors
+from tav.tuner.tuning.session import TuningSession, eval_loss, prepare, resolve_device, train_step
+from tav.tuner.tuning.video_input import load_clip
 
 TUNE_CONFIG = "tune_config.json"
 # A resume must agree on these; steps, checkpointing, validation and inversion settings may change.
@@ -238,8 +244,7 @@ def _publish(job: _Job) -> Path:
 def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
     """Sample the validation prompts with the current weights into validation/ (as the official validation_steps)."""
     from tav.runtime.video_output import write_video
-
-    from .sampler import PipelineParts, sample
+    from tav.tuner.sampler import PipelineParts, sample
 
     cfg = s.cfg
     if s.parts is None:
