@@ -45,7 +45,7 @@ def ort_session(onnx_path):
 
 def graph_feeds(spec, seed: int = 0) -> dict:
     """Seeded inputs in the graph's own dtypes."""
-    return {t.name: value.astype(t.dtype) for t, value in zip(spec.inputs, spec.seeded_inputs(seed).values())}
+    return {t.name: value.astype(t.dtype) for t, value in zip(spec.inputs, spec.seeded_inputs(seed).values(), strict=True)}
 
 
 @torch.no_grad()

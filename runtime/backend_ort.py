@@ -161,7 +161,7 @@ class OrtGraph:
             raise ValueError(f"{self.path}: weights for {len(weights)} of its {len(self.weight_inputs)} per-video inputs")
         feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
         if self._binding is None:
-            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights}, options)))
+            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights}, options), strict=True))
         if weights:
             self.bind_weights(weights)
         for name, array in feeds.items():

@@ -115,7 +115,7 @@ def test_fused_attention_equals_the_pytorch_module(kind, precision, tmp_path):
 
     onnx.save(result.model, str(tmp_path / "fused.onnx"))
     session = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {name: x.astype(np.float16 if precision == "fp16" else np.float32) for name, x in zip(names, inputs)}
+    feeds = {name: x.astype(np.float16 if precision == "fp16" else np.float32) for name, x in zip(names, inputs, strict=True)}
     output = session.run(None, feeds)[0].astype(np.float64)
     rel = np.linalg.norm(output - reference) / np.linalg.norm(reference)
     assert rel <= TOLERANCE_REL_L2[precision], rel

@@ -41,14 +41,14 @@ def test_cpu_twin_builds_where_a_compiler_exists():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_compiled_gather_equals_index_rule(shape, dtype):
     k, v = _pair(*shape, dtype)
-    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1])):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1]), strict=True):
         assert got.dtype == dtype and torch.equal(got, expected)
 
 
 @needs_compiled_cpu
 def test_compiled_gather_accepts_non_contiguous_input():
     k = torch.randn(4, 6, 5).transpose(1, 2)  # [4, 5, 6], strided
-    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2)):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2), strict=True):
         assert torch.equal(got, expected)
 
 
@@ -59,7 +59,7 @@ def test_compiled_backward_is_the_scatter_add(shape, dtype):
     b, f, n, c = shape
     g_k, g_v = torch.randn(b * f, 2 * n, c).to(dtype), torch.randn(b * f, 2 * n, c + 1).to(dtype)
     got = torch.ops.tav.kv_gather_backward(g_k, g_v, f)
-    for got_one, expected in zip(got, kv_gather_backward_reference(g_k, g_v, f)):
+    for got_one, expected in zip(got, kv_gather_backward_reference(g_k, g_v, f), strict=True):
         torch.testing.assert_close(got_one, expected)
     # The adjoint identity <gather(x), g> == <x, scatter(g)> pins the rule independently of the reference.
     x = torch.randn(b * f, n, c, dtype=torch.float64)
@@ -162,7 +162,7 @@ def test_video_unet_is_the_same_with_and_without_the_compiled_op(tiny_sd, monkey
 def test_cuda_kernel_equals_index_rule(shape, dtype):
     assert ext.compiled_backend_available("cuda"), ext.fallback_reason()
     k, v = _pair(*shape, dtype, device="cuda")
-    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1])):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1]), strict=True):
         assert torch.equal(got, expected)
     b, f, n, c = shape
     g = torch.randn(b * f, 2 * n, c, device="cuda").to(dtype)
@@ -176,7 +176,7 @@ def test_cuda_kernel_handles_misaligned_views():
     base = torch.randn(4 * 5 * 8 + 1, device="cuda", dtype=torch.float16)
     k = base[1:].view(4, 5, 8)
     assert k.data_ptr() % 16 != 0
-    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2)):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2), strict=True):
         assert torch.equal(got, expected)
 
 

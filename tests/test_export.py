@@ -141,7 +141,7 @@ def test_graphs_are_static_without_forbidden_ops(fp32_engine, fp16_engine):
             assert model.opset_import[0].version >= 17
             ops = {n.op_type for n in model.graph.node}
             assert not ops & {"ScatterND", "Loop", "If"}, (name, ops)
-            for value, spec in zip([*model.graph.input, *model.graph.output], data["graphs"][name]["inputs"] + data["graphs"][name]["outputs"]):
+            for value, spec in zip([*model.graph.input, *model.graph.output], data["graphs"][name]["inputs"] + data["graphs"][name]["outputs"], strict=True):
                 dims = value.type.tensor_type.shape.dim
                 assert all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), (name, value.name)
                 assert (value.name, [d.dim_value for d in dims]) == (spec["name"], spec["shape"])
@@ -250,7 +250,7 @@ def test_manifest_hashes_every_file_and_pins_the_sources(fp32_engine, run_dir, t
     assert data["source"]["base_model_hash"] == folder_hash(tiny_sd)
     assert data["tools"]["tensorrt"] is None and data["tools"]["onnx"] == onnx.__version__
     listed = dict(data["files"])
-    for name, graph in data["graphs"].items():
+    for graph in data["graphs"].values():
         assert graph["tensorrt"] is None and graph["external_data"] == []
         listed[graph["onnx"]] = graph["sha256"]
     on_disk = {p.relative_to(fp32_engine).as_posix() for p in fp32_engine.rglob("*") if p.is_file()} - {"manifest.json"}

@@ -150,7 +150,7 @@ def test_four_threads_calling_different_videos_give_the_sequential_results(pipe,
     for t in threads:
         t.join()
     shared.close()
-    for got, want in zip(results, sequential):
+    for got, want in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

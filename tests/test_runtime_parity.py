@@ -100,7 +100,7 @@ def test_four_threads_on_exported_graphs_give_the_sequential_results(pipe):
         t.start()
     for t in threads:
         t.join()
-    for got, want in zip(results, sequential):
+    for got, want in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

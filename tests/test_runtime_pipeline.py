@@ -344,7 +344,7 @@ def test_four_threads_on_one_pipeline_give_the_sequential_results(pipe):
     for t in threads:
         t.join()
     assert not errors
-    for got, want in zip(results, sequential):
+    for got, want in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

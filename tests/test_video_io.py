@@ -14,7 +14,7 @@ from tav.tuner.tuning.video_input import VideoInputError, load_clip, resize_and_
 
 
 def frames_of(clip, n):
-    return [frame for _, frame in zip(range(n), iio.imiter(clip, plugin="FFMPEG"))]
+    return [frame for _, frame in zip(range(n), iio.imiter(clip, plugin="FFMPEG"), strict=False)]
 
 
 def test_clip_frames_are_start_plus_stride_k_in_minus_one_to_one(skiing_clip):

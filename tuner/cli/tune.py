@@ -52,7 +52,7 @@ def settings_from(args: argparse.Namespace) -> TuneConfig:
     if args.config:
         values = official_config_to_fields(args.config)
         if values.get("precision") == "fp16" and not torch.cuda.is_available():
-            warnings.warn("the config asks for fp16, which needs a CUDA GPU; tuning in fp32 on the CPU")
+            warnings.warn("the config asks for fp16, which needs a CUDA GPU; tuning in fp32 on the CPU", stacklevel=2)
             values["precision"] = "auto"
     explicit = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     values.update(explicit)
