@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import LoadedGraphs, choose_backend
+from .call_args import CallArgs, check_call_args, is_integer
 from .ddim import DDIMConfig, DDIMScheduler
 from .denoise import denoise
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
@@ -42,14 +43,6 @@ def _read_text_assets(manifest) -> tuple:
     except (OSError, ValueError, TypeError) as err:
         raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({first_line(err)})") from None
     return tokenizer, scheduler
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class NonFiniteError(FloatingPointError):
@@ -116,7 +109,7 @@ class VideoPipeline:
         several processes sharing a CPU (tav-serve replicas) each want few.
         """
         start = time.perf_counter()
-        if ort_threads is not None and (not _is_integer(ort_threads) or ort_threads < 1):
+        if ort_threads is not None and (not is_integer(ort_threads) or ort_threads < 1):
             raise ValueError(f"ort_threads must be a positive integer or None (one per core), got {ort_threads!r}")
         manifest = read_manifest(engine_dir)
         choice = choose_backend(manifest, backend, device, allow_plugin)
@@ -128,7 +121,7 @@ class VideoPipeline:
         tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
         try:
-            graphs = LoadedGraphs(manifest, choice, allow_plugin, ort_threads)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin, ort_threads=ort_threads)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
@@ -186,7 +179,7 @@ class VideoPipeline:
             return graph.run(feeds, weights, release_memory=release_memory)
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
-                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None,
+                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None, *,
                  callback=None) -> VideoResult:
         """Generate the ENGINE_DIR's F frames for ``prompt``.
 
@@ -198,11 +191,12 @@ class VideoPipeline:
         both halves of the batch-2 UNet get the prompt and the second half is used.
         ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
         """
-        steps = self._check_args(prompt, negative_prompt, steps, guidance, seed, eta)
+        args = CallArgs(prompt, negative_prompt, steps, guidance, seed, init, eta)
+        args = check_call_args(args, self.scheduler.max_steps)  # all of them before the first engine call
         with self._videos.hold(video) as chosen:  # removed or evicted meanwhile, it stays until this call ends
-            return self._generate(chosen, prompt, negative_prompt, steps, guidance, seed, init, eta, progress, callback)
+            return self._generate(args, chosen, progress, callback)
 
-    def _generate(self, chosen, prompt, negative_prompt, steps, guidance, seed, init, eta, progress, callback):
+    def _generate(self, args: CallArgs, video, progress: bool, callback) -> VideoResult:
         timings = {}
         clock = time.perf_counter()
 
@@ -213,19 +207,23 @@ class VideoPipeline:
             clock = now
 
         # One generator per call: starting noise first (init="noise"), then one draw per step when eta > 0.
-        rng = np.random.default_rng(seed)
-        latents = self._initial_latents(init, rng, chosen)  # before any engine work: a bad init fails fast
-        timesteps = self.scheduler.timesteps(steps)
+        rng = np.random.default_rng(args.seed)
+        latents = self._initial_latents(args.init, rng, video)  # before any engine work: a bad init fails fast
         lap("prepare")
 
-        use_cfg = guidance != 1.0
-        ids = self.tokenizer([negative_prompt if use_cfg else prompt, prompt])  # [uncond; cond]
+        ids = self.tokenizer([args.negative_prompt if args.use_cfg else args.prompt, args.prompt])  # [uncond; cond]
         lap("tokenize")
         text = self._run("text_encoder", {"input_ids": ids})["last_hidden_state"]
         lap("text_encoder")
-        latents = self._denoise(latents, text, timesteps, chosen, guidance, eta, rng, progress, callback)
+        with tqdm(total=args.steps, desc="denoise", unit="step", disable=not progress, leave=False) as bar:
+            def report(*step):
+                bar.update(1)
+                if callback is not None:
+                    callback(*step)
+
+            latents = self._denoise(args, latents, text, video, rng, report)
         lap("denoise")
-        timings["denoise_per_step"] = timings["denoise"] / steps
+        timings["denoise_per_step"] = timings["denoise"] / args.steps
 
         frames_in = (latents[0].transpose(1, 0, 2, 3) / np.float32(self.manifest.vae_scaling_factor))  # [F, 4, h, w]
         images = self._run("vae_decoder", {"latents": frames_in.astype(self.float_dtype)})["images"]
@@ -236,9 +234,9 @@ class VideoPipeline:
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
 
-    def _denoise(self, latents, text, timesteps, video, guidance, eta, rng, progress, callback) -> np.ndarray:
-        """The shared loop (runtime/denoise.py) over the UNet engine, with CFG and numpy DDIM."""
-        steps, use_cfg = len(timesteps), guidance != 1.0
+    def _denoise(self, args: CallArgs, latents, text, video, rng, report) -> np.ndarray:
+        """The shared loop (runtime/denoise.py) over the UNet engine, with CFG and numpy DDIM; ``report`` after each step."""
+        timesteps, guidance, eta = self.scheduler.timesteps(args.steps), np.float32(args.guidance), args.eta
 
         def eps(x, t):
             sample = np.concatenate([x, x]).astype(self.float_dtype)
@@ -247,44 +245,22 @@ class VideoPipeline:
             out = self._run("unet", feeds, video, release_memory=t == timesteps[-1])["noise_pred"]
             eps_uncond, eps_cond = out.astype(np.float32)[:, None]
             with np.errstate(all="ignore"):  # overflow is reported after the step, once, with what to do about it
-                return eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond
+                return eps_uncond + guidance * (eps_cond - eps_uncond) if args.use_cfg else eps_cond
 
         def update(prediction, t, x, noise):
             with np.errstate(all="ignore"):
-                return self.scheduler.step(prediction, int(t), x, steps, eta=eta, noise=noise)
+                return self.scheduler.step(prediction, int(t), x, args.steps, eta=eta, noise=noise)
 
         def draw():
             return rng.standard_normal(latents.shape, dtype=np.float32)
 
-        with tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False) as bar:
-            def after_step(i, total, t, x):
-                if not np.isfinite(x).all():
-                    raise NonFiniteError(f"the latents became NaN/Inf at denoising step {i + 1}/{total} (t={t}); "
-                                         + self._overflow_hint())
-                bar.update(1)
-                if callback is not None:
-                    callback(i, total, t, x)
+        def after_step(i, total, t, x):
+            if not np.isfinite(x).all():
+                raise NonFiniteError(f"the latents became NaN/Inf at denoising step {i + 1}/{total} (t={t}); "
+                                     + self._overflow_hint())
+            report(i, total, t, x)
 
-            return denoise(eps, update, timesteps, latents, noise=draw if eta > 0 else None, callback=after_step)
-
-    def _check_args(self, prompt, negative_prompt, steps, guidance, seed, eta) -> int:
-        """Every argument checked before the first engine call: a prompt that is not a str is a TypeError, a bad value
-        a ValueError."""
-        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
-            if not isinstance(text, str):  # a list would silently become a batch of prompts
-                raise TypeError(f"{name} must be a str (one prompt per call), got {type(text).__name__}")
-        if not _is_integer(steps) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not _is_integer(seed) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if not _is_real(guidance) or not np.isfinite(guidance):
-            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
-        # Above 1 the DDIM noise term exceeds what the step leaves room for (the square root of a negative).
-        if not _is_real(eta) or not 0 <= eta <= 1:
-            raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta!r}")
-        if steps > self.scheduler.max_steps:
-            raise ValueError(f"steps must be between 1 and {self.scheduler.max_steps} for this ENGINE_DIR's scheduler, got {steps}")
-        return int(steps)
+        return denoise(eps, update, timesteps, latents, noise=draw if eta > 0 else None, callback=after_step)
 
     def _initial_latents(self, init, rng, video) -> np.ndarray:
         shape = self.manifest.latent_shape
