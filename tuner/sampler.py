@@ -72,13 +72,13 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
     else:
         latents = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
     text = encode_prompts(parts.tokenizer, parts.text_encoder, [negative_prompt, prompt])  # [uncond; cond]
-    latents = ddim_loop(tuned.unet, parts.scheduler, latents.to(device), text, steps, guidance, eta, rng, autocast,
-                        callback)
+    latents = ddim_loop(tuned.unet, parts.scheduler, latents.to(device), text, steps, guidance, eta, rng,
+                        autocast=autocast, callback=callback)
     return SampleResult(decode(parts.vae, latents), latents.cpu().numpy())
 
 
 @torch.no_grad()
-def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator,
+def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator, *,
               autocast=nullcontext, callback=None) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) with CFG over tav.runtime.denoise's loop; eta > 0 draws each step's noise from ``rng``."""
     scheduler.set_timesteps(steps)

@@ -33,7 +33,7 @@ def inversion_step(eps: torch.Tensor, t: int, sample: torch.Tensor, scheduler: D
 
 @torch.no_grad()
 def ddim_inversion(unet, latents: torch.Tensor, text: torch.Tensor, scheduler: DDIMScheduler, num_steps: int = 50,
-                   autocast=nullcontext, callback=None) -> torch.Tensor:
+                   autocast=nullcontext, *, callback=None) -> torch.Tensor:
     """Invert clip latents [1, 4, F, h, w] over ``num_steps`` DDIM steps; returns the last (noisiest) latent, float32.
 
     ``text`` is the empty-prompt embedding [1, 77, D] (no guidance, as the original). The loop is
