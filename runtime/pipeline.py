@@ -235,7 +235,7 @@ class VideoPipeline:
         return VideoResult(frames, latents, timings)
 
     def _denoise(self, args: CallArgs, latents, text, video, rng, report) -> np.ndarray:
-        """The shared loop (runtime/denoise.py) over the UNet engine, with CFG and numpy DDIM; ``report`` after each step."""
+        """The shared loop (runtime/denoise.py) over the UNet engine, CFG and numpy DDIM; ``report`` after each step."""
         timesteps, guidance, eta = self.scheduler.timesteps(args.steps), np.float32(args.guidance), args.eta
 
         def eps(x, t):

@@ -7,7 +7,7 @@ pytest_plugins = ["fixtures.artefacts"]
 
 
 def _has_tensorrt_rtx() -> bool:
-    """The TensorRT the suite builds plans with on CPU-only machines (docs/DESIGN: the full wheels cannot install here)."""
+    """The TensorRT the suite builds plans with on CPU-only machines (the full wheels cannot install here)."""
     try:
         import tensorrt_rtx  # noqa: F401  (importable is what counts)
     except Exception:
@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config, items):
     """``gpu`` tests skip without CUDA and ``trt`` tests without a TensorRT wheel; decided here, once."""
     skips = {
         "gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU"),
-        "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="tensorrt-rtx wheel not installed (pip install tensorrt-rtx)"),
+        "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="tensorrt-rtx not installed (pip install tensorrt-rtx)"),
     }
     for item in items:
         for marker, skip in skips.items():

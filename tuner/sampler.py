@@ -80,7 +80,7 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
 @torch.no_grad()
 def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator, *,
               autocast=nullcontext, callback=None) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12) with CFG over tav.runtime.denoise's loop; eta > 0 draws each step's noise from ``rng``."""
+    """DDIM (Song et al. 2021, eq. 12) with CFG over tav.runtime.denoise's loop; eta > 0 draws step noise from ``rng``."""
     scheduler.set_timesteps(steps)
     text = text.to(latents.device)
     shape = tuple(latents.shape)

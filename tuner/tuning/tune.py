@@ -138,7 +138,7 @@ def _resume_or_start(job: _Job, s: TuningSession) -> _Progress:
 
 
 def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -> tuple:
-    """Train to cfg.steps (checkpoints, validation, Ctrl-C between steps), then the final loss and the DDIM inversion."""
+    """Train to cfg.steps (checkpoints, validation, Ctrl-C between steps), then the final loss and DDIM inversion."""
     cfg = job.cfg
 
     def checkpoint():
@@ -185,7 +185,8 @@ def _interrupted(job: _Job, p: _Progress, in_step: bool, checkpoint) -> TuneInte
         if has_checkpoint(partial):
             return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}; the last checkpoint in {partial} "
                                    "is kept: resume with the same command plus --resume")
-        return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}, before any checkpoint; nothing to resume")
+        return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}, before any checkpoint; "
+                               "nothing to resume")
     if p.step > 0:
         checkpoint()
         return TuneInterrupted(f"interrupted at step {p.step}/{job.cfg.steps}; checkpoint saved in {partial}; "
