@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config, items):
     """``gpu`` tests skip without CUDA and ``trt`` tests without a TensorRT wheel; decided here, once."""
     skips = {
         "gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU"),
-        "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="tensorrt-rtx not installed (pip install tensorrt-rtx)"),
+        "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="needs tensorrt-rtx (pip install it)"),
     }
     for item in items:
         for marker, skip in skips.items():
