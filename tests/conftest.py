@@ -15,13 +15,19 @@ def _has_tensorrt_rtx() -> bool:
     return True
 
 
+# End to end through real subprocesses (a Ray cluster, tav-bench's workers): `pytest -m "not slow"` leaves them out.
+SLOW_MODULES = ("test_serve_http.py", "test_bench.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests skip without CUDA and ``trt`` tests without a TensorRT wheel; decided here, once."""
+    """Markers decided here, once: ``slow`` by module; ``gpu`` skips without CUDA, ``trt`` without tensorrt-rtx."""
     skips = {
         "gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU"),
         "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="needs tensorrt-rtx (pip install it)"),
     }
     for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
         for marker, skip in skips.items():
             if skip is not None and marker in item.keywords:
                 item.add_marker(skip)

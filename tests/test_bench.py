@@ -2,12 +2,9 @@
 
 import json
 
-import pytest
-
 from tav.bench.cli import main
 
 
-@pytest.mark.slow
 def test_bench_runs_every_stage_on_cpu_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(["--model", "tiny", "--frames", "2", "--device", "cpu", "--steps", "2", "--tune-steps", "1",
