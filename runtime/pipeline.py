@@ -76,6 +76,8 @@ class VideoPipeline:
     latents, ``remove_video`` / ``videos`` manage them (runtime/video_registry.py: LRU cap
     ``max_resident_videos``, evicting to host memory). Switching videos rebinds the UNet's
     per-video inputs (ORT) or refits its weights (TensorRT); no session or engine is re-created.
+    A call holds its video until it ends, so a video removed meanwhile finishes that call. A baked
+    ENGINE_DIR is the same code path with one implicit, unnamed video.
     """
 
     def __init__(self, manifest, graphs: LoadedGraphs, tokenizer: ClipTokenizer, scheduler: DDIMScheduler,
