@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,test,serve]"  # serve: the serving tests run in `make test` too
+	# The base install is the lean runtime; the demo and the tests need the tuner, exporter and service too.
+	$(BIN)/pip install -q -e ".[cpu,export,serve,test]"
 	# CLIP's BPE vocabulary ships inside clip-anytorch; its own deps (torchvision) are not needed.
 	$(BIN)/pip install -q --no-deps "clip-anytorch>=2.6"
 	$(BIN)/python -m tav.cpp_ext  # pre-build the kv_gather CPU twin (cached; falls back, never fails)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .report import print_table
+from .scaling import print_scaling, run_scaling
 from .suite import BenchConfig, run_suite
 
 
@@ -32,7 +33,17 @@ def main(argv=None):
                         "of the same size is exported: SD-1.5 sizes on a CPU), export, packs, e2e")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--real-size", action="store_true",
+                        help="instead of the suite: run every stage (tune, export fp32/fp16, tav-run, tav-sample) as its own "
+                        "command and report each one's peak RSS and time (docs/PERF.md 'Real size'; use --work to keep files)")
+    parser.add_argument("--scaling", default=None, metavar="N,N,...", help="instead of the suite: tav-run's time and memory "
+                        "per frame at these frame counts (e.g. 8,16,32), ONNX Runtime fp32 on the CPU")
+    parser.add_argument("--temporal-window", type=int, default=None, metavar="W",
+                        help="temporal window of the random run (with --skip tune; default: all frames) or, with --scaling, "
+                             "of every run (default: the smallest frame count)")
     args = parser.parse_args(argv)
+    if args.real_size:
+        return _real_size(args)
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
     gpu = args.device == "cuda"
@@ -48,6 +59,7 @@ def main(argv=None):
         backends=[b for b in args.backends.split(",") if b],
         warmup=args.warmup,
         skip={s for s in args.skip.split(",") if s},
+        temporal_window=args.temporal_window,
     )
     if config.height % 8 or config.width % 8:
         sys.exit("tav-bench: error: --height and --width must be multiples of 8")
@@ -57,16 +69,61 @@ def main(argv=None):
         if not torch.cuda.is_available():
             sys.exit("tav-bench: error: --device cuda but torch sees no CUDA GPU; use --device cpu")
 
+    counts = _frame_counts(args.scaling) if args.scaling else None
+    if not counts and args.temporal_window is not None:
+        if "tune" not in config.skip or not 1 <= args.temporal_window <= config.frames:
+            sys.exit(f"tav-bench: error: --temporal-window {args.temporal_window} needs --skip tune (it sets the random run's "
+                     f"window) and must be from 1 to --frames {config.frames}")
     with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
         work = Path(args.work or scratch)
         work.mkdir(parents=True, exist_ok=True)
-        report = run_suite(config, work)
-    print_table(report)
+        if counts:
+            report = _scaling(config, counts, args.temporal_window or counts[0], work)
+        else:
+            report = run_suite(config, work)
+    if counts:
+        print_scaling(report["scaling"])
+    else:
+        print_table(report)
     if args.json:
         tmp = Path(args.json).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(report, indent=2))
         os.replace(tmp, args.json)
         print(f"results: {args.json}")
+
+
+def _real_size(args) -> None:
+    from .real_size import print_real_size, run_real_size, write_json
+
+    height, width = args.height or 256, args.width or 256
+    with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
+        report = run_real_size(args.model, args.frames, height, width, Path(args.work or scratch), steps=args.steps or 2,
+                               tune_steps=args.tune_steps or 2)
+    print_real_size(report)
+    if args.json:
+        write_json(report, args.json)
+def _frame_counts(text: str) -> list:
+    try:
+        counts = sorted({int(n) for n in text.split(",") if n.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 1:
+        sys.exit(f"tav-bench: error: --scaling {text!r} must be positive frame counts separated by commas, e.g. 8,16,32")
+    return counts
+
+
+def _scaling(config, counts: list, window: int, work: Path) -> dict:
+    from tav.tuner.demo.tiny_model import make_tiny
+
+    if not 1 <= window <= counts[0]:
+        sys.exit(f"tav-bench: error: --temporal-window {window} must be from 1 to the smallest frame count {counts[0]}")
+    if config.device != "cpu":
+        sys.exit("tav-bench: error: --scaling measures ONNX Runtime on the CPU; drop --device cuda")
+    sd_dir = work / f"sd_{config.model}"
+    if not sd_dir.exists():
+        make_tiny(sd_dir, seed=0, size=config.model)
+    report = run_scaling(sd_dir, counts, window, config.height, config.width, config.steps, work)
+    return {"config": {"model": config.model, "temporal_window": window}, "scaling": report}
 
 
 if __name__ == "__main__":

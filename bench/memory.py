@@ -1,14 +1,17 @@
 """Peak memory, measured the way an operator sees it: resident set size on CPU, device memory on a GPU.
 
-- ``child_peak``: run a command and read that one child's peak RSS from ``wait4`` (the kernel's
-  own high-water mark for exactly that process), with its wall time.
+- ``child_peak``: run a command and report its own peak RSS, with its wall time. Not from this
+  process's ``wait4``: at exec the kernel folds the replaced address space's high-water mark into
+  the child's, so a child forked (or vforked) from a 10 GB benchmark "peaks" at 10 GB whatever it
+  does. A tiny launcher process (``LAUNCHER``) starts the command instead and reads its ``wait4``:
+  the command's pre-exec address space is then the launcher's, about 10 MB.
 - ``rss_window``: the peak RSS of this process during a block, above the RSS when it started.
   Linux lets a process reset its own high-water mark (``/proc/self/clear_refs`` <- "5"), so
   several backends measured one after another in one process each get their own peak.
 """
 
-import os
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -17,20 +20,30 @@ from pathlib import Path
 STATUS = Path("/proc/self/status")
 
 
+# Run with ``python -I -S``: no site-packages, so the launcher itself stays ~10 MB. posix_spawnp starts the
+# command with vfork semantics, so its pre-exec memory is the launcher's, not a copy of anything larger.
+LAUNCHER = """
+import os, sys
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def child_peak(cmd: list, env: dict | None = None) -> dict:
     """{"seconds", "peak_rss_bytes", "returncode", "stderr_tail"} of running ``cmd`` to completion."""
-    with tempfile.TemporaryFile("w+") as stderr:
+    with tempfile.TemporaryFile("w+") as stderr, tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "peak"
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-        # Reaped with wait4, not Popen.wait: its rusage is that one child's own peak, whereas
-        # RUSAGE_CHILDREN is a maximum over every child this process ever waited for.
-        _, status, usage = os.wait4(proc.pid, 0)
+        subprocess.run([sys.executable, "-I", "-S", "-c", LAUNCHER, str(result), *map(str, cmd)],
+                       stdout=subprocess.DEVNULL, stderr=stderr, env=env, check=False)
         seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         stderr.seek(0)
         lines = stderr.read().strip().splitlines()
-    return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
-            "returncode": proc.returncode, "stderr_tail": lines[-1][:300] if lines else ""}
+        max_rss_kib, returncode = (int(v) for v in result.read_text().split()) if result.is_file() else (0, 127)
+    return {"seconds": seconds, "peak_rss_bytes": max_rss_kib * 1024,  # Linux reports KiB
+            "returncode": returncode, "stderr_tail": lines[-1][:300] if lines else ""}
 
 
 def peak_rss_bytes() -> int | None:

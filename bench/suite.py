@@ -43,6 +43,7 @@ class BenchConfig:
     backends: list
     warmup: int = 2
     skip: set = field(default_factory=set)
+    temporal_window: int | None = None  # the random run's (--skip tune): a run tuned on W frames, inverted at `frames`
 
 
 def run_suite(cfg: BenchConfig, work: Path) -> dict:
@@ -150,7 +151,8 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
 def _random_run(cfg: BenchConfig, sd_dir: Path, work: Path):
     from tav.tuner.demo.random_run import make_random_run
 
-    return make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width), {"tuned": False}
+    run = make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width, temporal_window=cfg.temporal_window)
+    return run, {"tuned": False, "temporal_window": cfg.temporal_window or cfg.frames}
 
 
 def _export(cfg: BenchConfig, run_dir: Path, work: Path):

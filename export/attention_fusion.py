@@ -16,10 +16,12 @@ attention (MLAS on CPU since 1.19; flash / memory-efficient kernels on CUDA), ne
 the scores. The rewrite happens after tracing because ORT's own UNet fuser does not match
 sparse-causal attention (the frame gather sits between to_k/to_v and the heads).
 
-Only this exact form is rewritten; anything else (CLIP's causal-masked attention, a scale
-after the MatMul, a mask) is left as it is and counted, so the caller can require that every
-attention of a graph was fused. The tensors q/k/v/out keep their names and producers, so the
-rest of the graph is untouched.
+A constant additive score bias of shape [1, 1, S, L] between the scores MatMul and the Softmax
+(the band of windowed temporal attention, tuner/temporal_window.py) becomes MultiHeadAttention's
+``attention_bias`` input. Only these exact forms are rewritten; anything else (CLIP's causal-masked
+attention, a scale after the MatMul, a computed mask) is left as it is and counted, so the caller can
+require that every attention of a graph was fused. The tensors q/k/v/out keep their names and
+producers, so the rest of the graph is untouched.
 """
 
 from dataclasses import dataclass
@@ -48,11 +50,14 @@ def fuse_attention(model: onnx.ModelProto) -> FusionResult:
         if match is None:
             left += 1
             continue
-        q, k, v, out, heads, scale = match
+        q, k, v, out, heads, scale, bias = match
         # The old tail no longer writes ``out``; cleanup() then drops the whole unfused chain.
         out.inputs.clear()
-        graph.layer(op=MHA_OP, domain=MHA_DOMAIN, inputs=[q, k, v], outputs=[out], attrs={"num_heads": heads, "scale": scale},
-                    name=f"{out.name}/MultiHeadAttention")
+        # A score bias (windowed temporal attention's band) is MHA's input 5, attention_bias; 3 and 4
+        # (packed projection bias, key padding mask) stay empty.
+        extra = [] if bias is None else [gs.Variable.empty(), gs.Variable.empty(), bias]
+        graph.layer(op=MHA_OP, domain=MHA_DOMAIN, inputs=[q, k, v, *extra], outputs=[out],
+                    attrs={"num_heads": heads, "scale": scale}, name=f"{out.name}/MultiHeadAttention")
         fused += 1
     graph.cleanup().toposort()
     result = gs.export_onnx(graph)
@@ -62,10 +67,11 @@ def fuse_attention(model: onnx.ModelProto) -> FusionResult:
 
 
 def _match(softmax):
-    """(q, k, v, out, num_heads, scale) when ``softmax`` sits in the traced SDPA form, else None."""
+    """(q, k, v, out, num_heads, scale, bias or None) when ``softmax`` sits in the traced SDPA form, else None."""
     if softmax.attrs.get("axis", -1) not in (-1, 3):
         return None
-    scores = _only_producer(softmax.inputs[0], "MatMul")
+    logits, bias = _strip_bias(softmax.inputs[0])
+    scores = _only_producer(logits, "MatMul")
     readers = softmax.outputs[0].outputs
     if scores is None or len(readers) != 1 or readers[0].op != "MatMul" or readers[0].inputs[0] is not softmax.outputs[0]:
         return None
@@ -86,7 +92,26 @@ def _match(softmax):
     out = _merge_heads(context.outputs[0], heads * v_size)
     if out is None or not _same_batch(q, k, v):
         return None
-    return q, k, v, out, int(heads), _exact_scale(c_q * c_k, size)
+    if bias is not None and not _bias_fits(bias, q, k):
+        return None
+    return q, k, v, out, int(heads), _exact_scale(c_q * c_k, size), bias
+
+
+def _strip_bias(tensor):
+    """(scores, bias) when ``tensor`` is an Add of a [1, 1, S, L] constant (SDPA's float attn_mask), else (tensor, None)."""
+    add = _only_producer(tensor, "Add")
+    if add is None:
+        return tensor, None
+    for data, const in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+        if isinstance(data, gs.Variable) and isinstance(const, gs.Constant) and len(const.shape) == 4 and tuple(const.shape[:2]) == (1, 1):
+            return data, const
+    return tensor, None
+
+
+def _bias_fits(bias, q, k) -> bool:
+    """MultiHeadAttention's attention_bias is [1 or B, 1 or H, S, L]; where S and L are known they must agree."""
+    queries, keys = bias.shape[2:]
+    return (q.shape is None or q.shape[1] == queries) and (k.shape is None or k.shape[1] == keys)
 
 
 def _exact_scale(traced: float, head_size: int) -> float:
@@ -106,7 +131,8 @@ def _only_producer(tensor, op: str):
 
 
 def _scalar(tensor):
-    if isinstance(tensor, gs.Constant) and tensor.values.size == 1:
+    # The shape first: a weight kept on disk (export/onnx_weights.py) must not be read here.
+    if isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape)) == 1:
         return float(np.asarray(tensor.values, dtype=np.float64).reshape(-1)[0])
     return None
 

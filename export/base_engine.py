@@ -34,6 +34,7 @@ from tav.runtime.one_line import first_line
 from .errors import ExportError
 from .graphs import GraphSpec, TensorSpec, UNetGraph
 
+REFIT_TWIN = "unet.refit.onnx"  # scratch, beside unet.onnx while its plan builds
 TRANSPOSED_SUFFIX = ".T"  # input name of a Linear weight fed as W^T, the layout MatMul reads
 
 
@@ -94,10 +95,16 @@ def unet_frozen_sha256(unet, tuned_params) -> str:
     return digest.hexdigest()
 
 
-def base_id(unet_frozen: str, frames: int, height: int, width: int, precision: str, tunables: list) -> str:
-    """The identity a pack is checked against: same frozen weights, shapes, precision and tunable inputs."""
+def base_id(unet_frozen: str, frames: int, height: int, width: int, precision: str, tunables: list,
+            temporal_window: int | None = None) -> str:
+    """The identity a pack is checked against: same frozen weights, shapes, precision, tunable inputs and window.
+
+    A full-attention window (None or >= frames) is left out of the key, so bases from before windows keep their id.
+    """
     key = {"unet_frozen_sha256": unet_frozen, "frames": frames, "height": height, "width": width,
            "precision": precision, "tunable": [t.as_json() for t in tunables]}
+    if temporal_window is not None and temporal_window < frames:
+        key["temporal_window"] = temporal_window
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -143,18 +150,13 @@ class BaseUNetSpec(GraphSpec):
         return feeds
 
 
-def with_tunable_inputs(specs: list, precision: str) -> list:
-    """``graph_specs`` with the UNet's spec replaced by the base UNet's."""
-    out = []
-    for spec in specs:
-        if spec.name == "unet":
-            unet = spec.module.unet
-            tunables = tunable_tensors(unet, precision)
-            fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
-            fields.update(module=TunableUNetGraph(unet, tunables).eval(), inputs=spec.inputs + [t.spec for t in tunables])
-            spec = BaseUNetSpec(**fields, tunables=tunables)
-        out.append(spec)
-    return out
+def with_tunable_inputs(spec: GraphSpec, precision: str) -> "BaseUNetSpec":
+    """The UNet's spec as the base UNet's: the tuned tensors become graph inputs."""
+    unet = spec.module.unet
+    tunables = tunable_tensors(unet, precision)
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    fields.update(module=TunableUNetGraph(unet, tunables).eval(), inputs=spec.inputs + [t.spec for t in tunables])
+    return BaseUNetSpec(**fields, tunables=tunables)
 
 
 def check_no_transpose(model: onnx.ModelProto, spec) -> None:
@@ -183,35 +185,38 @@ def load_base_model(sd_folder, frames, height, width):
     return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder, meta, base_model_hash=folder)
 
 
-def base_section(specs: list, frames: int, height: int, width: int, precision: str, model_source: dict) -> dict:
-    """manifest.json "base": what a pack must match, the UNet inputs it fills, and where the base model came from."""
-    spec = next(s for s in specs if isinstance(s, BaseUNetSpec))
+def base_section(spec: "BaseUNetSpec", frames: int, height: int, width: int, precision: str, model_source: dict,
+                 temporal_window: int | None = None) -> dict:
+    """manifest.json "base": what a pack must match, the UNet inputs it fills, and where the base model came from.
+    Reads the UNet's weights: call it before the module is traced and released."""
     unet_frozen = unet_frozen_sha256(spec.module.unet, [t.param for t in spec.tunables])
     return {
-        "id": base_id(unet_frozen, frames, height, width, precision, spec.tunables),
+        "id": base_id(unet_frozen, frames, height, width, precision, spec.tunables, temporal_window),
         "unet_frozen_sha256": unet_frozen,
+        "temporal_window": frames if temporal_window is None else temporal_window,
         "tunable": [t.as_json() for t in spec.tunables],
         "model_source": model_source,
     }
 
 
-def refittable_twin(onnx_path: Path, values: dict, work: Path) -> tuple:
+def refittable_twin(onnx_path: Path, values: dict) -> tuple:
     """(path, names): unet.onnx with the tunable inputs named in ``values`` turned back into initializers
     holding those values, for a refittable TensorRT plan.
 
     The exporter passes the base model's own values (fresh temporal layers): every pack refits them.
-    The twin lives in the staging folder's scratch space and is not part of the ENGINE_DIR.
+    The twin sits beside ``onnx_path`` (sharing its data file); the caller removes it after the build.
     """
-    model = onnx.load(str(onnx_path))
+    from .onnx_weights import external_tensors, load_structure, location_of, save_graph
+
+    model = load_structure(onnx_path)  # the frozen weights stay in the data file the twin links to
     names = list(values)
     keep = [i for i in model.graph.input if i.name not in set(names)]
     del model.graph.input[:]
     model.graph.input.extend(keep)
     model.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(values[n]), n) for n in names)
-    work.mkdir(parents=True, exist_ok=True)
-    twin = work / onnx_path.name
-    onnx.save_model(model, str(twin), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=twin.name + ".data", size_threshold=1024)
+    twin = onnx_path.with_name(REFIT_TWIN)
+    data = [onnx_path.parent / location_of(t) for t in external_tensors(model)][:1]
+    save_graph(model, twin, onnx_path.parent, inline=False, data=data[0] if data else None)
     return twin, names
 
 

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "ENGINE_DIR to --out NAME.tavpack instead of an ENGINE_DIR")
     parser.add_argument("--out", required=True, help="ENGINE_DIR to create (must not exist, or be empty), or NAME.tavpack with --pack-for")
     parser.add_argument("--frames", type=int, help="frame count (default: the run's; must match its inverted latents)")
+    parser.add_argument("--temporal-window", type=int, metavar="W",
+                        help="frames each frame's temporal attention sees, 1..F, baked into the graphs (default: the run's "
+                             "window from run.json, the frame count it was tuned on; --base: F, full attention)")
     parser.add_argument("--height", type=int, help="video height in pixels, a multiple of 8 (default: the run's)")
     parser.add_argument("--width", type=int, help="video width in pixels, a multiple of 8 (default: the run's)")
     parser.add_argument("--precision", choices=("fp32", "fp16"),
@@ -78,6 +81,7 @@ def main(argv=None):
                 args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32", args.backend,
                 args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
                 overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
+                temporal_window=args.temporal_window,
             )
     except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it
         print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
@@ -94,9 +98,11 @@ def _write_pack(args):
 
     if args.base:
         raise ExportError("--pack-for takes --weights RUN_DIR (the tuned video), not --base")
-    fixed = [f"--{name}" for name in ("frames", "height", "width", "precision") if getattr(args, name) is not None]
+    fixed = [f"--{name.replace('_', '-')}" for name in ("frames", "height", "width", "precision", "temporal_window")
+             if getattr(args, name) is not None]
     if fixed:
-        raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size and precision from its base {args.pack_for}; drop them")
+        raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size and precision (and the temporal window) from its "
+                          f"base {args.pack_for}; drop them")
     return write_pack(args.weights, args.pack_for, args.out, overwrite=args.overwrite)
 
 

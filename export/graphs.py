@@ -14,6 +14,7 @@ BATCH = 2  # the CFG batch: [uncond; cond]
 TEXT_MAX_LENGTH = 77
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8  # SD's VAE down-samples 8x
+GRAPH_NAMES = ("text_encoder", "unet", "vae_decoder")  # an ENGINE_DIR's graphs, in manifest order
 
 
 @dataclass(frozen=True)
@@ -90,39 +91,30 @@ def count_attention_layers(module: torch.nn.Module) -> int:
     return sum(type(m).__name__ in ("Attention", "CLIPAttention") for m in module.modules())
 
 
-def graph_specs(unet, text_encoder, vae, frames: int, height: int, width: int, precision: str) -> list:
-    """Specs of text_encoder, unet, vae_decoder at static shapes; float I/O in the export precision.
+def graph_spec(name: str, model, frames: int, height: int, width: int, precision: str, text_dim: int, vocab_size: int) -> GraphSpec:
+    """The spec of one graph ("text_encoder", "unet", "vae_decoder") at static shapes, float I/O in the
+    export precision; ``model`` is the CLIP text model, the video UNet or the VAE.
 
-    The UNet's timestep stays float32 at fp16: values up to 999 are exact either way, and the
-    sinusoidal embedding is computed in float32 inside the graph, as diffusers does.
+    One at a time, so the exporter holds only the model it is tracing. The UNet's timestep stays
+    float32 at fp16: values up to 999 are exact either way, and the sinusoidal embedding is computed
+    in float32 inside the graph, as diffusers does.
     """
     fp = "float16" if precision == "fp16" else "float32"
     h, w = height // VAE_FACTOR, width // VAE_FACTOR
-    dim = text_encoder.config.hidden_size
     latents = (BATCH, LATENT_CHANNELS, frames, h, w)
-    modules = {"text_encoder": TextEncoderGraph(text_encoder), "unet": UNetGraph(unet), "vae_decoder": VaeDecoderGraph(vae)}
-    io = {
-        "text_encoder": (
-            [TensorSpec("input_ids", (BATCH, TEXT_MAX_LENGTH), "int64")],
-            [TensorSpec("last_hidden_state", (BATCH, TEXT_MAX_LENGTH, dim), fp)],
-        ),
-        "unet": (
-            [
-                TensorSpec("sample", latents, fp),
-                TensorSpec("timestep", (1,), "float32"),
-                TensorSpec("encoder_hidden_states", (BATCH, TEXT_MAX_LENGTH, dim), fp),
-            ],
-            [TensorSpec("noise_pred", latents, fp)],
-        ),
-        "vae_decoder": (
-            [TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)],
-            [TensorSpec("images", (frames, 3, height, width), fp)],
-        ),
-    }
-    # The VAE's encoder has attention too, but it is not part of the decoder graph.
-    attention = {"text_encoder": text_encoder, "unet": unet, "vae_decoder": vae.decoder}
-    return [
-        GraphSpec(name, modules[name].eval(), *io[name], count_attention_layers(attention[name]), text_encoder.config.vocab_size,
-                  fused_attention=name != "text_encoder")
-        for name in ("text_encoder", "unet", "vae_decoder")
-    ]
+    if name == "text_encoder":
+        module, attention = TextEncoderGraph(model), model
+        io = ([TensorSpec("input_ids", (BATCH, TEXT_MAX_LENGTH), "int64")],
+              [TensorSpec("last_hidden_state", (BATCH, TEXT_MAX_LENGTH, text_dim), fp)])
+    elif name == "unet":
+        module, attention = UNetGraph(model), model
+        io = ([TensorSpec("sample", latents, fp), TensorSpec("timestep", (1,), "float32"),
+               TensorSpec("encoder_hidden_states", (BATCH, TEXT_MAX_LENGTH, text_dim), fp)],
+              [TensorSpec("noise_pred", latents, fp)])
+    elif name == "vae_decoder":
+        # The VAE's encoder has attention too, but it is not part of the decoder graph.
+        module, attention = VaeDecoderGraph(model), model.decoder
+        io = ([TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)], [TensorSpec("images", (frames, 3, height, width), fp)])
+    else:
+        raise ValueError(f"unknown graph {name!r}")
+    return GraphSpec(name, module.eval(), *io, count_attention_layers(attention), vocab_size, fused_attention=name != "text_encoder")

@@ -12,23 +12,26 @@ from tav.runtime.one_line import first_line
 from .errors import ExportError
 from .onnx_export import trace_to_onnx
 from .onnx_hygiene import optimise, save_onnx
+from .onnx_weights import load_structure
 from .parity import check_parity, ort_session
 
 
-def plugin_parity(spec, path, work, precision, opset, threshold) -> dict:
+def plugin_parity(spec, path, work, feeds, expected, options) -> dict:
     """ORT parity of the KVGather graph if ORT can run the custom op; else of its standard-op twin."""
     try:
-        session = ort_session(path)
+        session = ort_session(path, options.precision)
     except Exception as err:  # ORT has no kernel for tav::KVGather unless cpp_ext ships one
         detail = first_line(err, None).split("failed:")[-1].strip()[:160]  # drop the staging path
         reason = f"ONNX Runtime cannot run the KVGather custom op ({detail})"
     else:
-        return {"parity": check_parity(spec, session, precision)}
+        return {"parity": check_parity(spec.name, session, feeds, expected, options.precision)}
     # Same trace without the plugin: proves the weights, shapes and every other op of this graph.
+    traced = work / "standard_op_twin" / "traced.onnx"
     twin = work / "standard_op_twin.onnx"
-    model = optimise(trace_to_onnx(spec, precision, opset, work), precision)
-    save_onnx(model, twin, threshold)
-    return {"parity": None, "parity_skipped": reason, "parity_standard_op_twin": check_parity(spec, ort_session(twin), precision)}
+    trace_to_onnx(spec, feeds, options.opset, traced)
+    save_onnx(optimise(load_structure(traced), options.precision), twin, traced.parent, options.external_data_threshold)
+    return {"parity": None, "parity_skipped": reason,
+            "parity_standard_op_twin": check_parity(spec.name, ort_session(twin, options.precision), feeds, expected, options.precision)}
 
 
 class KVGatherPlugin:

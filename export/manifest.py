@@ -9,11 +9,49 @@ import json
 import os
 from pathlib import Path
 
-from tav.tuner.model.sd_folder import file_sha256
+from tav.tuner.model.sd_folder import file_sha256, folder_hash
+
+from .graphs import BATCH, GRAPH_NAMES, LATENT_CHANNELS, TEXT_MAX_LENGTH
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 TIMING_CACHE = "timing.cache"  # TensorRT's, reused by the next --overwrite export
+
+
+def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather, attention, opset, tools, timings,
+                   temporal_window) -> dict:
+    """The whole manifest of the ENGINE_DIR being written in ``root``: call it last, every file hashed is final."""
+    frames, height, width = exported.shape
+    entries = {name: graph_entry(exported.specs[name], root / f"{name}.onnx", root=root, **exported.graphs[name])
+               for name in GRAPH_NAMES}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "frames": frames,
+        "temporal_window": temporal_window,
+        "height": height,
+        "width": width,
+        "batch": BATCH,
+        "precision": precision,
+        "text_max_length": TEXT_MAX_LENGTH,
+        "text_dim": exported.text_dim,
+        "latent_channels": LATENT_CHANNELS,
+        "vae_scaling_factor": exported.vae_scaling_factor,
+        "source": {
+            "weights": str(Path(weights).absolute()),
+            "weights_hash": tuned.weights_hash,
+            "base_model": str(Path(tuned.base_dir).absolute()),
+            "base_model_hash": tuned.base_model_hash or folder_hash(tuned.base_dir),
+            "base_model_source": tuned.meta.get("pretrained_model_source"),  # hub commit / file sha256, if known
+        },
+        "tools": tools,
+        "kv_gather": kv_gather,
+        "attention": attention,
+        "opset": opset,
+        "graphs": entries,
+        **({"base": exported.base} if exported.base else {}),
+        "files": other_files(root, entries),
+        "export_seconds": timings,
+    }
 
 
 def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, tensorrt_source=None, **extra) -> dict:

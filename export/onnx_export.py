@@ -1,36 +1,50 @@
-"""Trace one graph to ONNX at static shapes with the TorchScript exporter.
+"""Trace one graph to ONNX at static shapes with the TorchScript exporter, its weights streamed to one data file.
 
 The TorchScript exporter (``dynamo=False``) is about 10x faster than the dynamo
 one on the video UNet and gives the same ops at opset 17: SDPA becomes
 MatMul-Softmax-MatMul, GroupNorm becomes InstanceNormalization, LayerNorm is
 native. No dynamic axes are declared, so every dimension is a number.
+
+Memory (issue 17): left to itself the exporter serialises every weight into one
+protobuf message (below 2 GB), parses it back, and the caller then loads it
+again: three copies of the weights beside the torch module. Here the exporter
+is handed no weights (its parameter dict is captured on the way in), so it
+writes the graph structure only; the captured tensors -- the module's own
+parameters and the few constants torch folded -- are then written one by one to
+``<name>.onnx.data`` and the graph's initializers point into that file. No
+second copy of the weights exists at any time, and everything downstream
+(folding, fusion, saving) works on the structure with the weights left on disk
+(export/onnx_weights.py).
 """
 
-import copy
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
 from .graphs import GraphSpec
+from .onnx_weights import attach_weights
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
 PLUGIN_DOMAIN = "tav"  # cpp_ext's KVGather node lives in this ONNX domain
 
 
-def trace_to_onnx(spec: GraphSpec, precision: str, opset: int, work_dir: Path, plugin_context=None) -> onnx.ModelProto:
-    """The traced graph, loaded with its weights (torch writes external files itself past 2 GB)."""
-    # fp16 graphs are traced from an fp16 copy, so torch (not a converter) decides which ops
-    # keep float32 (e.g. the timestep embedding), exactly as the model runs in half precision.
-    module = spec.module if precision == "fp32" else copy.deepcopy(spec.module).half()
-    feeds = spec.seeded_inputs()
+def trace_to_onnx(spec: GraphSpec, feeds: dict, opset: int, path: Path, plugin_context=None) -> np.ndarray:
+    """Trace ``spec.module`` (already in the export precision) on ``feeds`` into ``path`` + ``path.data``.
+
+    Returns the module's output on ``feeds`` (tracing runs the model once; as float32 numpy). The graph
+    file holds the structure, shapes inferred, and the small constants inline;
+    ``onnx.load(path, load_external_data=False)`` reads it without the weights.
+    """
+    module = spec.module
     device = next(module.parameters()).device  # CUDA when there is one: fp16 convs are very slow on CPU
     args = tuple(torch.from_numpy(feeds[t.name]).to(device, TORCH_DTYPES[t.dtype]) for t in spec.inputs)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    path = work_dir / f"{spec.name}.onnx"
-    with warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params, outputs = {}, []
+    with warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(), _weights_captured(params, outputs):
         warnings.simplefilter("ignore")  # TracerWarnings on shape asserts: shapes are static by design
         torch.onnx.export(
             module,
@@ -43,9 +57,38 @@ def trace_to_onnx(spec: GraphSpec, precision: str, opset: int, work_dir: Path, p
             dynamo=False,
             custom_opsets={PLUGIN_DOMAIN: 1} if plugin_context is not None else None,
         )
-    # Shapes inferred from the file, before anything loads it: in memory, onnx cannot infer a model past
-    # protobuf's 2 GB (an fp32 SD-1.5 UNet), and without shapes the folding in onnx_hygiene.optimise leaves
-    # SDPA's scale and the head reshapes as Shape -> ... chains (and attention_fusion then matches nothing).
-    # From the path, external weights stay on disk: one copy of them in memory, as before.
+    model = onnx.load(str(path), load_external_data=False)
+    attach_weights(model, params, path)
+    onnx.save_model(model, str(path))
+    # Shapes inferred from the file: in memory, onnx cannot infer a model past protobuf's 2 GB, and without
+    # shapes the folding in onnx_hygiene.optimise leaves SDPA's scale and the head reshapes as Shape -> ...
+    # chains (and attention_fusion then matches nothing). From the path, the weights stay on disk.
     onnx.shape_inference.infer_shapes_path(str(path), str(path))
-    return onnx.load(str(path))
+    return outputs[0].detach().float().cpu().numpy()
+
+
+@contextmanager
+def _weights_captured(params: dict, outputs: list):
+    """Hand the TorchScript exporter an empty parameter dict and keep the real one in ``params`` (and the
+    traced run's output in ``outputs``).
+
+    ``_model_to_graph`` returns (graph, {input name: tensor}, outputs) after torch's own constant
+    folding; with no parameters the exporter writes them as plain graph inputs of the same names,
+    which ``attach_weights`` turns back into initializers stored in the data file. A private torch
+    function: if torch renames it, the export fails here at once rather than minutes later.
+    """
+    from torch.onnx._internal.torchscript_exporter import utils as exporter
+
+    original = exporter._model_to_graph
+
+    def without_weights(*args, **kwargs):
+        graph, weights, result = original(*args, **kwargs)
+        params.update(weights)
+        outputs.append(result[0] if isinstance(result, (tuple, list)) else result)
+        return graph, {}, result
+
+    exporter._model_to_graph = without_weights
+    try:
+        yield
+    finally:
+        exporter._model_to_graph = original

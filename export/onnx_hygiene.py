@@ -12,8 +12,13 @@
 - ``check_graph``: no ScatterND/Loop/If, exactly the contract's I/O with every
   dimension a number, and each attention layer as MatMul-Softmax-MatMul (the
   form TensorRT fuses into one attention kernel).
-- ``save_onnx``: inline below the 2 GB protobuf limit, else one external data
-  file ``<name>.onnx.data``; then ``onnx.checker`` by path (works past 2 GB).
+- ``save_onnx``: weights inline up to a threshold, else kept in the data file
+  ``<name>.onnx.data`` they were traced into (export/onnx_weights.py); then
+  ``onnx.checker`` by path (works past 2 GB).
+
+Every pass here works on the graph structure: the weights stay on disk, and only
+constants small enough to be stored inline (scalars, shape targets, norm
+parameters) are ever read.
 """
 
 from collections import Counter
@@ -23,10 +28,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .onnx_weights import external_bytes, hide_weights, restore_weights, save_graph
+
 FORBIDDEN_OPS = frozenset({"ScatterND", "ScatterElements", "Loop", "If", "Scan"})
 NORM_OPS = ("InstanceNormalization", "LayerNormalization")
-# protobuf cannot serialise a message past 2 GiB; keep a margin for the graph structure itself.
-EXTERNAL_DATA_THRESHOLD = 2**31 - 2**27
+# Graphs with more weight bytes than this keep them in an external data file, which the exporter never
+# reads into memory; smaller ones are one self-contained file. Inlining loads the weights and protobuf
+# serialises another copy, so the threshold bounds that cost (64 MiB: the tiny test models stay one file).
+EXTERNAL_DATA_THRESHOLD = 2**26
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64"}
 
 
@@ -39,6 +48,7 @@ def optimise(model: onnx.ModelProto, precision: str = "fp32") -> onnx.ModelProto
     from polygraphy.backend.onnx import fold_constants
     from polygraphy.logger import G_LOGGER
 
+    hidden = hide_weights(model)  # folding must neither read the weights nor look for them
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
         # onnx's own shape inference, not ORT's symbolic one: ours are static graphs, and ORT's
         # drops sym_shape_infer_temp.onnx + a <uuid>.data into the working directory whenever
@@ -49,7 +59,7 @@ def optimise(model: onnx.ModelProto, precision: str = "fp32") -> onnx.ModelProto
     graph = gs.import_onnx(model)
     _drop_identities(graph)
     graph.cleanup().toposort()
-    model = gs.export_onnx(graph)
+    model = restore_weights(gs.export_onnx(graph), hidden)
     return run_norms_in_fp32(model) if precision == "fp16" else model
 
 
@@ -63,9 +73,9 @@ def _drop_identities(graph) -> None:
             continue
         if node.op == "Cast":
             same = x.dtype is not None and np.dtype(x.dtype) == onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"])
-        elif node.op in ("Mul", "Div") and isinstance(node.inputs[1], gs.Constant):
+        elif node.op in ("Mul", "Div") and isinstance(node.inputs[1], gs.Constant) and _is_scalar(node.inputs[1]):
             one = node.inputs[1].values
-            same = one.size == 1 and float(one.reshape(-1)[0]) == 1.0 and x.dtype == y.dtype and x.shape == y.shape
+            same = float(one.reshape(-1)[0]) == 1.0 and x.dtype == y.dtype and x.shape == y.shape
         else:
             continue
         if same:
@@ -74,6 +84,11 @@ def _drop_identities(graph) -> None:
                     if tensor is y:
                         consumer.inputs[i] = x
             node.outputs.clear()
+
+
+def _is_scalar(constant) -> bool:
+    """From the shape alone: reading ``.values`` of a weight kept on disk would load it (or fail)."""
+    return int(np.prod(constant.shape)) == 1
 
 
 def run_norms_in_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -167,26 +182,12 @@ def count_attention_patterns(model: onnx.ModelProto) -> tuple:
     return matched, len(softmaxes)
 
 
-def weight_bytes(model: onnx.ModelProto) -> int:
-    tensors = list(model.graph.initializer) + [
-        attr.t for node in model.graph.node if node.op_type == "Constant" for attr in node.attribute if attr.HasField("t")
-    ]
-    return int(sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize for t in tensors))
-
-
-def save_onnx(model: onnx.ModelProto, path: Path, external_threshold: int = EXTERNAL_DATA_THRESHOLD, full_check: bool = True) -> list:
-    """Write ``path`` (+ ``path.onnx.data`` past the threshold), check it by path; return the data files."""
-    data = path.with_name(path.name + ".data")
-    external = weight_bytes(model) > external_threshold
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=data.name,
-        size_threshold=1024,  # tiny tensors stay inline, so the graph file stays self-describing
-    )
+def save_onnx(model: onnx.ModelProto, path: Path, weights_dir: Path, external_threshold: int = EXTERNAL_DATA_THRESHOLD,
+              full_check: bool = True, data: Path | None = None) -> list:
+    """Write ``path`` (+ a data file past the threshold: ``data`` or ``path.data``), check it by path; return
+    the data files. ``model``'s external weights are read from the traced data file in ``weights_dir``."""
+    files = save_graph(model, path, weights_dir, inline=external_bytes(model) <= external_threshold, data=data)
     # By path, so the checker reads external data itself and never builds a >2 GB message.
     # Full check adds strict shape inference; custom-domain nodes (the KVGather plugin) have none.
     onnx.checker.check_model(str(path), full_check=full_check)
-    return [data] if external else []
+    return files

@@ -33,7 +33,7 @@ from .base_engine import unet_frozen_sha256
 from .errors import ExportError
 
 # What a pack keeps of run.json: enough to tell videos apart and judge the tuning, not the per-step losses.
-RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "stride", "start", "height", "width", "steps", "learning_rate", "seed",
+RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "tuned_frames", "temporal_window", "stride", "start", "height", "width", "steps", "learning_rate", "seed",
                     "pretrained_model_path", "pretrained_model_hash", "num_trainable_params", "resolved_precision",
                     "eval_loss_before", "eval_loss_after", "train_time_s")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -58,6 +58,10 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
         raise ExportError(f"the inverted latents of {weights} are {list(latents.shape)}, base {base_dir} is "
                           f"{manifest.frames} frames {manifest.width}x{manifest.height} ({list(manifest.latent_shape)}); "
                           "export a base at the run's frames and size")
+    window = tuned.unet.temporal_window or manifest.frames  # the run's (run.json); an official output: all frames
+    if min(window, manifest.frames) != manifest.temporal_window:
+        raise ExportError(f"{weights} samples with a temporal window of {window} frames, base {base_dir} was exported with "
+                          f"{manifest.temporal_window}; export a base with --temporal-window {window}")
     state = tuned.unet.state_dict()
     frozen = unet_frozen_sha256(tuned.unet, [t["param"] for t in base["tunable"]])
     if frozen != base["unet_frozen_sha256"]:
@@ -73,7 +77,7 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
     meta = {
         "schema_version": PACK_SCHEMA_VERSION,
         "base": {"id": base["id"], "unet_frozen_sha256": frozen, "frames": manifest.frames, "height": manifest.height,
-                 "width": manifest.width, "precision": manifest.precision},
+                 "width": manifest.width, "precision": manifest.precision, "temporal_window": manifest.temporal_window},
         "prompt": _prompt(tuned),
         "source": {"weights": str(Path(weights).absolute()), "weights_hash": tuned.weights_hash,
                    "kind": "official" if tuned.meta.get("official") else "run_dir"},

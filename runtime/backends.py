@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from . import backend_ort, backend_trt, cuda_rt
+from .host_memory import release_freed_memory
 from .manifest import Manifest, describe_io_mismatch, refuse
 
 log = logging.getLogger("tav.runtime")
@@ -93,41 +94,64 @@ def choose_backend(manifest: Manifest, backend: str = "auto", device: str | None
 
 
 class LoadedGraphs:
-    """The three graphs of an ENGINE_DIR on one backend: ``graphs[name].run(feeds) -> outputs``."""
+    """The three graphs of an ENGINE_DIR on one backend: ``graphs[name].run(feeds) -> outputs``.
 
-    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False,
+    ``keep_loaded=False`` (ONNX Runtime only): each session is created when its graph first runs and
+    closed by ``done_with(name)``, so a one-shot command holds one graph at a time (text encoder, then
+    the UNet, then the VAE decoder) and its peak is the largest graph's, not the sum of all three. A
+    service keeps them loaded (the default): it pays the load once for many calls.
+    """
+
+    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False, keep_loaded: bool = True,
                  ort_threads: int | None = None):
-        self.choice = choice
+        self.choice, self._ort_threads = choice, ort_threads
         log.info("tav.runtime: %s on %s (%s)", choice.name, choice.device, choice.reason)
         self._engines = None
+        self._manifest = manifest
         if choice.name == "tensorrt":
             flavour = next(iter(manifest.graphs.values())).tensorrt.get("flavour", "tensorrt")
             self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour), allow_plugin=allow_plugin)
             self.graphs = self._engines.graphs
+        elif keep_loaded:
+            self.graphs = {name: self._ort_graph(name) for name in manifest.graphs}
         else:
-            weights = [t.name for t in manifest.tunable_inputs]  # a base ENGINE_DIR's per-video UNet inputs
-            self.graphs = {
-                # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
-                name: backend_ort.OrtGraph(manifest.path(g.onnx), choice.device, cuda_graph=name == "unet",
-                                           fused_attention=g.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS,
-                                           weight_inputs=weights if name == "unet" else (), threads=ort_threads)
-                for name, g in manifest.graphs.items()
-            }
+            self.graphs = {name: OnDemandGraph(lambda name=name: self._checked(name, self._ort_graph(name)))
+                           for name in manifest.graphs}
+            return
         try:
             for name, graph in self.graphs.items():
-                declared = manifest.graphs[name]
-                inputs = list(declared.inputs)
-                if choice.name == "tensorrt":  # a base UNet plan has its per-video tensors as refittable weights
-                    inputs = [t for t in inputs if t not in manifest.tunable_inputs]
-                problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(
-                    list(declared.outputs), graph.outputs
-                )
-                if problem:
-                    source = declared.tensorrt["plan"] if choice.name == "tensorrt" else declared.onnx
-                    raise refuse(manifest.engine_dir, f"{source} has {problem} declared in manifest.json")
+                self._checked(name, graph)
         except BaseException:
             self.close()
             raise
+
+    def _ort_graph(self, name: str) -> backend_ort.OrtGraph:
+        declared, device = self._manifest.graphs[name], self.choice.device
+        weights = [t.name for t in self._manifest.tunable_inputs]  # a base ENGINE_DIR's per-video UNet inputs
+        # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
+        return backend_ort.OrtGraph(self._manifest.path(declared.onnx), device, cuda_graph=name == "unet",
+                                    fused_attention=declared.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS,
+                                    weight_inputs=weights if name == "unet" else (), threads=self._ort_threads)
+
+    def _checked(self, name: str, graph):
+        """``graph`` when its real I/O is what manifest.json declares; else a one-line refusal (graph closed)."""
+        declared = self._manifest.graphs[name]
+        inputs = list(declared.inputs)
+        if self.choice.name == "tensorrt":  # a base UNet plan has its per-video tensors as refittable weights
+            inputs = [t for t in inputs if t not in self._manifest.tunable_inputs]
+        problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(list(declared.outputs), graph.outputs)
+        if problem:
+            if self._engines is None:
+                graph.close()
+            source = declared.tensorrt["plan"] if self.choice.name == "tensorrt" else declared.onnx
+            raise refuse(self._manifest.engine_dir, f"{source} has {problem} declared in manifest.json")
+        return graph
+
+    def done_with(self, name: str) -> None:
+        """The caller will not run ``name`` again soon: an on-demand graph closes its session."""
+        graph = self.graphs.get(name)
+        if isinstance(graph, OnDemandGraph):
+            graph.unload()
 
     def close(self) -> None:
         if self._engines is not None:
@@ -136,3 +160,42 @@ class LoadedGraphs:
             for graph in self.graphs.values():
                 graph.close()
         self.graphs = {}
+
+
+class OnDemandGraph:
+    """A graph whose session exists from its first use until ``unload``; the same interface as OrtGraph."""
+
+    def __init__(self, create):
+        self._create = create
+        self._graph = None
+
+    def _loaded(self):
+        if self._graph is None:
+            self._graph = self._create()
+        return self._graph
+
+    def __getattr__(self, attribute):  # inputs, outputs, upload, release, bind_weights, ...: the live graph's
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return getattr(self._loaded(), attribute)
+
+    def run(self, feeds: dict, weights: dict | None = None, release_memory: bool = False) -> dict:
+        return self._loaded().run(feeds, weights, release_memory=release_memory)
+
+    def upload(self, arrays: dict):
+        return self._loaded().upload(arrays)
+
+    def release(self, weights) -> None:
+        if self._graph is not None:
+            self._graph.release(weights)
+        else:
+            weights.clear()
+
+    def unload(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+            release_freed_memory()
+
+    def close(self) -> None:
+        self.unload()

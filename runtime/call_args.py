@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS
+
 
 @dataclass(frozen=True)
 class CallArgs:
@@ -36,6 +38,9 @@ def check_call_args(args: CallArgs, max_steps: int) -> CallArgs:
     for name, text in (("prompt", args.prompt), ("negative_prompt", args.negative_prompt)):
         if not isinstance(text, str):  # a list would silently become a batch of prompts
             raise TypeError(f"{name} must be a str (one prompt per call), got {type(text).__name__}")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise ValueError(f"{name} has {len(text)} characters, over the limit of {MAX_PROMPT_CHARS} "
+                             "(CLIP reads the first 77 tokens)")
     if not is_integer(args.steps) or args.steps < 1:
         raise ValueError(f"steps must be a positive integer, got {args.steps!r}")
     if not is_integer(args.seed) or args.seed < 0:
@@ -43,7 +48,7 @@ def check_call_args(args: CallArgs, max_steps: int) -> CallArgs:
     if not is_real(args.guidance) or not np.isfinite(args.guidance):
         raise ValueError(f"guidance must be a finite number, got {args.guidance!r}")
     # Above 1 the DDIM noise term exceeds what the step leaves room for (the square root of a negative).
-    if not is_real(args.eta) or not 0 <= args.eta <= 1:
+    if not is_real(args.eta) or not ETA_MIN <= args.eta <= ETA_MAX:
         raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {args.eta!r}")
     if args.steps > max_steps:
         raise ValueError(f"steps must be between 1 and {max_steps} for this ENGINE_DIR's scheduler, got {args.steps}")

@@ -49,7 +49,9 @@ def main(argv=None):
             raise ValueError(f"--steps must be a positive integer, got {args.steps}")
         if not 0 <= args.eta <= 1:
             raise ValueError(f"--eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {args.eta}")
-        pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device, allow_plugin=args.trust_plugin)
+        # One call: each graph is loaded for its stage only, so the peak is the largest graph's, not all three.
+        pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device, allow_plugin=args.trust_plugin,
+                                  keep_graphs=False)
         with pipe:
             video = None
             if pipe.manifest.base and not args.video:

@@ -132,6 +132,11 @@ class Manifest:
         return self.raw.get("kv_gather", "onnx")
 
     @property
+    def temporal_window(self) -> int:
+        """Frames each temporal attention sees (baked into the UNet graph); ENGINE_DIRs from before windows: all."""
+        return int(self.raw.get("temporal_window", self.frames))
+
+    @property
     def latent_shape(self) -> tuple:
         return (1, self.latent_channels, self.frames, self.height // 8, self.width // 8)
 

@@ -140,6 +140,10 @@ def check_pack_fits(pack: Pack, manifest) -> None:
         raise PackError(f"{where} is {theirs['precision']}, base {manifest.engine_dir} is {ours['precision']}; {hint}")
     if theirs != ours:
         raise PackError(f"{where} is for {_shape(theirs)}, base {manifest.engine_dir} is {_shape(ours)}; {hint}")
+    window = made_for.get("temporal_window", made_for.get("frames"))  # packs from before windows: full attention
+    if window != manifest.temporal_window:
+        raise PackError(f"{where} was made for a temporal window of {window} frames, base {manifest.engine_dir} has "
+                        f"{manifest.temporal_window}; {hint}")
     if made_for.get("unet_frozen_sha256") != base["unet_frozen_sha256"]:
         raise PackError(f"{where} was tuned from base UNet {str(made_for.get('unet_frozen_sha256'))[:12]}, base "
                         f"{manifest.engine_dir} holds UNet {base['unet_frozen_sha256'][:12]}; {hint}")

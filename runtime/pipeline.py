@@ -100,13 +100,17 @@ class VideoPipeline:
 
     @classmethod
     def load(cls, engine_dir, backend: str = "auto", device: str | None = None, allow_plugin: bool = False,
-             max_resident_videos: int | None = None, ort_threads: int | None = None) -> "VideoPipeline":
+             max_resident_videos: int | None = None, keep_graphs: bool = True,
+             ort_threads: int | None = None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
         ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
         caller trusts this ENGINE_DIR enough to run its native KVGather plugin library (plugin-mode
         TensorRT plans need it); without it no code from the folder is ever loaded (docs/SECURITY.md).
         ``max_resident_videos`` caps the packs kept on the device (None: no cap); it matters only for a
+        base ENGINE_DIR. ``keep_graphs=False`` (ONNX Runtime): load each graph when it first runs and close it
+        when its stage of a call is over, so a one-shot call holds one graph at a time (tav-run does this);
+        a service keeps them (the default), paying the load once.
         base ENGINE_DIR. ``ort_threads``: ONNX Runtime's intra-op threads per graph (None: one per core);
         several processes sharing a CPU (tav-serve replicas) each want few.
         """
@@ -123,14 +127,14 @@ class VideoPipeline:
         tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
         try:
-            graphs = LoadedGraphs(manifest, choice, allow_plugin, ort_threads=ort_threads)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin, keep_loaded=keep_graphs, ort_threads=ort_threads)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
             log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", first_line(err, None))
             choice = choose_backend(manifest, "onnxruntime", device)
             verify_files(manifest, choice.name)
-            graphs = LoadedGraphs(manifest, choice, ort_threads=ort_threads)
+            graphs = LoadedGraphs(manifest, choice, keep_loaded=keep_graphs, ort_threads=ort_threads)
         try:
             return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start, max_resident_videos)
         except BaseException:
@@ -173,12 +177,16 @@ class VideoPipeline:
         if not self._graphs.graphs:
             raise RuntimeError("this VideoPipeline is closed; load a new one")
 
-    def _run(self, name: str, feeds: dict, video=None, release_memory: bool = False) -> dict:
+    def _run(self, name: str, feeds: dict, video=None, release_memory: bool = False, last: bool = True) -> dict:
+        """``last``: this call will not run ``name`` again, so an on-demand graph (``keep_graphs=False``) closes."""
         with self._lock:
             self._check_open()
             graph = self._graphs.graphs[name]
             weights = None if video is None else self._videos.weights(video)  # only the UNet takes a video
-            return graph.run(feeds, weights, release_memory=release_memory)
+            outputs = graph.run(feeds, weights, release_memory=release_memory)
+            if last:
+                self._graphs.done_with(name)
+            return outputs
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
                  init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None, *,
@@ -244,7 +252,8 @@ class VideoPipeline:
             sample = np.concatenate([x, x]).astype(self.float_dtype)
             feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
             # After the last step the UNet's activation memory goes back before the VAE decoder needs its own.
-            out = self._run("unet", feeds, video, release_memory=t == timesteps[-1])["noise_pred"]
+            last = t == timesteps[-1]
+            out = self._run("unet", feeds, video, release_memory=last, last=last)["noise_pred"]
             eps_uncond, eps_cond = out.astype(np.float32)[:, None]
             with np.errstate(all="ignore"):  # overflow is reported after the step, once, with what to do about it
                 return eps_uncond + guidance * (eps_cond - eps_uncond) if args.use_cfg else eps_cond

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .mp4_writer import NoMp4Encoder, mp4_encoder, write_mp4
+
 FORMATS = (".mp4", ".gif", ".npy", "a folder of PNGs (a path without suffix, or ending in /)")
 MAX_FPS = 1000  # a GIF frame lasts a whole number of milliseconds
 PNG_FRAME = re.compile(r"frame_\d{4,}\.png")
@@ -73,6 +75,11 @@ def check_output_path(path, overwrite: bool = False) -> Path:
     Callers that compute for minutes before writing call this first.
     """
     kind = output_kind(path)
+    if kind == "mp4":
+        try:  # a lean install may have no mp4 encoder: say so before sampling, not after
+            mp4_encoder()
+        except NoMp4Encoder as err:
+            raise VideoOutputError(str(err)) from None
     target = Path(os.fspath(path).rstrip("/" + os.sep) or ".").absolute()
     parent = target.parent
     if not parent.is_dir():
@@ -136,13 +143,7 @@ def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
             # GIF stores per-frame durations in ms; loop=0 repeats forever, as the official GIFs do.
             iio.imwrite(tmp, frames, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
         else:
-            import imageio.v2 as imageio
-
-            # macro_block_size=1: never rescale the frames (imageio's default pads to multiples of 16).
-            with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                    macro_block_size=1, ffmpeg_log_level="error") as writer:
-                for frame in frames:
-                    writer.append_data(frame)
+            write_mp4(frames, tmp, fps)  # whichever encoder this install has (tav.runtime.mp4_writer)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -16,6 +16,8 @@ class Limits:
     max_queued: int = 8  # per model deployment handle; past it: 503 with Retry-After
     retry_after_s: int = 5
     generate_timeout_s: float = 600.0
+    start_timeout_s: float = 300.0  # replicas not running by then: one-line error and a clean stop
+    drain_timeout_s: float = 10.0  # on SIGTERM, requests still running after this are cut off (stop within 20 s)
     resident_videos_per_replica: int = 8  # @serve.multiplexed LRU size
 
 
@@ -27,9 +29,10 @@ class ServeConfig:
     token: str | None = None  # bearer token; None: no authentication
     replicas: int = 1
     use_gpu: bool = False  # one replica per GPU (num_gpus=1) and GPU tuning tasks
-    replica_cpus: float = 1.0
-    job_cpus: float = 1.0
-    job_gpus: float = 0.0  # 1 on GPU clusters: a tuning task needs a GPU of its own beside the replicas'
+    replica_cpus: float | None = None  # None: tav.serve.preflight.plan_resources shares out what the cluster has
+    job_cpus: float | None = None  # None: 1 CPU (half the CPUs on a 1-CPU machine)
+    replica_gpus: float = 0.0  # set by plan_resources: 1 per GPU replica, 0.5 when one GPU is shared with tuning
+    job_gpus: float = 0.0  # set by plan_resources: a tuning task's GPU share beside the replicas'
     backend: str = "auto"
     ort_threads: int = 0  # 0: ONNX Runtime's default (all cores); small replicas on shared CPUs want 1
     tune_device: str = "auto"

@@ -13,12 +13,14 @@ import logging
 import sys
 import time
 
+import ray
 from ray import serve
 
 from .config import ServeConfig
 from .encoding import MEDIA_TYPES, encode_frames
 from .http_app import create_app
 from .ingress import IngressService
+from .preflight import INGRESS_CPUS, check_config, plan_resources, prepare_store
 from .residency import load_video_into
 from .store import Store
 
@@ -39,6 +41,8 @@ class VideoModelReplica:
                                        max_resident_videos=config.limits.resident_videos_per_replica,
                                        ort_threads=config.ort_threads or None)
         self.store = Store(config.store)
+        # Which Ray node answered (X-TAV-Node): an opaque id prefix, for operators correlating with `ray status`.
+        self.node = ray.get_runtime_context().get_node_id()[:12]
 
     async def _load_video(self, video_id: str):
         return await asyncio.to_thread(load_video_into, self.pipe, video_id, self.store)
@@ -61,7 +65,7 @@ class VideoModelReplica:
         body = await asyncio.to_thread(encode_frames, result.frames, fmt, fps)
         timings = {**result.timings, "encode": time.perf_counter() - started}
         return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": timings,
-                "shape": list(result.frames.shape)}
+                "shape": list(result.frames.shape), "node": self.node}
 
     def ready(self) -> bool:
         return True
@@ -103,11 +107,11 @@ def build_app(config: ServeConfig):
         async def resident_video(self, video_id: str):
             return await self._load_video(video_id)
 
-    model_actor = {"num_cpus": config.replica_cpus, "num_gpus": 1 if config.use_gpu else 0}
+    model_actor = {"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus if config.use_gpu else 0}
     model = serve.deployment(
         VideoModel, name="VideoModel", num_replicas=config.replicas, ray_actor_options=model_actor,
         max_ongoing_requests=limits.max_ongoing_per_replica, max_queued_requests=limits.max_queued,
-        graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.generate_timeout_s,
+        graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.drain_timeout_s,
         health_check_period_s=5, health_check_timeout_s=30,
     )
 
@@ -115,8 +119,8 @@ def build_app(config: ServeConfig):
         pass
 
     ingress = serve.deployment(
-        serve.ingress()(Ingress), name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0.1},
-        max_ongoing_requests=256, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.generate_timeout_s,
+        serve.ingress()(Ingress), name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": INGRESS_CPUS},
+        max_ongoing_requests=256, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.drain_timeout_s,
     )
     return ingress.bind(config, model.bind(config))
 
@@ -124,15 +128,19 @@ def build_app(config: ServeConfig):
 def app_from_args(args: dict):
     """Entry point for Serve config files and KubeRay's RayService (``import_path: tav.serve.deployments:app_from_args``).
 
-    ``args`` holds ServeConfig's fields (``base_dir``, ``store``, ``sd_dir``, ``replicas``, ``use_gpu``, ...) and
-    optionally ``limits`` with Limits' fields. Checks the config and fails unfinished jobs, as ``tav-serve`` does.
+    ``args`` holds ServeConfig's fields (``base_dir``, ``store``, ``sd_dir``, ``replicas``, ...) and optionally
+    ``limits`` with Limits' fields. The same start-up as ``tav-serve`` (tav.serve.preflight): the config is
+    checked, sized to the cluster Ray is connected to (or refused in one line), and unfinished jobs are failed.
     """
+    import ray
+
     from .config import Limits
-    from .jobs import fail_interrupted
-    from .launch import check_config
 
     fields = dict(args)
     limits = Limits(**fields.pop("limits", {}))
+    replicas = fields.pop("replicas", None)
     config = check_config(ServeConfig(**fields, limits=limits))
-    fail_interrupted(Store(config.store))
+    # Serve builds the application inside the cluster (Ray is up); a bare import (e.g. `serve build`) has no cluster to fit.
+    config = plan_resources(config, ray.cluster_resources() if ray.is_initialized() else None, replicas)
+    prepare_store(config)
     return build_app(config)

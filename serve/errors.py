@@ -1,4 +1,12 @@
-"""HTTP errors with a one-line JSON body: ``{"error": "<what is wrong and what to do>", "status": N}``."""
+"""HTTP errors with a one-line JSON body: ``{"error": "<what is wrong and what to do>", "status": N}``.
+
+Messages that come from exceptions (the runtime's, the tuner's, Ray's) go through
+``client_message`` first: the cause under Ray's wrapper, its first line, server paths cut to
+their last component, shell-only advice (``--flags``) dropped. The full detail stays in the
+server log under the request id.
+"""
+
+import re
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -6,6 +14,27 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .schemas import one_line
+
+# An absolute path: a '/' not inside a word, then anything up to whitespace, a quote or punctuation that ends a path.
+_ABS_PATH = re.compile(r"(?<![\w.:/])/[^\s'\"`,;()\[\]{}]*")
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception under Ray's wrappers (RayTaskError keeps the original as ``.cause``)."""
+    seen = 0
+    while isinstance(getattr(err, "cause", None), BaseException) and seen < 8:
+        err, seen = err.cause, seen + 1
+    return err
+
+
+def client_message(err: BaseException) -> str:
+    """One line fit for an HTTP client: no traceback, no Ray header, no server path, no command-line advice."""
+    err = root_cause(err)
+    text = str(err).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    line = _ABS_PATH.sub(lambda m: m.group(0).rstrip("/.").rsplit("/", 1)[-1] or "/", line)
+    parts = [part for part in line.split("; ") if not re.search(r"(^|\s)--[a-z]", part)]
+    return "; ".join(parts) or type(err).__name__
 
 
 class ApiError(Exception):
@@ -15,6 +44,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    message = " ".join(str(message).split()) or "error"  # one line, whatever the message held
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 

@@ -18,7 +18,7 @@ import uuid
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .errors import ApiError, install_handlers
+from .errors import ApiError, error_response, install_handlers
 from .schemas import GenerateRequest
 
 log = logging.getLogger("tav.serve.access")
@@ -43,11 +43,18 @@ def create_app(service) -> FastAPI:
     @app.middleware("http")
     async def access_log(request: Request, call_next):
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = _request_id(request.headers.get("x-request-id"))
+        request.state.request_id = request_id
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as err:  # a bug of ours: one JSON line for the client, the traceback for the server log
+                log.exception("request %s: unhandled %s", request_id, type(err).__name__)
+                response = error_response(500, f"internal error ({type(err).__name__}); the server log has the details "
+                                               f"under request id {request_id}")
             status = response.status_code
+            response.headers["X-Request-ID"] = request_id
             return response
         finally:
             seconds = time.perf_counter() - started
@@ -76,10 +83,11 @@ def create_app(service) -> FastAPI:
         return await service.describe_video(video_id)
 
     @app.post("/v1/videos/{video_id}/generate", dependencies=[Depends(require_token)])
-    async def generate(video_id: str, body: GenerateRequest):
-        result = await service.generate(video_id, body)
+    async def generate(video_id: str, body: GenerateRequest, request: Request):
+        result = await service.generate(video_id, body, request.state.request_id)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result["timings"].items())
-        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"]))}
+        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"])),
+                   "X-TAV-Node": result["node"]}
         return Response(result["body"], media_type=result["media_type"], headers=headers)
 
     @app.post("/v1/videos", status_code=202, dependencies=[Depends(require_token)])
@@ -92,3 +100,10 @@ def create_app(service) -> FastAPI:
         return await service.job_status(job_id)
 
     return app
+
+
+def _request_id(given: str | None) -> str:
+    """The client's X-Request-ID when it is a short plain token (it lands in log lines), else a new one."""
+    if given and len(given) <= 64 and given.replace("-", "").replace("_", "").isalnum():
+        return given
+    return uuid.uuid4().hex

@@ -8,6 +8,7 @@ replica loss come back as 503 with Retry-After, never as a hang: the handle's
 """
 
 import asyncio
+import json
 import logging
 
 import ray
@@ -15,12 +16,10 @@ from pydantic import ValidationError
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 
-from tav.runtime.one_line import first_line
-
 from .config import ServeConfig
-from .errors import ApiError, busy
+from .errors import ApiError, busy, client_message, root_cause
 from .ids import BadId, check_job_id, check_video_id, new_job_id
-from .jobs import create_job, fail_job, public_view, read_job, reserved_video_ids
+from .jobs import create_job, fail_interrupted, fail_job, public_view, read_job, reserved_video_ids, update_job
 from .metrics import RequestMetrics
 from .residency import VideoNotFound, VideoUnusable
 from .schemas import GenerateRequest, TuneOptions, one_line
@@ -31,6 +30,7 @@ from .uploads import UploadRefused, accept, check_declared_size, clip_suffix, di
 log = logging.getLogger("tav.serve")
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
+SCHEDULING_POLL_S = 5.0  # how often a queued job's record is told why it waits
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
 SERVER_PATH_KEYS = ("weights", "video", "pretrained_model_path", "pack")
 
@@ -52,6 +52,12 @@ class IngressService:
         self._watchers = {}  # job id -> the asyncio task watching its Ray task (a reference keeps it alive)
         self._tuning_task = ray.remote(run_tuning_job).options(
             num_cpus=config.job_cpus, num_gpus=config.job_gpus, max_retries=0, name="tav-serve-tuning-job")
+        # One ingress replica, and its tuning tasks die with it: an unfinished job found now was this ingress's
+        # before Ray restarted it (at a tav-serve start, preflight.prepare_store already failed them).
+        orphans = fail_interrupted(self.store, "the tav-serve ingress restarted")
+        if orphans:
+            log.warning("ingress restart: marked %d orphaned job(s) failed: %s", len(orphans), ", ".join(orphans))
+        self._max_steps = None
 
     # -- videos ---------------------------------------------------------------------------------
 
@@ -81,12 +87,26 @@ class IngressService:
 
         path = self.store.pack_path(video_id)
         try:
-            return {"video_id": video_id, "bytes": path.stat().st_size, "metadata": without_paths(read_pack_metadata(path))}
-        except (OSError, ValueError) as err:  # a pack removed meanwhile or with a broken header: listed, marked
-            return {"video_id": video_id, "error": first_line(err, None)}
+            meta = {"video_id": video_id, "usable": True, "bytes": path.stat().st_size,
+                    "metadata": without_paths(read_pack_metadata(path))}
+            json.dumps(meta)  # a header that parses but holds what JSON cannot carry is as unusable as a broken one
+            return meta
+        except Exception as err:  # any broken pack (removed meanwhile, malformed header): listed and marked, never a 500
+            log.warning("video %s is unusable: %r", video_id, err)
+            return {"video_id": video_id, "usable": False, "error": client_message(err)}
 
-    async def generate(self, video_id: str, body: GenerateRequest) -> dict:
+    def _check_steps(self, steps: int) -> None:
+        """The base's scheduler bound (999 for SD 1.x), which the schema cannot know: the runtime's own check, early."""
+        if self._max_steps is None:
+            from tav.runtime.ddim import DDIMConfig, DDIMScheduler
+
+            self._max_steps = DDIMScheduler(DDIMConfig.from_file(self.base().path("scheduler_config.json"))).max_steps
+        if steps > self._max_steps:
+            raise ApiError(422, f"invalid request: steps: must be between 1 and {self._max_steps} for this base's scheduler")
+
+    async def generate(self, video_id: str, body: GenerateRequest, request_id: str = "-") -> dict:
         video_id = self._known_video(video_id)
+        self._check_steps(body.steps)
         limits = self.config.limits
         response = self.model.options(multiplexed_model_id=video_id).generate.remote(body.sampling_args(), body.format, body.fps)
         try:
@@ -101,14 +121,24 @@ class IngressService:
         except RequestCancelledError:
             raise busy("the request was cancelled on the replica (shutting down?); retry", limits.retry_after_s) from None
         except REPLICA_GONE as err:
-            log.warning("replica lost during generate for %s: %s", video_id, first_line(err, None))
+            log.warning("replica lost during generate for %s: %s", video_id, client_message(err))
             raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
-        except VideoNotFound:
-            raise ApiError(404, f"no video {video_id!r} (it was removed from the store)") from None
-        except VideoUnusable as err:  # the store's fault, not the client's
-            raise ApiError(500, str(err)) from None
-        except ValueError as err:  # the runtime's own argument checks, e.g. init="inverted" on a pack without latents
-            raise ApiError(422, first_line(err, None)) from None
+        except Exception as err:  # raised on the replica: Ray wraps it (RayTaskError), the cause says what it was
+            raise self._replica_error(err, video_id, request_id) from None
+
+    def _replica_error(self, err: Exception, video_id: str, request_id: str) -> ApiError:
+        """A replica's exception as a one-line ApiError; the full text (Ray's traceback) goes to the server log only."""
+        cause = root_cause(err)
+        if isinstance(cause, VideoNotFound):
+            return ApiError(404, f"no video {video_id!r} (it was removed from the store)")
+        if isinstance(cause, VideoUnusable):  # the store's fault, not the client's; the listing marks it too
+            log.warning("request %s: video %s is unusable: %s", request_id, video_id, err)
+            return ApiError(500, client_message(cause))
+        if isinstance(cause, (ValueError, TypeError)):  # the runtime's own argument checks, e.g. inverted without latents
+            return ApiError(422, client_message(cause))
+        log.error("request %s: generate for %s failed: %s", request_id, video_id, err)
+        return ApiError(500, f"generation failed ({type(cause).__name__}); the server log has the details under "
+                             f"request id {request_id}")
 
     async def check_ready(self) -> None:
         try:
@@ -136,7 +166,7 @@ class IngressService:
         except UploadRefused as err:
             raise ApiError(err.status, str(err)) from None
         except Exception as err:  # starlette's multipart errors: malformed body, too many parts
-            raise ApiError(422, f"the body is not a valid multipart form ({first_line(err, None)}); "
+            raise ApiError(422, f"the body is not a valid multipart form ({client_message(err)}); "
                                 "send the clip as file field 'clip' and the options as fields") from None
         try:
             try:
@@ -157,7 +187,7 @@ class IngressService:
         try:
             ref = self._tuning_task.remote(self.config, job_id)
         except Exception as err:  # Ray refused the task: the record must not stay "queued"
-            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {first_line(err, None)}")
+            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {client_message(err)}")
             raise busy("could not start the tuning task; retry later", limits.retry_after_s) from None
         self._watchers[job_id] = asyncio.create_task(self._watch(job_id, ref))
         log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
@@ -182,14 +212,39 @@ class IngressService:
             return create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
 
     async def _watch(self, job_id: str, ref) -> None:
-        """A task that dies without writing its record (worker killed, node lost) still ends its job as failed."""
+        """A task that dies without writing its record (worker killed, node lost) still ends its job as failed.
+
+        While Ray has not started the task, the record says why it waits (``scheduling``).
+        """
         try:
-            await ref
+            outcome = asyncio.wrap_future(ref.future())
+            while not (await asyncio.wait({outcome}, timeout=SCHEDULING_POLL_S))[0]:
+                await asyncio.to_thread(self._note_waiting, job_id)
+            outcome.result()
         except Exception as err:
-            reason = f"the tuning task ended abnormally: {type(err).__name__}: {first_line(err, None)}"
+            cause = root_cause(err)
+            log.warning("job %s: the tuning task ended abnormally: %s", job_id, err)
+            reason = f"the tuning task ended abnormally ({type(cause).__name__}: {client_message(cause)}); upload the clip again"
             await asyncio.to_thread(fail_job, self.store, job_id, reason)
         finally:
             self._watchers.pop(job_id, None)
+
+    def _note_waiting(self, job_id: str) -> None:
+        """A queued job's record gets the reason it is not running yet: what it needs against what is free."""
+        try:
+            record = read_job(self.store, job_id)
+            if record.get("state") != "queued":
+                return
+            free = ray.available_resources()
+            needs = {"CPU": self.config.job_cpus, "GPU": self.config.job_gpus}
+            short = [f"{need:g} {kind} (free now: {free.get(kind, 0):g})" for kind, need in needs.items()
+                     if need and free.get(kind, 0) < need]
+            reason = ("waiting for " + " and ".join(short) + ": other tuning jobs or replicas hold them"
+                      if short else "waiting for Ray to start the task")
+            if record.get("scheduling") != reason:
+                update_job(self.store, job_id, scheduling=reason)
+        except Exception as err:  # a note, never a reason to fail the job
+            log.warning("job %s: could not record why it waits: %s", job_id, err)
 
     async def job_status(self, job_id: str) -> dict:
         try:
@@ -200,3 +255,4 @@ class IngressService:
             return public_view(await asyncio.to_thread(read_job, self.store, job_id))
         except FileNotFoundError:
             raise ApiError(404, f"no job {job_id}") from None
+

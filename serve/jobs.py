@@ -4,9 +4,11 @@ A record's ``state`` is queued -> running -> done | failed. Every change rewrite
 record atomically (tav.serve.store.write_json_atomic). A service stop, and a start after a
 crash, mark every job that is not finished as failed with the reason (``fail_interrupted``):
 a job is never left "running" with nobody running it, and a task that outlived its service
-sees its record failed at its next progress write and stops.
+sees its record failed at its next progress write and stops. A job marked failed loses its
+upload and work folders at once; a start sweeps the ones a crash left (``sweep_orphans``).
 """
 
+import shutil
 import time
 
 from .store import Store, read_json, write_json_atomic
@@ -45,24 +47,60 @@ def update_job(store: Store, job_id: str, **changes) -> dict:
 
 
 def fail_job(store: Store, job_id: str, reason: str) -> bool:
-    """Mark the job failed with ``reason`` if it is not finished; False if it already was."""
+    """Mark the job failed with ``reason`` if it is not finished, and remove its files; False if it already was."""
     try:
         update_job(store, job_id, state="failed", error=reason)
     except JobAbandoned:
         return False
+    finally:
+        remove_job_files(store, job_id)
     return True
 
 
-def fail_interrupted(store: Store, reason: str = "interrupted: tav-serve restarted while this job ran; upload the clip again") -> list:
-    """At service start: every unfinished job failed with ``reason``; returns their ids."""
+def remove_job_files(store: Store, job_id: str) -> None:
+    shutil.rmtree(store.upload_dir(job_id), ignore_errors=True)
+    shutil.rmtree(store.work_dir(job_id), ignore_errors=True)
+
+
+RESTARTED = "tav-serve restarted"
+
+
+def fail_interrupted(store: Store, why: str = RESTARTED) -> list:
+    """Every unfinished job failed, saying ``why`` (and whether it had started); returns their ids."""
     failed = []
     for job_id in store.job_ids():
         try:
-            if read_job(store, job_id)["state"] not in TERMINAL and fail_job(store, job_id, reason):
+            state = read_job(store, job_id)["state"]
+            if state in TERMINAL:
+                continue
+            # A job that never started was cancelled, not interrupted: say which, so nobody looks for a partial run.
+            what = "interrupted: {} while this job ran" if state == "running" else "cancelled: {} before this job started"
+            if fail_job(store, job_id, what.format(why) + "; upload the clip again"):
                 failed.append(job_id)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue  # an unreadable record is reported by GET, not fixed here
     return failed
+
+
+def sweep_orphans(store: Store) -> int:
+    """At start (no upload or job in flight): remove upload/work folders and staged packs no unfinished job owns."""
+    live = set()
+    for job_id in store.job_ids():
+        try:
+            if read_job(store, job_id).get("state") not in TERMINAL:
+                live.add(job_id)
+        except (OSError, ValueError, AttributeError):
+            continue
+    leftovers = [p for folder in (store.uploads, store.work) for p in folder.iterdir() if p.name not in live]
+    # Staged packs are ".<video_id>.<job_id>.tavpack" (ids hold no dots).
+    leftovers += [p for p in store.packs.glob(".*.tavpack") if (p.name.split(".") + ["", ""])[2] not in live]
+    leftovers += list(store.jobs.glob(".*.tmp"))
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def reserved_video_ids(store: Store) -> set:
@@ -80,5 +118,6 @@ def reserved_video_ids(store: Store) -> set:
 
 def public_view(record: dict) -> dict:
     """What GET /v1/jobs/{id} shows: no server paths."""
-    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "progress", "error", "options", "created", "updated")
+    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "scheduling", "progress", "error", "options",
+                                   "created", "updated")
             if k in record}

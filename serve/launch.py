@@ -1,90 +1,134 @@
-"""Starting and stopping the service: Ray (local or an existing cluster), Serve's HTTP proxy, the application."""
+"""Starting and stopping the service: Ray (local or an existing cluster), Serve's HTTP proxy, the application.
 
-import dataclasses
+Start-up checks that need no Ray live in tav.serve.preflight; this module is the Ray half.
+Every wait here has a deadline and looks at ``stop_requested`` between polls, so a signal
+at any moment of the start ends it within seconds.
+"""
+
 import logging
-from pathlib import Path
+import threading
+import time
 
 import ray
 from ray import serve
 
 from .config import ServeConfig
 from .deployments import APP_NAME, build_app
-from .jobs import fail_interrupted
-from .store import Store
+from .preflight import StartError, StopRequested, plan_resources, prepare_store
 
 log = logging.getLogger("tav.serve")
 
-
-class StartError(ValueError):
-    """A bad start-up argument; the message is one line saying what to do."""
-
-
-def check_config(config: ServeConfig) -> ServeConfig:
-    """Refuse before starting Ray: a base that does not load, a STORE that cannot be written, a bad SD folder."""
-    from tav.runtime.manifest import EngineDirError, read_manifest
-
-    try:
-        manifest = read_manifest(config.base_dir)
-    except EngineDirError as err:
-        raise StartError(f"--base: {err}") from None
-    try:
-        Store(config.store).create()
-    except OSError as err:
-        raise StartError(f"--packs {config.store}: cannot create the store folders ({err.strerror}); pass a writable folder") from None
-    sd_dir = config.sd_dir
-    if sd_dir is None:  # the exporter records the base model's folder; use it when it is still there
-        recorded = (manifest.raw.get("source") or {}).get("base_model")
-        sd_dir = recorded if recorded and Path(recorded, "model_index.json").is_file() else None
-        if sd_dir is None:
-            log.warning("no --sd and the base's recorded SD folder is gone: POST /v1/videos (tuning) is disabled")
-    elif not Path(sd_dir, "model_index.json").is_file():
-        raise StartError(f"--sd {sd_dir}: not a diffusers SD folder (no model_index.json)")
-    return dataclasses.replace(config, sd_dir=str(Path(sd_dir).absolute()) if sd_dir else None)
+POLL_S = 0.5
+SHUTDOWN_GRACE_S = 5.0  # after the drain: Serve's own shutdown, then Ray's
 
 
-def start_ray(address: str | None, num_cpus: float | None = None, metrics_port: int | None = None) -> bool:
-    """Connect to ``address``, or start a local Ray instance when it is None; True when we started it."""
+def start_ray(address: str | None, num_cpus: float | None = None, metrics_port: int | None = None,
+              node_ip: str | None = None) -> bool:
+    """Connect to ``address``, or start a local Ray instance when it is None; True when we started it.
+
+    A local instance listens on the loopback address when preflight.bind_ray_to_loopback ran before
+    Ray was imported; ``node_ip`` (--ray-host) gives it another address instead.
+    """
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     # "local": a new instance even when a `ray start` cluster runs on this machine (that one needs --address).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-             _metrics_export_port=metrics_port)
+             _metrics_export_port=metrics_port, _node_ip_address=node_ip)
     return True
 
 
 def fit_to_cluster(config: ServeConfig, replicas: int | None) -> ServeConfig:
-    """One replica per GPU when the cluster has GPUs (and GPU tuning tasks), CPU replicas otherwise."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if gpus:
-        return dataclasses.replace(config, use_gpu=True, replicas=replicas or gpus, job_gpus=1.0)
-    return dataclasses.replace(config, use_gpu=False, replicas=replicas or 1, job_gpus=0.0)
+    """The deployment sized to what the cluster has (preflight.plan_resources), or a StartError."""
+    return plan_resources(config, ray.cluster_resources(), replicas)
 
 
-def deploy(config: ServeConfig, host: str, port: int) -> None:
-    """Fail unfinished jobs of a previous run, start Serve's proxy on host:port, run the application (blocks until ready)."""
-    interrupted = fail_interrupted(Store(config.store))
-    if interrupted:
-        log.warning("marked %d interrupted job(s) failed: %s", len(interrupted), ", ".join(interrupted))
+def deploy(config: ServeConfig, host: str, port: int, stop_requested: threading.Event) -> None:
+    """Fail unfinished jobs of a previous run, start Serve's proxy on host:port, run the application.
+
+    Returns once every replica runs; a StartError past ``limits.start_timeout_s`` or when Ray gives up;
+    StopRequested as soon as ``stop_requested`` is set.
+    """
+    prepare_store(config)
     # The proxy's own end-to-end timeout backs up the ingress's per-call one (which answers 504 with a message).
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": config.limits.generate_timeout_s + 60})
-    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    # Not serve.run: it waits for the application with no deadline and no way to stop it.
+    serve.run_many([serve.RunTarget(target=build_app(config), name=APP_NAME, route_prefix="/")],
+                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    wait_until_running(config.limits.start_timeout_s, stop_requested)
+
+
+def wait_until_running(timeout_s: float, stop_requested: threading.Event) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        state = str(getattr(app, "status", "NOT_STARTED")).rsplit(".", 1)[-1]
+        if state == "RUNNING":
+            return
+        if state in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise StartError(f"Ray could not start the application: {_first_line(_why(app))}")
+        if time.monotonic() > deadline:
+            raise StartError(f"not ready after {timeout_s:g} s (--start-timeout): {_first_line(_why(app))}")
+        if stop_requested.wait(POLL_S):
+            raise StopRequested()
+
+
+def _why(app) -> str:
+    """What Ray says about the deployments that are not running yet (its own message, or their replica counts)."""
+    if app is None:
+        return "the application was not created"
+    parts = []
+    for name, deployment in app.deployments.items():
+        status = str(deployment.status).rsplit(".", 1)[-1]
+        if status != "HEALTHY":
+            counts = ", ".join(f"{n} {str(s).rsplit('.', 1)[-1].lower()}" for s, n in deployment.replica_states.items())
+            parts.append(f"{name} {status.lower()} ({counts or 'no replicas yet'})"
+                         + (f": {deployment.message}" if deployment.message else ""))
+    return "; ".join(parts) or app.message or "still deploying"
+
+
+def _first_line(text: str) -> str:
+    text = str(text).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def stop(config: ServeConfig, started_ray: bool) -> None:
-    """Drain and delete the application (replicas finish their requests first), then stop Ray if we started it.
+    """Drain and delete the application, then stop Ray if we started it: bounded, whatever state start-up reached.
 
-    Tuning tasks belong to the ingress replica and die with it, so their jobs are marked failed here
-    rather than left "running" until the next start.
+    Replicas get ``limits.drain_timeout_s`` to finish running requests. Tuning tasks belong to the ingress
+    replica and die with it, so their jobs are marked failed here rather than left "running".
     """
+    if ray.is_initialized():
+        shutdown = threading.Thread(target=serve.shutdown if started_ray else lambda: serve.delete(APP_NAME),
+                                    name="serve-shutdown", daemon=True)
+        shutdown.start()
+        shutdown.join(config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
+        if shutdown.is_alive():
+            log.warning("Serve did not shut down within %g s; stopping Ray", config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
     try:
         if started_ray:
-            serve.shutdown()
-        else:
-            serve.delete(APP_NAME)  # on a shared cluster only our application goes
+            ray.shutdown()
+            _end_leftover_children()
     finally:
+        prepare_store(config, reason="tav-serve stopped")
+
+
+def _end_leftover_children() -> None:
+    """Ray processes this process started and ray.shutdown left behind (e.g. a start cut off mid-way)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    children = psutil.Process().children(recursive=True)
+    for child in children:
         try:
-            fail_interrupted(Store(config.store), "interrupted: tav-serve stopped while this job ran; upload the clip again")
-        finally:
-            if started_ray:
-                ray.shutdown()
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=3)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+

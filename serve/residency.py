@@ -7,8 +7,8 @@ still sampling: the runtime keeps a removed video for the calls still running it
 them), so eviction here is one ``remove_video``.
 """
 
-from tav.runtime.one_line import first_line
 
+from .errors import client_message
 from .store import Store
 
 
@@ -51,6 +51,6 @@ def load_video_into(pipe, video_id: str, store: Store) -> ResidentVideo:
         raise VideoNotFound(f"no video {video_id!r} in the store")
     try:
         pipe.add_video(video_id, path, replace=True)
-    except ValueError as err:  # tav.runtime's PackError: one line naming the pack and what differs
-        raise VideoUnusable(f"video {video_id!r} cannot be served: {first_line(err, None)}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # PackError, or a header the reader trips on
+        raise VideoUnusable(f"video {video_id!r} cannot be served: {client_message(err)}") from None
     return ResidentVideo(pipe, video_id)

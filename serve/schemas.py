@@ -4,8 +4,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_PROMPT_CHARS = 1000  # CLIP reads 77 tokens (the runtime warns when it cuts); far longer text is a client bug
-MAX_STEPS = 1000  # DDIM steps cannot exceed the 1000 training timesteps
+from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS, MAX_SEED
+
+# DDIM steps cannot exceed the training timesteps (1000 in SD 1.x); the ingress also checks the base's own
+# scheduler bound (DDIMScheduler.max_steps, 999 for SD 1.x), which only the loaded base knows.
+MAX_STEPS = 1000
 
 
 class GenerateRequest(BaseModel):
@@ -17,8 +20,8 @@ class GenerateRequest(BaseModel):
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     steps: int = Field(50, ge=1, le=MAX_STEPS, strict=True)
     guidance: float = 12.5
-    seed: int = Field(0, ge=0, le=2**63 - 1, strict=True)
-    eta: float = Field(0.0, ge=0.0)
+    seed: int = Field(0, ge=0, le=MAX_SEED, strict=True)
+    eta: float = Field(0.0, ge=ETA_MIN, le=ETA_MAX)
     init: Literal["inverted", "noise"] = "inverted"
     format: Literal["mp4", "gif", "npy"] = "mp4"
     fps: float = Field(8.0, gt=0, le=120)
@@ -36,7 +39,7 @@ class TuneOptions(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)  # the clip's caption
     steps: int = Field(300, ge=1, le=100_000)
     lr: float = Field(3e-5, gt=0, le=1.0)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     stride: int = Field(2, ge=1, le=1000)
     start: int = Field(0, ge=0, le=1_000_000)
     inversion_steps: int = Field(50, ge=1, le=MAX_STEPS)

@@ -3,6 +3,8 @@
     STORE/packs/<video_id>.tavpack   one per tuned video, renamed into place when complete
     STORE/jobs/<job_id>.json         job records, each replaced atomically
     STORE/uploads/<job_id>/<clip>    an accepted upload until its job ends
+    STORE/work/<job_id>/             a job's RUN_DIR while it tunes: here, not in a worker's /tmp, so
+                                     whoever marks the job failed (any node) can remove it
 
 Every write goes to a temp file in the same folder and is renamed over the target, so a
 reader (another replica, another node on a shared mount, a restarted service) sees the old
@@ -26,9 +28,10 @@ class Store:
         self.packs = self.root / "packs"
         self.jobs = self.root / "jobs"
         self.uploads = self.root / "uploads"
+        self.work = self.root / "work"
 
     def create(self) -> "Store":
-        for folder in (self.packs, self.jobs, self.uploads):
+        for folder in (self.packs, self.jobs, self.uploads, self.work):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -40,6 +43,9 @@ class Store:
 
     def upload_dir(self, job_id: str) -> Path:
         return self.uploads / check_job_id(job_id)
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.work / check_job_id(job_id)
 
     def video_ids(self) -> list:
         """Ids of the complete packs, sorted; temp files of writes in progress start with '.' and are skipped."""

@@ -3,20 +3,18 @@
 Stages, each recorded in the job record: tuning (step/total after every step), packing
 (``tav-export --pack-for`` on the base ENGINE_DIR), then the pack is renamed into
 STORE/packs/<video_id>.tavpack: replicas can load it from that moment. The RUN_DIR lives in
-a local temp folder of the worker and goes away with it; the upload is deleted when the
-job ends either way.
+STORE/work/<job_id>/ (so the ingress can remove it when a killed task leaves it); the upload
+and work folders are deleted when the job ends either way.
 """
 
 import os
 import shutil
-import tempfile
-from pathlib import Path
 
 from tav.runtime.manifest import read_manifest
-from tav.runtime.one_line import first_line
 
 from .config import ServeConfig
-from .jobs import JobAbandoned, fail_job, read_job, update_job
+from .errors import client_message
+from .jobs import JobAbandoned, fail_job, read_job, remove_job_files, update_job
 from .store import Store
 
 
@@ -29,10 +27,10 @@ def run_tuning_job(config: ServeConfig, job_id: str) -> str:
     except JobAbandoned:
         raise
     except BaseException as err:
-        fail_job(store, job_id, first_line(err, None, with_type=True))
+        fail_job(store, job_id, "tuning failed: " + client_message(err))
         raise
     finally:
-        shutil.rmtree(store.upload_dir(job_id), ignore_errors=True)
+        remove_job_files(store, job_id)
     return record["video_id"]
 
 
@@ -45,26 +43,29 @@ def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:
     base = read_manifest(config.base_dir)
     clip = store.upload_dir(job_id) / record["clip"]
     update_job(store, job_id, state="running", stage="tuning", worker_pid=os.getpid())
-    with tempfile.TemporaryDirectory(prefix=f"tav-job-{job_id}-") as work:
-        run_dir = Path(work) / "run"
-        tune_config = TuneConfig(
-            pretrained_model_path=config.sd_dir, video=str(clip), prompt=options["prompt"], out=str(run_dir),
-            frames=base.frames, height=base.height, width=base.width, stride=options["stride"], start=options["start"],
-            steps=options["steps"], lr=options["lr"], seed=options["seed"], inversion_steps=options["inversion_steps"],
-            eval_pairs=options["eval_pairs"], device=config.tune_device, checkpoint_every=0,
-        )
-        total = options["steps"]
-        tune(tune_config, on_step=lambda step, loss: update_job(store, job_id, progress={"step": step, "total": total},
-                                                               loss=loss))
-        update_job(store, job_id, stage="packing")
-        # Written beside its final name (same filesystem, so the rename is atomic), under a name listings skip.
-        staged = store.packs / f".{video_id}.{job_id}.tavpack"
-        try:
-            write_pack(run_dir, config.base_dir, staged)
-            target = store.pack_path(video_id)
-            if target.exists():
-                raise FileExistsError(f"a video {video_id!r} appeared in the store while this job ran; upload under another id")
-            os.replace(staged, target)
-        finally:
-            staged.unlink(missing_ok=True)
+    work = store.work_dir(job_id)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    # The folder goes in run_tuning_job's finally, and with fail_job from anywhere (a killed task).
+    run_dir = work / "run"
+    tune_config = TuneConfig(
+        pretrained_model_path=config.sd_dir, video=str(clip), prompt=options["prompt"], out=str(run_dir),
+        frames=base.frames, height=base.height, width=base.width, stride=options["stride"], start=options["start"],
+        steps=options["steps"], lr=options["lr"], seed=options["seed"], inversion_steps=options["inversion_steps"],
+        eval_pairs=options["eval_pairs"], device=config.tune_device, checkpoint_every=0,
+    )
+    total = options["steps"]
+    tune(tune_config, on_step=lambda step, loss: update_job(store, job_id, progress={"step": step, "total": total},
+                                                           loss=loss))
+    update_job(store, job_id, stage="packing")
+    # Written beside its final name (same filesystem, so the rename is atomic), under a name listings skip.
+    staged = store.packs / f".{video_id}.{job_id}.tavpack"
+    try:
+        write_pack(run_dir, config.base_dir, staged)
+        target = store.pack_path(video_id)
+        if target.exists():
+            raise FileExistsError(f"a video {video_id!r} appeared in the store while this job ran; upload under another id")
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
     update_job(store, job_id, state="done", stage="done")

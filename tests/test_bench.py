@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tav.bench.cli import main
 
 
@@ -34,3 +36,62 @@ def test_bench_runs_every_stage_on_cpu_and_writes_json(tmp_path, capsys):
     assert e2e["frames_max_level_diff"] <= 2  # the two CLIs' videos agree (docs/CONTRACTS.md's tolerance)
     assert report["flops"]["unet_step_flop"] > 0
     assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_child_peak_is_the_childs_own_not_the_parents(tmp_path):
+    """A parent holding 600 MB starts /bin/true: its peak is the launcher's few MB, not the parent's.
+
+    The plain way (Popen + this process's wait4) reports the parent's resident set for the child
+    (the kernel folds the pre-exec address space's high-water mark in at exec); shown here too,
+    so the test proves the launcher is what fixes it.
+    """
+    import os
+    import subprocess
+
+    import numpy as np
+
+    from tav.bench.memory import child_peak
+
+    held = np.ones(600 * 2**20 // 8)  # touched: resident
+    naive = subprocess.Popen(["/bin/true"])
+    _, _, usage = os.wait4(naive.pid, 0)
+    measured = child_peak(["/bin/true"])
+    assert held.sum() > 0 and usage.ru_maxrss * 1024 > 500 * 2**20  # the old method's figure: the parent's
+    assert measured["returncode"] == 0 and measured["peak_rss_bytes"] < 64 * 2**20
+
+
+def test_child_peak_reports_a_missing_command_as_a_failure():
+    from tav.bench.memory import child_peak
+
+    result = child_peak(["/nonexistent/tool"])
+    assert result["returncode"] != 0 and "nonexistent" in result["stderr_tail"]
+
+
+@pytest.mark.slow
+def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    main(["--model", "tiny", "--height", "32", "--width", "32", "--steps", "1", "--scaling", "2,4",
+          "--temporal-window", "2", "--json", str(out)])
+    report = json.loads(out.read_text())["scaling"]
+    rows = {r["frames"]: r for r in report["rows"]}
+    assert sorted(rows) == [2, 4] and report["frame_counts"] == [2, 4]
+    assert rows[2]["temporal_window"] == rows[4]["temporal_window"] == 2  # baked into each export
+    for row in rows.values():
+        assert row["denoise_step_ms_per_frame"] > 0 and row["decode_ms_per_frame"] > 0
+        assert row["peak_rss_bytes"] >= row["rss_after_load_bytes"] > 0
+        assert row["peak_rss_per_frame_bytes"] == pytest.approx(row["peak_rss_bytes"] / row["frames"])
+    ratios = report["ratios_vs_smallest"]
+    assert ratios["2"]["denoise_step_ms_per_frame"] == 1.0 and ratios["4"]["denoise_step_ms_per_frame"] > 0
+    assert set(ratios["linear"]) == {"denoise_step_ms_per_frame", "decode_ms_per_frame", "peak_above_load_per_frame_bytes"}
+    assert "linear within 1.25x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scaling", "8,x"], "--scaling '8,x' must be positive frame counts"),
+    (["--scaling", "4,8", "--temporal-window", "5"], "--temporal-window 5 must be from 1 to the smallest frame count 4"),
+    (["--temporal-window", "4"], "--temporal-window 4 needs --skip tune"),
+])
+def test_bench_refuses_bad_frame_counts_and_windows_in_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--model", "tiny", *args])
+    assert message in str(done.value.code) and "\n" not in str(done.value.code)

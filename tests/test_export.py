@@ -386,7 +386,7 @@ def test_official_output_folder_is_accepted_with_its_frames_and_size(tiny_sd, ru
         seen["same_weights"] = ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
         raise KeyboardInterrupt  # the rest is the RUN_DIR path, tested above
 
-    monkeypatch.setattr(tav.export.pipeline, "_export_graph", stop_at_trace)
+    monkeypatch.setattr(tav.export.pipeline, "export_graph", stop_at_trace)
     with pytest.raises(KeyboardInterrupt):
         export_engine(official, tmp_path / "engine")
     assert seen["inputs"] == [(2, 4, FRAMES, HEIGHT // 8, WIDTH // 8), (1,), (2, 77, D)] and seen["same_weights"]

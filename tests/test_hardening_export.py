@@ -36,7 +36,7 @@ def stub_graphs(monkeypatch):
         (staging / f"{spec.name}.onnx").write_bytes(b"stub")
         return {"external_files": [], "tensorrt": None, "parity": None}
 
-    monkeypatch.setattr(tav.export.pipeline, "_export_graph", fake_graph)
+    monkeypatch.setattr(tav.export.pipeline, "export_graph", fake_graph)
 
 
 def fails_in_one_line(argv) -> str:
@@ -182,7 +182,7 @@ def test_a_killed_export_leaves_a_folder_that_clean_stale_removes(run_dir, tmp_p
     out = tmp_path / "engine"
     code = ("import time, tav.export.pipeline as p\n"
             "def slow(*a, **k):\n    time.sleep(600)\n"
-            "p._export_graph = slow\n"
+            "p.export_graph = slow\n"
             "from tav.export.cli import main\n"
             f"main(['--weights', {str(run_dir)!r}, '--out', {str(out)!r}, '--quiet'])\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
@@ -236,7 +236,7 @@ def test_ctrl_c_exits_130(run_dir, tmp_path, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tav.export.pipeline, "graph_specs", interrupt)
+    monkeypatch.setattr(tav.export.pipeline, "graph_spec", interrupt)
     with pytest.raises(SystemExit) as exit_info:
         main(["--weights", str(run_dir), "--out", str(tmp_path / "engine"), "--quiet"])
     assert exit_info.value.code == 130 and "interrupted" in capsys.readouterr().err
@@ -246,7 +246,7 @@ def test_an_opset_torch_cannot_export_fails_before_tracing_and_prints_nothing(ru
     def no_tracing(*args, **kwargs):
         raise AssertionError("traced before checking --opset")
 
-    monkeypatch.setattr(tav.export.pipeline, "trace_to_onnx", no_tracing)
+    monkeypatch.setattr(tav.export.graph_export, "trace_to_onnx", no_tracing)
     message = fails_in_one_line(["--weights", str(run_dir), "--out", str(tmp_path / "engine"), "--opset", "99"])
     assert "--opset 99" in message and "at most" in message and capsys.readouterr().out == ""
 

@@ -283,7 +283,9 @@ def pipe(engine_dir):
     (dict(seed=1.5), ValueError, "seed must be a non-negative integer"),
     (dict(eta="0"), ValueError, "eta must be between 0"),
     (dict(steps=1000), ValueError, "steps must be between 1 and 999"),
-], ids=["guidance-str", "prompt-none", "prompt-list", "negative-list", "seed-float", "eta-str", "steps-past-table"])
+    (dict(prompt="x" * 1001), ValueError, "prompt has 1001 characters, over the limit of 1000"),  # sampling_limits
+], ids=["guidance-str", "prompt-none", "prompt-list", "negative-list", "seed-float", "eta-str", "steps-past-table",
+        "prompt-too-long"])
 def test_wrong_typed_api_arguments_are_named(pipe, monkeypatch, kwargs, error, message):
     def no_engine(*args):
         raise AssertionError("an engine ran before the arguments were checked")

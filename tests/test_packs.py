@@ -210,7 +210,10 @@ def test_tensorrt_builds_the_base_unet_with_refittable_tuned_weights(fp16, tmp_p
     from tav.runtime import cuda_rt
 
     data = manifest(fp16["base"])
-    twin, names = refittable_twin(fp16["base"] / "unet.onnx", read_pack(fp16["pack"]).tensors, tmp_path / "twin")
+    (tmp_path / "twin").mkdir()  # the twin is written beside its source: a copy, not the shared base
+    for graph_file in fp16["base"].glob("unet.onnx*"):
+        shutil.copy(graph_file, tmp_path / "twin" / graph_file.name)
+    twin, names = refittable_twin(tmp_path / "twin" / "unet.onnx", read_pack(fp16["pack"]).tensors)
     assert sorted(names) == sorted(t["name"] for t in data["base"]["tunable"])
     spec = SimpleNamespace(name="unet", inputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data["graphs"]["unet"]["inputs"]])
     builder = EngineBuilder(require_tensorrt(), optimization_level=0)
@@ -241,6 +244,8 @@ def test_pack_holds_the_runs_tensors_in_graph_layout_and_its_metadata(made, tiny
     base = manifest(made["base"])
     assert meta["base"]["id"] == base["base"]["id"] and meta["base"]["precision"] == "fp32"
     assert (meta["base"]["frames"], meta["base"]["height"], meta["base"]["width"]) == (FRAMES, HEIGHT, WIDTH)
+    # A base's window defaults to all its frames (full attention), recorded on both sides.
+    assert meta["base"]["temporal_window"] == base["base"]["temporal_window"] == base["temporal_window"] == FRAMES
     assert meta["run"]["seed"] == 0 and meta["sha256"] == pack.metadata["sha256"] and meta["schema_version"] == 1
 
 
@@ -303,9 +308,13 @@ def test_tav_run_on_a_base_refuses_in_one_line(made, tmp_path, args, message):
     (["--weights", "{runA}", "--pack-for", "{baked}"], "has the tuned weights baked in"),
     (["--weights", "{runA}", "--pack-for", "{base}", "--out-is-dir"], "must end in .tavpack"),
     (["--weights", "{runA}", "--pack-for", "{base}", "--out-exists"], "exists; choose a new name or pass --overwrite"),
+    (["--weights", "{runA}", "--pack-for", "{base}", "--temporal-window", "2"], "--temporal-window: a pack takes frames"),
+    (["--weights", "{runW2}", "--pack-for", "{base}"], "samples with a temporal window of 2 frames, base {base} was exported "
+                                                        "with 3; export a base with --temporal-window 2"),
 ])
 def test_tav_export_pack_and_base_refusals_are_one_line(made, baked_a, tiny_sd, tmp_path, args, message):
-    fields = dict(tiny_sd=tiny_sd, root=made["root"], runA=made["runs"]["A"], base=made["base"], baked=baked_a)
+    fields = dict(tiny_sd=tiny_sd, root=made["root"], runA=made["runs"]["A"], base=made["base"], baked=baked_a,
+                  runW2=_windowed_copy(made["runs"]["A"], tmp_path / "runW2", 2))
     out = tmp_path / "new.tavpack"
     if "--out-is-dir" in args:
         out = tmp_path / "folder"
@@ -314,9 +323,18 @@ def test_tav_export_pack_and_base_refusals_are_one_line(made, baked_a, tiny_sd, 
     argv = [a.format(**fields) for a in args if not a.startswith("--out-")] + ["--out", str(out), "--quiet"]
     with pytest.raises(SystemExit) as done:
         tav_export(argv)
-    assert str(done.value.code).startswith("tav-export: error: ") and message in str(done.value.code), done.value.code
+    assert str(done.value.code).startswith("tav-export: error: ") and message.format(**fields) in str(done.value.code), done.value.code
     assert "\n" not in str(done.value.code)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temp file was left behind"
+    assert not (out.exists() and "--out-exists" not in args)
+
+
+def _windowed_copy(run, dst, window):
+    """``run`` (3 frames) whose run.json says it samples with a temporal window of ``window`` frames."""
+    shutil.copytree(run, dst)
+    meta = json.loads((dst / "run.json").read_text())
+    (dst / "run.json").write_text(json.dumps(dict(meta, temporal_window=window)))
+    return dst
 
 
 # --- refusals at add_video / call time --------------------------------------------------------------
@@ -347,6 +365,7 @@ def fresh(made):
     (lambda m: m["base"].update(unet_frozen_sha256="f" * 64), "was tuned from base UNet ffffffffffff, base {base} holds UNet"),
     (lambda m: m["base"].update(id="e" * 64), "was made for base id eeeeeeeeeeee, base {base} is"),
     (lambda m: m.update(schema_version=2), "has schema_version 2, this runtime reads 1"),
+    (lambda m: m["base"].update(temporal_window=2), "was made for a temporal window of 2 frames, base {base} has 3"),
 ])
 def test_pack_made_for_another_base_is_refused_naming_both(fresh, made, tmp_path, edit, message):
     foreign = repinned(made["packs"]["B"], tmp_path / "foreign.tavpack", edit)

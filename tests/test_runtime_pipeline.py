@@ -426,10 +426,10 @@ def test_auto_falls_back_to_onnxruntime_when_tensorrt_cannot_load_the_plans(engi
         trt = backend in ("auto", "tensorrt")
         return BackendChoice("tensorrt", "cuda", "test") if trt else choose_backend(manifest, backend, "cpu")
 
-    def load(manifest, choice, allow_plugin=False, ort_threads=None):
+    def load(manifest, choice, allow_plugin=False, keep_loaded=True, ort_threads=None):
         if choice.name == "tensorrt":
             raise RuntimeError("TensorRT could not deserialize unet.plan")
-        return LoadedGraphs(manifest, choice, ort_threads=ort_threads)
+        return LoadedGraphs(manifest, choice, keep_loaded=keep_loaded, ort_threads=ort_threads)
 
     monkeypatch.setattr(pipeline_module, "choose_backend", choose)
     monkeypatch.setattr(pipeline_module, "verify_files", lambda manifest, backend: None)

@@ -30,6 +30,7 @@ from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
 
 VIDEOS = {"vid-a": 0, "vid-b": 5, "vid-c": 3}  # video id -> the seed of its random run (tests/fixtures: packs)
+BROKEN = "zz-broken"  # a pack file that is not a pack: only its own video may fail
 REQUEST = {"prompt": "a red ball is bouncing", "steps": 3, "guidance": 7.5, "seed": 11, "format": "npy"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Frames may differ by 1 level from tav-run: the same graphs run in ORT sessions with other thread counts
@@ -46,6 +47,7 @@ def served(tiny_sd, base_engine, packs, tmp_path_factory):
         shutil.copyfile(packs(seed), store.pack_path(video_id))  # the store is the service's to edit: copies
     stale = "0" * 32  # a job a previous service left running: the restart must fail it
     create_job(store, stale, "stale", "clip.mp4", {"steps": 10})
+    store.pack_path(BROKEN).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + b"[1, 2, 3]       " + b"garbage" * 10)
     service = ServeProcess(base, store.root, tiny_sd, root / "tav-serve.log")
     try:
         service.wait_ready()
@@ -56,9 +58,26 @@ def served(tiny_sd, base_engine, packs, tmp_path_factory):
     assert code == 0, f"tav-serve did not shut down cleanly ({code})"
 
 
+LEAKS = ("Traceback", "ray::", "pid=", "File \"")
+
+
+def no_leaks(root):
+    """An httpx response hook: no body of tav-serve may carry a traceback, Ray's header or a server path."""
+    def check(response):
+        if response.headers.get("content-type", "").startswith(("application/json", "text/")):
+            text = response.read().decode(errors="replace")
+            leaked = [word for word in (*LEAKS, str(root)) if word in text]
+            assert not leaked, f"{response.request.url} leaked {leaked}: {text[:500]}"
+            if response.status_code >= 400:
+                body = response.json()
+                assert set(body) == {"error", "status"} and "\n" not in body["error"], text
+    return check
+
+
 @pytest.fixture(scope="module")
 def client(served):
-    with httpx.Client(base_url=served["service"].url, headers=AUTH, timeout=180) as c:
+    with httpx.Client(base_url=served["service"].url, headers=AUTH, timeout=180,
+                      event_hooks={"response": [no_leaks(served["root"])]}) as c:
         yield c
 
 
@@ -90,14 +109,16 @@ def matches(frames: np.ndarray, reference: np.ndarray) -> bool:
 
 def test_a_restart_reports_the_interrupted_job_failed_with_the_reason(served, client):
     job = client.get(f"/v1/jobs/{served['stale_job']}").json()
-    assert job["state"] == "failed" and "restarted" in job["error"]
+    assert job["state"] == "failed" and "restarted before this job started" in job["error"]
 
 
 def test_lists_and_describes_the_packs_without_server_paths(served, client):
     listing = client.get("/v1/videos")
-    assert listing.status_code == 200
+    assert listing.status_code == 200  # one malformed pack in STORE does not fail the listing
     videos = {v["video_id"]: v for v in listing.json()["videos"]}
-    assert sorted(videos) == sorted(VIDEOS)
+    assert sorted(videos) == sorted([*VIDEOS, BROKEN])
+    assert all(videos[v]["usable"] for v in VIDEOS)
+    assert videos[BROKEN]["usable"] is False and videos[BROKEN]["error"], videos[BROKEN]
     one = client.get("/v1/videos/vid-b").json()
     assert one == videos["vid-b"]
     assert one["metadata"]["base"]["frames"] == FRAMES and one["metadata"]["sha256"]
@@ -174,10 +195,30 @@ def test_sixteen_concurrent_requests_over_three_packs_get_their_own_frames_or_50
     assert matches(npy(client.post("/v1/videos/vid-c/generate", json=REQUEST)), expected["vid-c"])
 
 
+def test_the_load_tool_reports_throughput_latency_503s_and_memory(served, tmp_path):
+    from tav.bench.serve_load import main as serve_load
+    from tav.bench.serve_load import percentile
+
+    assert percentile([3, 1, 2, 4], 0.5) == 2 and percentile([3, 1, 2, 4], 0.99) == 4 and percentile([], 0.5) is None
+    out = tmp_path / "load.json"
+    request = json.dumps({**REQUEST, "steps": 1})
+    assert serve_load(["--url", served["service"].url, "--token", TOKEN, "--concurrency", "1,4", "--duration", "3",
+                       "--request", request, "--pid", str(served["service"].proc.pid), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert sorted(report["videos"]) == sorted(VIDEOS)  # the broken pack is not driven
+    for level in report["levels"]:
+        assert level["requests"] == sum(level["statuses"].values()) >= 1
+        assert set(level["statuses"]) <= {"200", "503"}, level["statuses"]
+        assert level["p50_ms"] <= level["p99_ms"] and 0 <= level["share_503"] <= 1
+        assert any("ServeReplica" in name for name in level["memory_after"]), level["memory_after"]
+
+
 BAD_GENERATE = [
     ("malformed JSON", "vid-a", b'{"prompt": "x",', 422, "not valid JSON"),
     ("steps 0", "vid-a", {"prompt": "x", "steps": 0}, 422, "steps"),
     ("steps 1001", "vid-a", {"prompt": "x", "steps": 1001}, 422, "steps"),
+    ("steps 1000", "vid-a", {"prompt": "x", "steps": 1000}, 422, "between 1 and 999"),  # the base scheduler's bound
+    ("eta 2", "vid-a", {"prompt": "x", "eta": 2}, 422, "eta"),
     ("steps not an integer", "vid-a", {"prompt": "x", "steps": 2.5}, 422, "steps"),
     ("guidance NaN", "vid-a", b'{"prompt": "x", "guidance": NaN}', 422, "guidance"),
     ("guidance infinite", "vid-a", b'{"prompt": "x", "guidance": 1e999}', 422, "guidance"),
@@ -186,7 +227,8 @@ BAD_GENERATE = [
     ("prompt too long", "vid-a", {"prompt": "x" * 1001}, 422, "prompt"),
     ("unknown field", "vid-a", {"prompt": "x", "stepz": 3}, 422, "stepz"),
     ("unknown format", "vid-a", {"prompt": "x", "format": "avi"}, 422, "format"),
-    ("unknown video", "nope", {"prompt": "x"}, 404, "known videos: vid-a, vid-b, vid-c"),
+    ("unknown video", "nope", {"prompt": "x"}, 404, "known videos: vid-a, vid-b, vid-c, zz-broken"),
+    ("malformed pack", BROKEN, {"prompt": "x", "steps": 1}, 500, "zz-broken"),
     ("path-like video id", "%2E%2E", {"prompt": "x"}, 422, "not allowed"),  # '..' once decoded; httpx would fold a bare '..'
     ("hidden-file video id", ".vid-a", {"prompt": "x"}, 422, "not allowed"),
     ("dotted video id", "vid-a.tavpack", {"prompt": "x"}, 422, "not allowed"),
@@ -229,28 +271,54 @@ def test_bad_requests_get_a_clear_status_and_write_nothing(served, client, tmp_p
     assert store_snapshot(store) == before, "a refused request wrote to the store"
 
 
-def test_a_tuning_job_runs_end_to_end_and_its_video_serves(served, client, tmp_path):
-    clip = write_video(make_clip(frames=8, size=64), tmp_path / "clip.mp4")
-    form = {"video_id": "tuned-here", "prompt": "a ball is bouncing", "steps": "2", "stride": "2",
+def _submit(client, clip, video_id: str, steps: int) -> str:
+    form = {"video_id": video_id, "prompt": "a ball is bouncing", "steps": str(steps), "stride": "2",
             "inversion_steps": "2", "eval_pairs": "1"}
     with open(clip, "rb") as f:
         accepted = client.post("/v1/videos", files={"clip": ("clip.mp4", f, "video/mp4")}, data=form)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["job_id"]
     assert accepted.headers["location"] == f"/v1/jobs/{job_id}"
-    deadline, job = time.monotonic() + 300, {}
+    return job_id
+
+
+def _poll(client, job_id: str, until, seconds: float = 300) -> tuple:
+    """Poll the job until ``until(job)``; returns the last view and every distinct ``scheduling`` note seen."""
+    deadline, job, notes = time.monotonic() + seconds, {}, set()
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed"):
+        if job.get("scheduling"):
+            notes.add(job["scheduling"])
+        if until(job):
             break
-        time.sleep(2)
+        time.sleep(1)
+    return job, notes
+
+
+def test_a_tuning_job_runs_end_to_end_beside_the_replicas_and_a_second_one_says_why_it_waits(served, client, tmp_path):
+    store = served["store"]
+    clip = write_video(make_clip(frames=8, size=64), tmp_path / "clip.mp4")
+    job_id = _submit(client, clip, "tuned-here", steps=2)
+    # With the default sizing one job runs at a time beside the replicas: the second waits, and says so.
+    second = _submit(client, clip, "killed-here", steps=400)
+    job, _ = _poll(client, job_id, lambda j: j["state"] in ("done", "failed"))
     assert job["state"] == "done", job
     assert job["progress"] == {"step": 2, "total": 2} and job["video_id"] == "tuned-here"
-    assert not served["store"].upload_dir(job_id).exists()  # the clip goes once its job ends
+    assert not store.upload_dir(job_id).exists() and not store.work_dir(job_id).exists()  # files go when it ends
     assert "tuned-here" in [v["video_id"] for v in client.get("/v1/videos").json()["videos"]]
     response = client.post("/v1/videos/tuned-here/generate", json=REQUEST)
     assert response.status_code == 200, response.text
     assert npy(response).shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+    # The second job: it waited with a reason, then runs; its worker is killed mid-tuning.
+    running, notes = _poll(client, second, lambda j: j["state"] != "queued" and j["progress"]["step"] >= 1)
+    assert any(note.startswith("waiting for 1 CPU") for note in notes), notes
+    assert running["state"] == "running", running
+    os.kill(read_job(store, second)["worker_pid"], signal.SIGKILL)
+    failed, _ = _poll(client, second, lambda j: j["state"] in ("done", "failed"), seconds=120)
+    assert failed["state"] == "failed" and "ended abnormally" in failed["error"] and "--" not in failed["error"], failed
+    assert not store.upload_dir(second).exists() and not store.work_dir(second).exists()
+    assert not list(store.packs.glob(".*")), "a staged pack was left behind"
 
 
 def test_killing_a_replica_during_load_loses_nothing_and_service_recovers(served, client, expected):

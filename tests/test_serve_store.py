@@ -64,15 +64,57 @@ def test_a_restart_fails_unfinished_jobs_with_the_reason_and_keeps_finished_ones
     jobs.update_job(store, done, state="done", stage="done")
     done_record = store.job_path(done).read_bytes()
 
+    store.upload_dir(running).mkdir()
+    store.work_dir(running).mkdir()
     assert sorted(jobs.fail_interrupted(store)) == sorted([queued, running])
-    for job_id in (queued, running):
+    for job_id, when in ((queued, "before this job started"), (running, "while this job ran")):
         record = jobs.read_job(store, job_id)
-        assert record["state"] == "failed" and "restarted" in record["error"]
+        assert record["state"] == "failed" and "restarted" in record["error"] and when in record["error"]
+        assert record["error"].startswith("interrupted" if job_id == running else "cancelled"), record["error"]
+    assert not store.upload_dir(running).exists() and not store.work_dir(running).exists()  # gone with the failure
     assert store.job_path(done).read_bytes() == done_record
     # A task that outlived the restart stops at its next progress write instead of reviving the record.
     with pytest.raises(jobs.JobAbandoned, match="already failed"):
         jobs.update_job(store, running, progress={"step": 3, "total": 4})
     assert jobs.fail_interrupted(store) == []
+
+
+def test_a_start_sweeps_what_finished_or_unknown_jobs_left_and_keeps_live_ones(tmp_path):
+    from tav.serve.config import ServeConfig
+    from tav.serve.preflight import prepare_store
+
+    store = Store(tmp_path).create()
+    live, dead, unknown = new_job_id(), new_job_id(), new_job_id()
+    for job_id in (live, dead):
+        jobs.create_job(store, job_id, f"v{job_id[:4]}", "clip.mp4", OPTIONS)
+    jobs.update_job(store, dead, state="failed", error="killed")  # a crash before its files went
+    for job_id in (live, dead, unknown):
+        (store.upload_dir(job_id)).mkdir()
+        (store.upload_dir(job_id) / "clip.mp4").write_bytes(b"x")
+        (store.work_dir(job_id) / "run").mkdir(parents=True)
+        (store.packs / f".v.{job_id}.tavpack").write_bytes(b"x")
+    (store.uploads / ".incoming-abc").mkdir()
+    (store.jobs / f".{dead}.json.x.tmp").write_text("{")
+    assert jobs.sweep_orphans(store) == 2 * 3 + 1 + 1
+    assert sorted(p.name for p in store.uploads.iterdir()) == [live] == sorted(p.name for p in store.work.iterdir())
+    assert [p.name for p in store.packs.iterdir()] == [f".v.{live}.tavpack"]
+    # prepare_store (what every start runs): the live job's owner is gone, so it fails and its files go too.
+    assert prepare_store(ServeConfig(base_dir="b", store=str(tmp_path))) == [live]
+    assert not any(store.uploads.iterdir()) and not any(store.work.iterdir()) and not any(store.packs.iterdir())
+
+
+def test_job_errors_speak_to_http_clients(tmp_path):
+    from tav.serve.errors import client_message
+
+    class RayTaskError(Exception):  # Ray's wrapper keeps the original as .cause; its str() is a traceback
+        def __init__(self, cause):
+            super().__init__("ray::ServeReplica:tav:VideoModel.generate() (pid=1, ip=10.0.0.1)\nTraceback ...")
+            self.cause = cause
+
+    cause = FileExistsError(f"{tmp_path}/run.partial holds an interrupted run; add --resume to continue it")
+    message = client_message(RayTaskError(cause))
+    assert message == "run.partial holds an interrupted run", message
+    assert client_message(ValueError(f"pack {tmp_path}/packs/v.tavpack: sha256 mismatch")) == "pack v.tavpack: sha256 mismatch"
 
 
 def test_ids_of_packs_and_unfinished_jobs_are_reserved(tmp_path):

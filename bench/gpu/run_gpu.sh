@@ -8,6 +8,7 @@
 #   device run, carry [".whl_parts/PARTS", ".whl_parts/part-0K"]: bash bench/gpu/receive_part.sh
 # and then, while the machine is still warm (parts live in /tmp there):
 #   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh ort      # fused fp16 graphs on ORT CUDA vs eager / compile
+#   device run, carry [".whl"]: bash bench/gpu/run_gpu.sh long     # 48 frames, temporal window 8 (issue 21)
 # (no argument runs kernel and bench). It installs the carried wheels (and a joined onnxruntime-gpu),
 # makes `tav` importable from this tree and leaves every result under $OUT for docs/PERF.md.
 set -uo pipefail
@@ -60,5 +61,18 @@ if [ "$STAGE" = ort ]; then
       --backends torch,torch-compile,onnxruntime --repeats 10 --work /tmp/tav_bench_$F \
       --json "$OUT/bench_sd15_ort_f$F.json" 2>&1 | tee "$OUT/bench_sd15_ort_f$F.log" | tail -12
   done
+fi
+if [ "$STAGE" = long ]; then
+  # A long video (issue 21): 48 frames at SD-1.5 size, temporal attention windowed to 8 frames (a run
+  # tuned on 8 and inverted at 48). The exported graphs need onnxruntime-gpu (send its parts first);
+  # without it the PyTorch backends still run and the export is skipped.
+  BACKENDS=torch,torch-compile EXTRA=(--skip tune,e2e,packs,export)
+  if python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
+    BACKENDS=torch,torch-compile,onnxruntime EXTRA=(--skip tune,e2e,packs)
+  fi
+  step "UNet step sd15 48x512x512 fp16, temporal window 8: $BACKENDS"
+  python3 -m tav.bench.cli --model sd15 --frames 48 --height 512 --width 512 --device cuda --temporal-window 8 "${EXTRA[@]}" \
+    --backends $BACKENDS --repeats 5 --work /tmp/tav_bench_48 --json "$OUT/bench_sd15_f48_w8.json" 2>&1 \
+    | tee "$OUT/bench_sd15_f48_w8.log" | tail -12
 fi
 step "done"

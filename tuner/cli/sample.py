@@ -9,6 +9,7 @@ import argparse
 
 from tav.runtime.video_output import check_fps, check_output_path, write_video
 from tav.tuner.cli.common import run_cli
+from tav.tuner.model.temporal_window import check_temporal_window
 from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.model_sources import resolve_base_model
 from tav.tuner.sampler import INITS, sample
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0, help="seeds the starting noise (--init noise) and the eta noise")
     a("--init", choices=INITS, default="inverted", help="start from the clip's DDIM-inverted latents (default) or noise")
     a("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
+    a("--temporal-window", type=int, metavar="W", help="frames each frame's temporal attention sees, 1..F (default: the "
+      "run's, recorded in run.json: the frame count it was tuned on; F is full attention)")
     a("--fps", type=float, default=8, help="frames per second of mp4/gif (default 8, as the official GIFs)")
     a("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     a("--out", required=True, metavar="PATH", help="output: .mp4, .gif, .npy, or a folder of PNGs")
@@ -51,6 +54,8 @@ def main_args(argv=None):
     tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
     if args.init == "inverted" and tuned.inverted_latents is None:
         raise ValueError(f"{args.weights} has no inverted latents; pass --init noise, or re-run tav-tune to make them")
+    if args.temporal_window is not None:
+        tuned.unet.temporal_window = check_temporal_window(args.temporal_window, tuned.frames)
     tuned.unet.to(device).eval()
     result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta)
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))

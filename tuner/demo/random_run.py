@@ -16,7 +16,9 @@ from tav.tuner.model.sd_folder import folder_hash
 from tav.tuner.model.video_unet import VideoUNet
 
 
-def make_random_run(sd_dir, run_dir, frames: int, height: int, width: int, seed: int = 0, inverted: bool = True) -> Path:
+def make_random_run(sd_dir, run_dir, frames: int, height: int, width: int, seed: int = 0, inverted: bool = True,
+                    temporal_window: int | None = None) -> Path:
+    """``temporal_window``: record it as a run tuned on that many frames and inverted at ``frames`` would (tav-invert)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     unet = VideoUNet.from_pretrained_2d(sd_dir, seed=seed)
@@ -32,5 +34,7 @@ def make_random_run(sd_dir, run_dir, frames: int, height: int, width: int, seed:
         save_file({"latents": latents}, str(run_dir / "inverted_latents.safetensors"))
     run = {"pretrained_model_path": str(Path(sd_dir).absolute()), "pretrained_model_hash": folder_hash(sd_dir),
            "frames": frames, "height": height, "width": width, "seed": seed}
+    if temporal_window is not None:
+        run.update(tuned_frames=temporal_window, temporal_window=temporal_window)
     (run_dir / "run.json").write_text(json.dumps(run, indent=2))
     return run_dir

@@ -18,13 +18,18 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 
 from tav.cpp_ext import kv_gather
+from tav.tuner.model.temporal_window import band_bias
 
 
 class FrameContext:
-    """The frame count of the forward pass in flight; shapes are static per call."""
+    """The frame count of the forward pass in flight (shapes are static per call), and the temporal window.
+
+    ``temporal_window``: frames each frame's temporal attention sees (temporal_window.py); None is all.
+    """
 
     def __init__(self):
         self.num_frames = 1
+        self.temporal_window = None
 
 
 class FramePooledGroupNorm(torch.nn.GroupNorm):
@@ -37,7 +42,8 @@ class FramePooledGroupNorm(torch.nn.GroupNorm):
     @classmethod
     def replacing(cls, norm: torch.nn.GroupNorm, frames: FrameContext) -> "FramePooledGroupNorm":
         pooled = cls(frames, norm.num_groups, norm.num_channels, norm.eps, norm.affine)
-        pooled.load_state_dict(norm.state_dict())
+        if not any(p.is_meta for p in norm.parameters()):  # a meta norm's values come with the checkpoint
+            pooled.load_state_dict(norm.state_dict())
         return pooled
 
     def forward(self, x):
@@ -105,5 +111,21 @@ class VideoTransformerBlock(BasicTransformerBlock):
         bf, tokens, c = hidden_states.shape
         # (b f) d c -> (b d) f c: attend across frames at each spatial token.
         x = hidden_states.reshape(bf // f, f, tokens, c).transpose(1, 2).reshape(-1, f, c)
-        x = self.attn_temp(self.norm_temp(x)) + x
+        bias = band_bias(f, self.frames.temporal_window, x.dtype, x.device)
+        normed = self.norm_temp(x)
+        x = (self.attn_temp(normed) if bias is None else windowed_attention(self.attn_temp, normed, bias)) + x
         return x.reshape(bf // f, tokens, f, c).transpose(1, 2).reshape(bf, tokens, c)
+
+
+def windowed_attention(attn: Attention, x, bias):
+    """``attn(x)`` (diffusers' SDPA processor: plain self-attention) with ``bias`` added to the scores."""
+    batch, head_dim = x.shape[0], attn.to_q.out_features // attn.heads
+
+    def heads(t):
+        return t.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+    query, key, value = heads(attn.to_q(x)), heads(attn.to_k(x)), heads(attn.to_v(x))
+    # Under autocast the projections come out in half precision; SDPA wants the bias in the query's dtype.
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(x.dtype)
+    return attn.to_out[1](attn.to_out[0](out))

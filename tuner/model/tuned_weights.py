@@ -20,6 +20,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tav.tuner.model.sd_folder import check_sd_folder, file_sha256, folder_hash
+from tav.tuner.model.temporal_window import recorded_temporal_window
 from tav.tuner.model.unet_weights import read_state_dict
 from tav.tuner.model.video_unet import VideoUNet
 from tav.tuner.model_sources import resolve_base_model
@@ -87,6 +88,7 @@ def _load_run_dir(path: Path, dtype, override, allow_base_mismatch: bool) -> Tun
     base_hash = _check_base_hash(path, meta, base_dir, allow_base_mismatch, given=override is not None)
     unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
+    unet.temporal_window = recorded_temporal_window(meta, frames, path / RUN_JSON)
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
     return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta,

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from tav.runtime.one_line import first_line
+from tav.tuner.model.aligned_safetensors import read_safetensors
 
 WEIGHT_NAMES = (
     "diffusion_pytorch_model.safetensors",
@@ -41,7 +41,7 @@ def read_state_dict(path: Path) -> dict:
         return state
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
+            return read_safetensors(path)
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
         raise ValueError(f"cannot read weights {path}: {first_line(err, with_type=True)}") from None

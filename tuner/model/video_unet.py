@@ -11,6 +11,7 @@ frame count of the call lives in the shared ``FrameContext``.
 """
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -54,13 +55,18 @@ class VideoUNet(UNet2DConditionModel):
         return self
 
     @classmethod
-    def from_config_2d(cls, config: dict, seed: int = 0) -> "VideoUNet":
+    def from_config_2d(cls, config: dict, seed: int = 0, weights_follow: bool = False) -> "VideoUNet":
+        """``weights_follow``: every SD parameter is about to be loaded (``load_weights(..., assign=True)``), so
+        they are built on the meta device: no memory and no random init for values that are replaced anyway.
+        The temporal layers are built for real either way, from their own seeded generator (``inflate``)."""
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         for key in ("down_block_types", "up_block_types"):
             config[key] = [_BLOCK_TYPES_3D_TO_2D.get(t, t) for t in config[key]]
         config["mid_block_type"] = _BLOCK_TYPES_3D_TO_2D.get(config.get("mid_block_type"), config.get("mid_block_type"))
         known = set(UNet2DConditionModel.extract_init_dict(config)[0])  # drop 0.11-only fields
-        return cls(**{k: v for k, v in config.items() if k in known}).inflate(seed)
+        with torch.device("meta") if weights_follow else nullcontext():
+            model = cls(**{k: v for k, v in config.items() if k in known})
+        return model.inflate(seed)
 
     @classmethod
     def from_pretrained_2d(cls, path, seed: int = 0, dtype=torch.float32) -> "VideoUNet":
@@ -71,17 +77,21 @@ class VideoUNet(UNet2DConditionModel):
         """
         unet_dir = _unet_dir(Path(path))
         config = json.loads((unet_dir / "config.json").read_text())
-        model = cls.from_config_2d(config, seed)
+        # One copy of the weights while loading (3.6 GB at SD-1.5 size), not a random model plus the file's.
+        model = cls.from_config_2d(config, seed, weights_follow=True)
         state = read_state_dict(find_unet_weights(unet_dir))
         model.has_tuned_temporal = any(map(is_temporal_key, state))
-        model.load_weights(state, where=str(unet_dir), require_temporal=model.has_tuned_temporal)
+        model.load_weights(state, where=str(unet_dir), require_temporal=model.has_tuned_temporal, assign=True)
+        del state
         return model if dtype == torch.float32 else model.to(dtype)
 
-    def load_weights(self, state: dict, where: str, require_temporal: bool = True, partial: bool = False):
+    def load_weights(self, state: dict, where: str, require_temporal: bool = True, partial: bool = False,
+                     assign: bool = False):
         """Load a state dict; any key mismatch raises one line naming the missing and unexpected keys.
 
         ``partial=True`` accepts a subset (tuned weights); the 2D keys are otherwise all required,
-        the temporal ones only with ``require_temporal``.
+        the temporal ones only with ``require_temporal``. ``assign=True``: the model's tensors become the
+        state's (float32), instead of copies of them; how a model built on the meta device gets its weights.
         """
         own = self.state_dict()
         unexpected = [k for k in state if k not in own]
@@ -92,7 +102,14 @@ class VideoUNet(UNet2DConditionModel):
         if wrong_shape:
             k = wrong_shape[0]
             raise ValueError(f"weights in {where}: {k} has shape {tuple(state[k].shape)}, the model expects {tuple(own[k].shape)}")
-        self.load_state_dict(state, strict=False)
+        if not assign:
+            self.load_state_dict(state, strict=False)
+            return
+        # float32 like a freshly built model (a half-precision checkpoint is widened, as copy_ would).
+        self.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False, assign=True)
+        unloaded = [name for name, tensor in self.state_dict(keep_vars=True).items() if tensor.is_meta]
+        if unloaded:
+            raise ValueError(describe_key_mismatch(unloaded, [], where))
 
     def forward(self, sample, timestep, encoder_hidden_states, return_dict: bool = True, **kwargs):
         if sample.ndim != 5:
@@ -111,6 +128,15 @@ class VideoUNet(UNet2DConditionModel):
         out = super().forward(frames, timestep, text, **kwargs).sample
         out = out.reshape(b, f, c, h, w).transpose(1, 2)
         return _Output(out) if return_dict else (out,)
+
+    @property
+    def temporal_window(self):
+        """Frames each frame's temporal attention sees (a band around it, tuner/temporal_window.py); None: all."""
+        return self.frame_context.temporal_window
+
+    @temporal_window.setter
+    def temporal_window(self, window):
+        self.frame_context.temporal_window = None if window is None else int(window)
 
     def trainable_parameter_names(self) -> list:
         """Parameters Tune-A-Video tunes: those of modules ending in attn1.to_q, attn2.to_q, attn_temp."""

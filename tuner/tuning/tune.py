@@ -209,6 +209,8 @@ def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, m
         resolved_precision=str(s.compute_dtype or torch.float32).replace("torch.", ""),
         resolved_device=str(s.device),
         latents_shape=list(s.latents.shape),
+        tuned_frames=job.cfg.frames,  # tav-invert keeps this (and the window) when it re-inverts another length
+        temporal_window=job.cfg.frames,  # tuned with full attention over its frames: the default window elsewhere
         inversion={"steps": job.cfg.inversion_steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
         losses=p.losses,
         eval_loss_before=p.eval_before,

@@ -1,0 +1,32 @@
+"""One tav-run generation in a fresh process, for the frame-count scaling bench (bench/scaling.py).
+
+Prints ``TAV_FRAMES {json}``: the pipeline's stage timings, the resident memory after loading the
+engines (weights, sessions) and this process's own peak (VmHWM: exactly this process, unlike a
+parent's wait4 figure, which includes the parent's memory at fork).
+Usage: python -m tav.bench.frames_worker ENGINE_DIR STEPS
+"""
+
+import json
+import sys
+import time
+
+from .memory import peak_rss_bytes, rss_bytes
+
+PROMPT = "a red car drifting on a snowy road, cartoon style"
+
+
+def main(engine_dir: str, steps: int) -> dict:
+    from tav.runtime import VideoPipeline
+
+    start = time.perf_counter()
+    pipe = VideoPipeline.load(engine_dir, backend="onnxruntime", device="cpu")
+    loaded_rss = rss_bytes()
+    with pipe:
+        result = pipe(PROMPT, steps=steps, guidance=12.5, seed=0, init="inverted")
+    return {"frames": int(result.frames.shape[0]), "seconds_total": time.perf_counter() - start,
+            "load_seconds": pipe.load_seconds, **{f"{k}_seconds": v for k, v in result.timings.items()},
+            "rss_after_load_bytes": loaded_rss, "peak_rss_bytes": peak_rss_bytes()}
+
+
+if __name__ == "__main__":
+    print("TAV_FRAMES " + json.dumps(main(sys.argv[1], int(sys.argv[2]))))

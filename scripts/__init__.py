@@ -1,0 +1,72 @@
+"""The console scripts: each checks that its extra is installed, then runs the command's ``main``.
+
+A lean install (``pip install 'tav-runtime[cpu]'``) has tav-run only; tav-tune there would die
+with an ImportError traceback about torch. Instead every command names the extra it needs in
+one line. The commands' modules are imported only after the check, by name.
+"""
+
+import importlib
+import importlib.util
+import sys
+
+EXTRAS = {  # extra -> the modules whose absence means it is not installed
+    "tune": ("torch", "diffusers", "transformers", "yaml"),
+    "export": ("torch", "diffusers", "transformers", "yaml", "onnx", "onnx_graphsurgeon", "polygraphy"),
+    "serve": ("ray", "fastapi", "multipart"),
+}
+BACKENDS = ("onnxruntime", "tensorrt", "tensorrt_rtx")
+
+
+def _missing(modules) -> list:
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def _launch(command: str, target: str, extra: str | None) -> None:
+    if extra is not None and _missing(EXTRAS[extra]):
+        sys.exit(f"{command} needs the {extra} extra: pip install 'tav-runtime[{extra}]'")
+    module, _, function = target.partition(":")
+    try:
+        main = getattr(importlib.import_module(module), function)
+    except ModuleNotFoundError as err:  # an extra installed only in part
+        sys.exit(f"{command} needs the {extra or 'cpu'} extra ({err.name} is missing): "
+                 f"pip install 'tav-runtime[{extra or 'cpu'}]'")
+    sys.exit(main())
+
+
+def tav_run():
+    if all(importlib.util.find_spec(name) is None for name in BACKENDS):
+        sys.exit("tav-run needs an inference backend: pip install 'tav-runtime[cpu]' "
+                 "(or [gpu] for onnxruntime-gpu, [tensorrt] for TensorRT)")
+    _launch("tav-run", "tav.runtime.cli:main", None)
+
+
+def tav_tune():
+    _launch("tav-tune", "tav.tuner.cli.tune:main", "tune")
+
+
+def tav_sample():
+    _launch("tav-sample", "tav.tuner.cli.sample:main", "tune")
+
+
+def tav_invert():
+    _launch("tav-invert", "tav.tuner.cli.invert:main", "tune")
+
+
+def tav_make_tiny():
+    _launch("tav-make-tiny", "tav.tuner.demo.tiny_model:main", "tune")
+
+
+def tav_make_clip():
+    _launch("tav-make-clip", "tav.tuner.demo.synthetic_video:main", "tune")
+
+
+def tav_export():
+    _launch("tav-export", "tav.export.cli:main", "export")
+
+
+def tav_bench():
+    _launch("tav-bench", "tav.bench.cli:main", "export")
+
+
+def tav_serve():
+    _launch("tav-serve", "tav.serve.cli:main", "serve")

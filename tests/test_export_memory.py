@@ -1,0 +1,45 @@
+"""The exporter holds one copy of the weights (issue 17): measured on a model whose weights dwarf its activations.
+
+A UNet of SD's block layout with 364 MB of fp32 weights, exported at 2 frames 64x64 (activations of a
+few MB), in a fresh process whose own peak RSS is read by the bench's launcher (not wait4 from this
+process: see bench/memory.py). Above what the same process needs just to import the exporter, the peak
+must stay under 1.6x the UNet's weight bytes: the module (1x) and, later, ONNX Runtime's parity session
+(1x, not at the same time) fit; a second copy anywhere (the traced protobuf beside the module, an fp16
+deepcopy, graph passes that load the weights) does not. The exporter before issue 17 needed 5-6x.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tav.bench.memory import child_peak
+from tav.tuner.demo import tiny_model
+from tav.tuner.demo.random_run import make_random_run
+
+# SD's blocks, one layer each, wide channels: many weight bytes, tiny activations at 64x64.
+WIDE = tiny_model.ModelSize((128, 256, 512, 512), 1, 8, 32, (16, 32, 32, 32), 1, 8, 32, 2, 4, 64)
+IMPORTS = "import tav.export.pipeline, tav.export.cli, onnxruntime, onnx_graphsurgeon, polygraphy.backend.onnx"
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory) -> tuple:
+    root = tmp_path_factory.mktemp("wide")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(tiny_model.SIZES, "wide", WIDE)
+        sd = tiny_model.make_tiny(root / "sd", seed=0, size="wide")
+    run = make_random_run(sd, root / "run", frames=2, height=64, width=64)
+    weights = (sd / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+    return run, weights
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_export_peak_stays_under_one_and_a_half_copies_of_the_weights(wide_run, tmp_path, precision):
+    run, weight_bytes = wide_run
+    baseline = child_peak([sys.executable, "-c", IMPORTS])
+    export = child_peak([sys.executable, "-m", "tav.export.cli", "--weights", str(run), "--out", str(tmp_path / "engine"),
+                         "--precision", precision, "--quiet"])
+    assert baseline["returncode"] == 0 and export["returncode"] == 0, export["stderr_tail"]
+    above = export["peak_rss_bytes"] - baseline["peak_rss_bytes"]
+    assert above < 1.6 * weight_bytes, f"{precision}: {above / 2**20:.0f} MiB above imports for {weight_bytes / 2**20:.0f} MiB of weights"
+    assert (Path(tmp_path) / "engine" / "manifest.json").is_file()

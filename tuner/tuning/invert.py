@@ -1,0 +1,120 @@
+"""``invert_run``: a tuned run + a clip of any length -> a new RUN_DIR with that clip's inverted latents.
+
+The tuned weights are the run's, unchanged (tuned.safetensors is copied byte for byte, so the new
+run's weights hash equals the old one's). Only the starting latents are new: the clip's frames are
+encoded by the VAE and DDIM-inverted with the tuned UNet over all N frames at once, as tav-tune
+inverts its own clip. The temporal window the inversion runs with (default: the frame count the
+weights were tuned on) is recorded in run.json, so tav-sample and tav-export use the same one.
+
+Written as tav-tune writes a run: into a hidden sibling folder, renamed into place when complete.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tav.tuner.model import sd_folder
+from tav.tuner.model.temporal_window import check_temporal_window, default_temporal_window
+from tav.tuner.model.text_encoding import encode_prompts
+from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, is_run_dir, load_tuned
+from tav.tuner.tuning.config import TuneConfig
+from tav.tuner.tuning.inversion import ddim_inversion
+from tav.tuner.tuning.saved_files import current_umask, save_tensors
+from tav.tuner.tuning.session import encode_clip, resolve_device
+from tav.tuner.tuning.video_input import load_clip
+
+
+def invert_run(weights, video, frames: int, out, stride=None, start=None, temporal_window=None, inversion_steps=None,
+               height=None, width=None, device: str = "auto") -> Path:
+    """Write RUN_DIR ``out``: ``weights``' tuned tensors and the N-frame inverted latents of ``video``; returns ``out``.
+
+    ``stride``/``start``/``inversion_steps`` default to the run's (else tav-tune's defaults); ``height``/``width``,
+    when given, must be the run's (the weights are inverted and exported at the size they were tuned at).
+    """
+    out = _check_out(out)
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"--frames {frames!r} must be a positive integer")
+    device = resolve_device(device)
+    tuned = load_tuned(weights)
+    meta = _source_meta(Path(weights), tuned)
+    for name, asked, run in (("height", height, tuned.height), ("width", width, tuned.width)):
+        if asked is not None and asked != run:
+            raise ValueError(f"--{name} {asked}: {weights} was tuned at {tuned.height}x{tuned.width}, and its clips are "
+                             f"inverted at that size; drop --height/--width, or tune a run at the size you want")
+    tuned_frames = meta.get("tuned_frames", tuned.frames)
+    window = default_temporal_window(meta.get("temporal_window", tuned_frames), frames)
+    window = window if temporal_window is None else check_temporal_window(temporal_window, frames)
+    defaults = TuneConfig(pretrained_model_path="", video="", prompt="", out="")
+    stride = meta.get("stride", defaults.stride) if stride is None else stride
+    start = meta.get("start", defaults.start) if start is None else start
+    steps = (meta.get("inversion") or {}).get("steps", defaults.inversion_steps) if inversion_steps is None else inversion_steps
+    if steps < 1:
+        raise ValueError(f"--inversion-steps {steps} must be at least 1")
+    pixels = load_clip(video, frames, tuned.height, tuned.width, stride, start)  # too few frames: one line, before any work
+
+    tick = time.perf_counter()
+    latents = _invert(tuned, pixels, window, steps, meta.get("seed", 0), device)
+    run = dict(meta, frames=frames, stride=stride, start=start, video=str(Path(video).absolute()), out=str(out),
+               tuned_frames=tuned_frames, temporal_window=window, latents_shape=list(latents.shape),
+               inversion={"steps": steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
+               inversion_time_s=time.perf_counter() - tick, resolved_device=str(device),
+               inverted_from={"weights": str(Path(weights).absolute()), "weights_hash": tuned.weights_hash})
+    return _write_run(out, Path(weights), tuned, latents, run)
+
+
+def _check_out(out) -> Path:
+    if str(out).strip() in ("", "-"):
+        raise ValueError(f"--out {str(out)!r} is not a folder name; give the new RUN_DIR's path")
+    out = Path(out).absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder; choose a new --out")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
+    return out
+
+
+def _source_meta(weights: Path, tuned) -> dict:
+    """run.json of a RUN_DIR; for an official output, the fields a RUN_DIR needs (its own folder is the base)."""
+    if is_run_dir(weights):
+        return dict(tuned.meta)
+    return {"pretrained_model_path": str(tuned.base_dir.absolute()), "pretrained_model_hash": sd_folder.folder_hash(tuned.base_dir),
+            "frames": tuned.frames, "height": tuned.height, "width": tuned.width, "seed": 0, "official_source": True}
+
+
+@torch.no_grad()
+def _invert(tuned, pixels, window: int, steps: int, seed: int, device) -> torch.Tensor:
+    """Latents [1, 4, N, h, w]: VAE-encode the clip (seeded as tav-tune does), DDIM-invert it with the tuned UNet."""
+    tokenizer, text_encoder = sd_folder.load_tokenizer(tuned.base_dir), sd_folder.load_text_encoder(tuned.base_dir).to(device)
+    empty = encode_prompts(tokenizer, text_encoder, [""]).to(device)
+    del text_encoder
+    vae = sd_folder.load_vae(tuned.base_dir).to(device)
+    latents = encode_clip(vae, pixels, seed)
+    del vae
+    unet = tuned.unet.to(device).eval()
+    unet.temporal_window = window
+    return ddim_inversion(unet, latents, empty, sd_folder.load_ddim(tuned.base_dir), steps).cpu()
+
+
+def _write_run(out: Path, weights: Path, tuned, latents: torch.Tensor, run: dict) -> Path:
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        staging.chmod(0o777 & ~current_umask(out.parent))  # mkdtemp makes 0700; a RUN_DIR is shared like tav-tune's
+        if is_run_dir(weights):
+            shutil.copyfile(weights / TUNED_WEIGHTS, staging / TUNED_WEIGHTS)
+        else:  # an official output: its tuned tensors, under the official names
+            state = tuned.unet.state_dict()
+            save_tensors({k: state[k].detach().float().cpu().contiguous() for k in tuned.unet.trainable_parameter_names()},
+                         staging / TUNED_WEIGHTS)
+        save_tensors({"latents": latents.float().contiguous()}, staging / INVERTED_LATENTS)
+        (staging / RUN_JSON).write_text(json.dumps(run, indent=1))
+        if out.exists():
+            out.rmdir()  # empty at the start; fails if something appeared in it since
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
