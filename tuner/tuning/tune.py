@@ -1,11 +1,9 @@
 """``tune(config)``: one-shot tuning of a run, end to end, into an atomically written RUN_DIR.
 
-Steps: check every input before writing anything; build the run in
-``RUN_DIR.partial/`` (see ``train_checkpoint``); tune with a progress bar,
-checkpointing every ``checkpoint_every`` steps and on Ctrl-C; measure the
-evaluation loss before and after; DDIM-invert the clip with the tuned UNet;
-write tuned.safetensors, inverted_latents.safetensors and run.json (last);
-rename the folder to RUN_DIR.
+Phases: check every input before writing anything; resume or start the run in ``RUN_DIR.partial/``
+(tuning/resume_state.py); tune with a progress bar, checkpointing every ``checkpoint_every`` steps and
+on Ctrl-C, then DDIM-invert the clip with the tuned UNet; record tuned.safetensors,
+inverted_latents.safetensors and run.json (last); publish: rename the folder to RUN_DIR.
 """
 
 import json
