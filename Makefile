@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,7 +37,11 @@ demo: $(STAMP)
 	  --steps 20 --out $(DEMO_DIR)/edited.mp4
 	@echo "demo video: $$(cd $(DEMO_DIR) && pwd)/edited.mp4"
 
-test: $(STAMP)
+# ruff's rules and line length live in pyproject.toml; `make test` (what CI runs) lints first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -41,7 +41,7 @@ def main(argv=None):
                         help="temporal window of the random run (with --skip tune; default: all frames) or, with --scaling, "
                              "of every run (default: the smallest frame count)")
     args = parser.parse_args(argv)
-    from tav.tuner.cli_common import quiet_environment
+    from tav.tuner.cli.common import quiet_environment
 
     quiet_environment()
     if args.real_size:
@@ -120,7 +120,7 @@ def _frame_counts(text: str) -> list:
 
 
 def _scaling(config, counts: list, window: int, work: Path) -> dict:
-    from tav.tuner.tiny_model import make_tiny
+    from tav.tuner.demo.tiny_model import make_tiny
 
     from .scaling import run_scaling
 

@@ -25,7 +25,7 @@ def _count(module) -> int:
 def pack_sizes(size: str, frames: int, height: int, width: int, precision: str) -> dict:
     """Bytes of a pack, of the full UNet, and of a base ENGINE_DIR's weights, for model ``size`` (tiny/small/sd15)."""
     from tav.tuner import VideoUNet
-    from tav.tuner.tiny_model import SIZES, random_text_encoder, random_unet, random_vae
+    from tav.tuner.model.sd1_architecture import SIZES, random_text_encoder, random_unet, random_vae
 
     item = ITEMSIZE[precision]
     with torch.device("meta"):

@@ -18,7 +18,7 @@ LINEAR_WITHIN = 1.25  # issue 21: per-frame time and memory at the largest N wit
 
 def run_scaling(sd_dir: Path, frame_counts: list, window: int, height: int, width: int, steps: int, work: Path) -> dict:
     from tav.export import export_engine
-    from tav.tuner.random_run import make_random_run
+    from tav.tuner.demo.random_run import make_random_run
 
     rows = []
     for frames in sorted(frame_counts):

@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from tav.runtime.one_line import first_line
+
 
 def measure(args: dict, out_path: str) -> dict:
     import torch
@@ -24,7 +26,7 @@ def measure(args: dict, out_path: str) -> dict:
     inputs = StepInputs.seeded(args["frames"], tuple(args["latent_hw"]), args["text_dim"])
     with step_memory(device) as memory:
         if backend.startswith("torch"):
-            from tav.tuner.tuned_weights import load_tuned
+            from tav.tuner.model.tuned_weights import load_tuned
 
             dtype = torch.float16 if device == "cuda" else torch.float32
             step, output, *resources = torch_step(load_tuned(args["run_dir"]).unet, inputs, device, dtype, compile=backend == "torch-compile")
@@ -44,7 +46,7 @@ def main():
     try:
         result = measure(args, out_path)
     except Exception as err:  # reported as the row's note by the parent, like any stage that cannot run here
-        result = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"}
+        result = {"error": first_line(err, with_type=True)}
     print("TAV_STEP " + json.dumps(result))
 
 

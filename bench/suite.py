@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tav.runtime.one_line import first_line
+
 from .e2e import e2e_cli
 from .flops import unet_step_flops
 from .packs import measure_packs, pack_sizes
-from .memory import step_memory
-from .timing import copy_gbps, matmul_tflops, median_ms
+from .timing import copy_gbps, matmul_tflops
 from .unet_backends import StepInputs, accuracy
 
 PROMPT = "a red car drifting on a snowy road, cartoon style"
@@ -52,7 +53,7 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
               "results": [], "stages": {}}
     latent_hw = (cfg.height // 8, cfg.width // 8)
 
-    from tav.tuner.tiny_model import make_tiny
+    from tav.tuner.demo.tiny_model import make_tiny
 
     t0 = time.perf_counter()
     sd_dir = make_tiny(work / f"sd_{cfg.model}", seed=0, size=cfg.model) if not (work / f"sd_{cfg.model}").exists() else work / f"sd_{cfg.model}"
@@ -95,7 +96,7 @@ def _stage(report, name, fn, skipped=False):
         report["stages"][name] = measured
         return value
     except Exception as err:  # a stage that cannot run here must not hide the others' numbers
-        report["stages"][name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        report["stages"][name] = {"error": first_line(err, 300, with_type=True)}
         return None
 
 
@@ -121,9 +122,9 @@ def _cpu_name() -> str:
 
 def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
     from tav.runtime.video_output import write_video
-    from tav.tuner.synthetic_clip import make_clip
-    from tav.tuner.tune import tune
-    from tav.tuner.tune_config import TuneConfig
+    from tav.tuner.demo.synthetic_video import make_clip
+    from tav.tuner.tuning.config import TuneConfig
+    from tav.tuner.tuning.tune import tune
 
     clip = work / "clip.mp4"
     if not clip.exists():
@@ -148,7 +149,7 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
 
 
 def _random_run(cfg: BenchConfig, sd_dir: Path, work: Path):
-    from tav.tuner.random_run import make_random_run
+    from tav.tuner.demo.random_run import make_random_run
 
     run = make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width, temporal_window=cfg.temporal_window)
     return run, {"tuned": False, "temporal_window": cfg.temporal_window or cfg.frames}
@@ -168,7 +169,7 @@ def _export(cfg: BenchConfig, run_dir: Path, work: Path):
             measured.update(backend="all", seconds=time.perf_counter() - t0)
             return _export_measured(work / "engine_trt", measured)
         except Exception as err:  # e.g. a TensorRT that cannot build for this GPU: keep the ONNX numbers
-            measured["tensorrt_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            measured["tensorrt_error"] = first_line(err, 300, with_type=True)
     t0 = time.perf_counter()
     export_engine(run_dir, work / "engine", precision=precision, backend="onnx")
     measured.update(backend="onnx", seconds=time.perf_counter() - t0)
@@ -187,7 +188,7 @@ def _export_measured(engine_dir: Path, measured: dict):
 def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     """Each backend timed in its own process (bench/step_worker.py); accuracy against PyTorch fp32 here."""
     from tav.export.parity import no_tf32
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
 
     from .unet_backends import torch_step
 

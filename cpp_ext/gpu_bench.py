@@ -58,7 +58,7 @@ def bench_level(batch, frames, tokens, channels, dtype, repeats, copy_gbs) -> di
     v = torch.randn_like(k)
     out = torch.ops.tav.kv_gather(k, v, frames)
     expected = kv_gather_reference(k, v, frames)
-    assert all(torch.equal(a, b) for a, b in zip(out, expected)), "kernel disagrees with the index rule"
+    assert all(torch.equal(a, b) for a, b in zip(out, expected, strict=True)), "kernel disagrees with the index rule"
     moved = 2 * (out[0].numel() + out[1].numel()) * k.element_size()
     row = {"shape": [batch * frames, tokens, channels], "dtype": str(dtype).removeprefix("torch."), "bytes": moved}
     for name, fn in [

@@ -110,8 +110,8 @@ def _strip_bias(tensor):
 
 def _bias_fits(bias, q, k) -> bool:
     """MultiHeadAttention's attention_bias is [1 or B, 1 or H, S, L]; where S and L are known they must agree."""
-    s, l = bias.shape[2:]
-    return (q.shape is None or q.shape[1] == s) and (k.shape is None or k.shape[1] == l)
+    queries, keys = bias.shape[2:]
+    return (q.shape is None or q.shape[1] == queries) and (k.shape is None or k.shape[1] == keys)
 
 
 def _exact_scale(traced: float, head_size: int) -> float:

@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 import torch
 
+from tav.runtime.one_line import first_line
+
 from .errors import ExportError
 from .graphs import GraphSpec, TensorSpec, UNetGraph
 
@@ -44,7 +46,7 @@ def resolve_base(text):
     try:
         return resolve_base_model(text)
     except (OSError, ValueError) as err:
-        raise ExportError(f"--base: {str(err).strip().splitlines()[0]}") from None
+        raise ExportError(f"--base: {first_line(err, None)}") from None
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,9 @@ def check_no_transpose(model: onnx.ModelProto, spec) -> None:
 
 def load_base_model(sd_folder, frames, height, width):
     """The base SD model as a TunedModel (no tuned weights, no inverted latents) for ``export_engine(base=True)``."""
-    from tav.tuner.sd_folder import folder_hash
-    from tav.tuner.tuned_weights import TunedModel
-    from tav.tuner.video_unet import VideoUNet
+    from tav.tuner.model.sd_folder import folder_hash
+    from tav.tuner.model.tuned_weights import TunedModel
+    from tav.tuner.model.video_unet import VideoUNet
 
     if None in (frames, height, width):
         raise ExportError("--base needs --frames, --height and --width: a base ENGINE_DIR has static shapes and no run to take them from")
@@ -204,7 +206,7 @@ def refittable_twin(onnx_path: Path, values: dict) -> tuple:
     The exporter passes the base model's own values (fresh temporal layers): every pack refits them.
     The twin sits beside ``onnx_path`` (sharing its data file); the caller removes it after the build.
     """
-    from .onnx_weights import location_of, external_tensors, load_structure, save_graph
+    from .onnx_weights import external_tensors, load_structure, location_of, save_graph
 
     model = load_structure(onnx_path)  # the frozen weights stay in the data file the twin links to
     names = list(values)

@@ -9,7 +9,8 @@ import logging
 import sys
 
 from tav.runtime.help_format import DefaultsHelpFormatter
-from tav.tuner.cli_common import quiet_environment
+from tav.runtime.one_line import first_line
+from tav.tuner.cli.common import quiet_environment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +70,8 @@ def main(argv=None):
         parser.error("one of the arguments --weights --base is required")
     quiet_environment()
     try:
-        import onnxruntime
-
         import diffusers
+        import onnxruntime
         import transformers
 
         # Library chatter (progress bars, per-node warnings) would drown the stage lines.
@@ -95,7 +95,7 @@ def main(argv=None):
         print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
     except (OSError, ValueError, RuntimeError) as err:  # ExportError, ParityError, TensorRTError, GraphError, load errors
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(err, None)
         sys.exit(f"tav-export: error: {message}")
     print(out)
 

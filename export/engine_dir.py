@@ -97,7 +97,7 @@ def write_assets(tuned, staging: Path):
     """Tokenizer (with tokenizer.json for the torch-free runtime), scheduler config, inverted latents."""
     from tokenizers import Tokenizer
 
-    from tav.tuner.sd_folder import load_tokenizer
+    from tav.tuner.model.sd_folder import load_tokenizer
 
     tokenizer = load_tokenizer(tuned.base_dir)
     tokenizer.save_pretrained(staging / "tokenizer")

@@ -7,6 +7,8 @@ reason, and the same graph traced with standard ops (its twin) is checked instea
 that proves the weights, the shapes and every other op of the graph.
 """
 
+from tav.runtime.one_line import first_line
+
 from .errors import ExportError
 from .onnx_export import trace_to_onnx
 from .onnx_hygiene import optimise, save_onnx
@@ -19,7 +21,7 @@ def plugin_parity(spec, path, work, feeds, expected, options) -> dict:
     try:
         session = ort_session(path, options.precision)
     except Exception as err:  # ORT has no kernel for tav::KVGather unless cpp_ext ships one
-        detail = str(err).splitlines()[0].split("failed:")[-1].strip()[:160]  # drop the staging path
+        detail = first_line(err, None).split("failed:")[-1].strip()[:160]  # drop the staging path
         reason = f"ONNX Runtime cannot run the KVGather custom op ({detail})"
     else:
         return {"parity": check_parity(spec.name, session, feeds, expected, options.precision)}
@@ -57,7 +59,7 @@ def kv_gather_plugin(trt) -> KVGatherPlugin:
         library = tensorrt_plugin.register(trt.module)
     except Exception as err:
         raise ExportError(
-            f"--kv-gather plugin: the KVGather TensorRT plugin is not available ({str(err).splitlines()[0]}); "
+            f"--kv-gather plugin: the KVGather TensorRT plugin is not available ({first_line(err, None)}); "
             "build it on a CUDA machine (python -m tav.cpp_ext.tensorrt_plugin build), or use --kv-gather onnx"
         ) from None
     return KVGatherPlugin(context, library)

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from tav.tuner.sd_folder import file_sha256, folder_hash
+from tav.tuner.model.sd_folder import file_sha256, folder_hash
 
 from .graphs import BATCH, GRAPH_NAMES, LATENT_CHANNELS, TEXT_MAX_LENGTH
 

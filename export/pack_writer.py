@@ -17,8 +17,17 @@ import numpy as np
 import torch
 
 from tav.runtime.manifest import EngineDirError, read_manifest
-from tav.runtime.packs import (LATENTS_KEY, METADATA_KEY, PACK_SCHEMA_VERSION, PACK_SUFFIX, SHA_KEY, PackError, pack_digest,
-                               read_header, read_pack)
+from tav.runtime.packs import (
+    LATENTS_KEY,
+    METADATA_KEY,
+    PACK_SCHEMA_VERSION,
+    PACK_SUFFIX,
+    SHA_KEY,
+    PackError,
+    pack_digest,
+    read_header,
+    read_pack,
+)
 
 from .base_engine import unet_frozen_sha256
 from .errors import ExportError
@@ -33,7 +42,7 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
     """Write the pack of ``weights`` for base ENGINE_DIR ``base_dir`` to ``out_path`` (``NAME.tavpack``)."""
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
 
     out = Path(out_path).absolute()
     if out.suffix != PACK_SUFFIX:

@@ -105,7 +105,7 @@ def export_engine(
     staging_lock = hold_lock(staging)  # tells stale_exports that this folder's export is alive
     try:
         with stage(timings, "load"):
-            from tav.tuner.tuned_weights import load_tuned
+            from tav.tuner.model.tuned_weights import load_tuned
 
             tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
             refuse_non_finite_model(tuned, weights)
@@ -145,7 +145,7 @@ def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, ba
 
     The UNet goes first, while nothing else is loaded; the text encoder and VAE are loaded after it is gone.
     """
-    from tav.tuner.sd_folder import load_text_encoder, load_vae
+    from tav.tuner.model.sd_folder import load_text_encoder, load_vae
 
     # Trace and run the reference on the GPU when there is one (minutes faster at real sizes);
     # ONNX graphs do not depend on the device they were traced on.

@@ -4,7 +4,7 @@ The window is static graph structure (a constant [1, 1, F, F] score bias on each
 attention), so it is fixed at export time and recorded in the manifest, the base section and packs.
 """
 
-from tav.tuner.temporal_window import check_temporal_window, default_temporal_window
+from tav.tuner.model.temporal_window import check_temporal_window, default_temporal_window
 
 from .errors import ExportError
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .manifest import TensorSpec
+from .one_line import first_line
 
 log = logging.getLogger("tav.runtime")
 
@@ -31,11 +32,6 @@ ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 class FusedAttentionUnsupported(RuntimeError):
     """This ONNX Runtime cannot run the com.microsoft.MultiHeadAttention nodes of a fused graph."""
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def cuda_available() -> bool:
@@ -52,7 +48,7 @@ class OrtGraph:
     """One ONNX graph in an InferenceSession; ``run(feeds) -> {output name: new numpy array}``."""
 
     def __init__(self, path, device: str = "cpu", cuda_graph: bool = False, device_id: int = 0, io_binding=None,
-                 fused_attention: int = 0, cpu_arena: bool = True, weight_inputs=()):
+                 fused_attention: int = 0, cpu_arena: bool = True, weight_inputs=(), threads: int | None = None):
         import onnxruntime as ort
 
         self.path, self.device, self.cuda_graph, self.device_id = str(path), device, False, device_id
@@ -69,8 +65,7 @@ class OrtGraph:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
         # Several processes sharing a CPU (tav-serve replicas) each want few threads, not one per core.
-        threads = int(os.environ.get("TAV_ORT_THREADS") or 0)
-        if threads > 0:
+        if threads:
             options.intra_op_num_threads = threads
         profile_dir = os.environ.get(PROFILE_ENV)
         if profile_dir:  # where the time goes, per node: summarise with `python -m tav.bench.ort_profile DIR`
@@ -87,7 +82,7 @@ class OrtGraph:
             # A build of ONNX Runtime without contrib ops (minimal or custom builds) cannot load the fused graph.
             raise FusedAttentionUnsupported(
                 f"{self.path}: this onnxruntime {ort.__version__} cannot load its {fused_attention} fused attention nodes "
-                f"(com.microsoft.MultiHeadAttention: {_first_line(err)}); install onnxruntime>=1.19 or onnxruntime-gpu, "
+                f"(com.microsoft.MultiHeadAttention: {first_line(err)}); install onnxruntime>=1.19 or onnxruntime-gpu, "
                 "or re-export with `tav-export --attention standard`"
             ) from None
         self.inputs = _specs(self.session.get_inputs())
@@ -110,7 +105,7 @@ class OrtGraph:
         except Exception as err:  # ORT refuses graph capture when some node runs on the CPU provider
             if not cuda_graph:
                 raise
-            log.warning("%s: CUDA graph capture unavailable (%s); running without it", self.path, str(err).splitlines()[0])
+            log.warning("%s: CUDA graph capture unavailable (%s); running without it", self.path, first_line(err, None))
             self.cuda_graph = False
             created = session(False)
         # ORT silently falls back to the CPU provider when CUDA cannot start; a GPU run must not.
@@ -166,7 +161,7 @@ class OrtGraph:
             raise ValueError(f"{self.path}: weights for {len(weights)} of its {len(self.weight_inputs)} per-video inputs")
         feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
         if self._binding is None:
-            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights}, options)))
+            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights}, options), strict=True))
         if weights:
             self.bind_weights(weights)
         for name, array in feeds.items():

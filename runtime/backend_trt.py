@@ -121,7 +121,7 @@ class Engine:
         if weights is not None:
             self.refit.fit(weights)  # on this stream, before the inputs' copies and the execution
         hosts = [np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs]  # alive until the sync
-        for spec, host in zip(self.inputs, hosts):
+        for spec, host in zip(self.inputs, hosts, strict=True):
             cuda_rt.copy_to_device(self.device_buffers[spec.name], host, self.stream)
         if self.graph_exec:
             cuda_rt.launch_graph(self.graph_exec, self.stream)

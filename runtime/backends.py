@@ -102,8 +102,9 @@ class LoadedGraphs:
     service keeps them loaded (the default): it pays the load once for many calls.
     """
 
-    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False, keep_loaded: bool = True):
-        self.choice = choice
+    def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False, keep_loaded: bool = True,
+                 ort_threads: int | None = None):
+        self.choice, self._ort_threads = choice, ort_threads
         log.info("tav.runtime: %s on %s (%s)", choice.name, choice.device, choice.reason)
         self._engines = None
         self._manifest = manifest
@@ -130,7 +131,7 @@ class LoadedGraphs:
         # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
         return backend_ort.OrtGraph(self._manifest.path(declared.onnx), device, cuda_graph=name == "unet",
                                     fused_attention=declared.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS,
-                                    weight_inputs=weights if name == "unet" else ())
+                                    weight_inputs=weights if name == "unet" else (), threads=self._ort_threads)
 
     def _checked(self, name: str, graph):
         """``graph`` when its real I/O is what manifest.json declares; else a one-line refusal (graph closed)."""

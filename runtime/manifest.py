@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine_paths import UnsafeName, resolve_inside
+from .one_line import first_line
 from .regular_files import NotRegularFile, open_regular
 
 log = logging.getLogger("tav.runtime")
@@ -294,7 +295,7 @@ def read_inverted_latents(manifest: Manifest) -> np.ndarray:
     try:
         latents = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:  # a hash-consistent file can still be no .npy array
-        raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a readable .npy array ({str(err).splitlines()[0][:200]})") from None
+        raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a readable .npy array ({first_line(err)})") from None
     if not isinstance(latents, np.ndarray):
         raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a .npy array")
     if latents.shape != manifest.latent_shape or latents.dtype != np.float32:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .one_line import first_line
 from .regular_files import NotRegularFile, open_regular
 
 PACK_SCHEMA_VERSION = 1
@@ -207,7 +208,7 @@ def read_pack(path, max_tensor_bytes: int | None = None) -> Pack:
     try:
         arrays = load(blob)
     except Exception as err:  # safetensors' own structural checks
-        raise PackError(f"{path}: unreadable tensors ({str(err).splitlines()[0]}); re-make it") from None
+        raise PackError(f"{path}: unreadable tensors ({first_line(err, None)}); re-make it") from None
     latents = arrays.pop(LATENTS_KEY, None)
     return Pack(path, meta, arrays, latents)
 

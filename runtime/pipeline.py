@@ -15,13 +15,15 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import LoadedGraphs, choose_backend
+from .call_args import CallArgs, check_call_args, is_integer
 from .ddim import DDIMConfig, DDIMScheduler
+from .denoise import denoise
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
+from .one_line import first_line
 from .packs import check_pack_fits, pack_byte_limit, read_pack, remake_hint
-from .sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS
 from .tokenizer import ClipTokenizer
-from .video_registry import VideoRegistry
 from .video_output import frames_to_uint8
+from .video_registry import Video, VideoRegistry
 
 log = logging.getLogger("tav.runtime")
 
@@ -35,25 +37,12 @@ def _read_text_assets(manifest) -> tuple:
     try:
         tokenizer = ClipTokenizer(manifest.path("tokenizer"), manifest.text_max_length)
     except Exception as err:  # the tokenizers library raises a bare Exception for unreadable JSON
-        raise refuse(manifest.engine_dir, f"its tokenizer cannot be read ({_first_line(err)})") from None
+        raise refuse(manifest.engine_dir, f"its tokenizer cannot be read ({first_line(err)})") from None
     try:
         scheduler = DDIMScheduler(DDIMConfig.from_file(manifest.path("scheduler_config.json")))
     except (OSError, ValueError, TypeError) as err:
-        raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({_first_line(err)})") from None
+        raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({first_line(err)})") from None
     return tokenizer, scheduler
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 class NonFiniteError(FloatingPointError):
@@ -87,6 +76,8 @@ class VideoPipeline:
     latents, ``remove_video`` / ``videos`` manage them (runtime/video_registry.py: LRU cap
     ``max_resident_videos``, evicting to host memory). Switching videos rebinds the UNet's
     per-video inputs (ORT) or refits its weights (TensorRT); no session or engine is re-created.
+    A call holds its video until it ends, so a video removed meanwhile finishes that call. A baked
+    ENGINE_DIR is the same code path with one implicit, unnamed video.
     """
 
     def __init__(self, manifest, graphs: LoadedGraphs, tokenizer: ClipTokenizer, scheduler: DDIMScheduler,
@@ -95,17 +86,22 @@ class VideoPipeline:
         self._graphs = graphs
         self.tokenizer = tokenizer
         self.scheduler = scheduler
-        self.inverted_latents = inverted_latents
+        self.inverted_latents = inverted_latents  # a baked ENGINE_DIR's (its implicit video's); None for a base
         self.backend, self.device = graphs.choice.name, graphs.choice.device
         self.float_dtype = np.dtype(FLOAT_DTYPES[manifest.precision])
         self.load_seconds = load_seconds
         self._lock = threading.Lock()
         unet = graphs.graphs["unet"]
-        self._videos = VideoRegistry(unet.upload, unet.release, max_resident_videos) if manifest.base else None
+        implicit = None if manifest.base else Video(None, None, inverted_latents, (
+            f"{manifest.engine_dir} has no inverted_latents.npy (the weights had no DDIM inversion); "
+            "use init='noise' (--init noise) or export from a RUN_DIR with inverted latents"))
+        self._videos = VideoRegistry(unet.upload, unet.release, self._lock, max_resident_videos, implicit,
+                                     str(manifest.engine_dir))
 
     @classmethod
     def load(cls, engine_dir, backend: str = "auto", device: str | None = None, allow_plugin: bool = False,
-             max_resident_videos: int | None = None, keep_graphs: bool = True) -> "VideoPipeline":
+             max_resident_videos: int | None = None, keep_graphs: bool = True,
+             ort_threads: int | None = None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
         ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
@@ -115,8 +111,12 @@ class VideoPipeline:
         base ENGINE_DIR. ``keep_graphs=False`` (ONNX Runtime): load each graph when it first runs and close it
         when its stage of a call is over, so a one-shot call holds one graph at a time (tav-run does this);
         a service keeps them (the default), paying the load once.
+        base ENGINE_DIR. ``ort_threads``: ONNX Runtime's intra-op threads per graph (None: one per core);
+        several processes sharing a CPU (tav-serve replicas) each want few.
         """
         start = time.perf_counter()
+        if ort_threads is not None and (not is_integer(ort_threads) or ort_threads < 1):
+            raise ValueError(f"ort_threads must be a positive integer or None (one per core), got {ort_threads!r}")
         manifest = read_manifest(engine_dir)
         choice = choose_backend(manifest, backend, device, allow_plugin)
         tokenizer_files = [*PINNED_FILES, *([TOKENIZER_CONFIG] if manifest.path(TOKENIZER_CONFIG).exists() else [])]
@@ -127,14 +127,14 @@ class VideoPipeline:
         tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
         try:
-            graphs = LoadedGraphs(manifest, choice, allow_plugin, keep_loaded=keep_graphs)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin, keep_loaded=keep_graphs, ort_threads=ort_threads)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
-            log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", str(err).splitlines()[0])
+            log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", first_line(err, None))
             choice = choose_backend(manifest, "onnxruntime", device)
             verify_files(manifest, choice.name)
-            graphs = LoadedGraphs(manifest, choice, keep_loaded=keep_graphs)
+            graphs = LoadedGraphs(manifest, choice, keep_loaded=keep_graphs, ort_threads=ort_threads)
         try:
             return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start, max_resident_videos)
         except BaseException:
@@ -144,33 +144,34 @@ class VideoPipeline:
     @property
     def videos(self) -> dict:
         """name -> metadata of each added video (pack path, sha256, prompt, base, run summary, resident)."""
-        return self._videos.describe() if self._videos else {}
+        return self._videos.describe()
 
     def add_video(self, name: str, pack_path, replace: bool = False) -> dict:
         """Verify ``pack_path`` (sha256, made for this base) and make it resident as ``name``; returns its metadata.
 
         Fails in one line, registering nothing, on a bad or foreign pack, or a name in use without ``replace``.
         """
-        videos = self._require_base("add_video")
-        videos.check_free(name, replace)  # before reading a large file
+        self._require_base("add_video")
+        self._videos.check_free(name, replace)  # before reading a large file
         pack = read_pack(pack_path, pack_byte_limit(self.manifest))  # a foreign pack's bytes are never read
         check_pack_fits(pack, self.manifest)
+        hint = (f"pack {pack.path} of video {name!r} has no inverted latents (its weights had no DDIM inversion); use "
+                f"init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} from a RUN_DIR with inverted latents")
         with self._lock:  # uploads and evictions never overlap an engine call
             self._check_open()
-            videos.add(name, pack, replace)
+            self._videos.add(name, pack, replace, hint)
         return self.videos[name]
 
     def remove_video(self, name: str) -> None:
-        """Forget ``name`` and free its memory; a call sampling it fails at its next step."""
-        videos = self._require_base("remove_video")
+        """Forget ``name``: the next call naming it is refused; calls already sampling it finish, then its memory goes."""
+        self._require_base("remove_video")
         with self._lock:
-            videos.remove(name)
+            self._videos.remove(name)
 
-    def _require_base(self, what: str) -> VideoRegistry:
-        if self._videos is None:
+    def _require_base(self, what: str) -> None:
+        if not self.manifest.base:
             raise ValueError(f"{what}: {self.manifest.engine_dir} has its tuned weights baked in; videos are added to a "
                              "base ENGINE_DIR (`tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`)")
-        return self._videos
 
     def _check_open(self) -> None:
         if not self._graphs.graphs:
@@ -181,14 +182,15 @@ class VideoPipeline:
         with self._lock:
             self._check_open()
             graph = self._graphs.graphs[name]
-            weights = None if video is None else self._videos.weights(video)
+            weights = None if video is None else self._videos.weights(video)  # only the UNet takes a video
             outputs = graph.run(feeds, weights, release_memory=release_memory)
             if last:
                 self._graphs.done_with(name)
             return outputs
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
-                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None) -> VideoResult:
+                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None, *,
+                 callback=None) -> VideoResult:
         """Generate the ENGINE_DIR's F frames for ``prompt``.
 
         ``video``: the added video to sample (required for a base ENGINE_DIR, refused otherwise).
@@ -197,9 +199,14 @@ class VideoPipeline:
         (``default_rng(seed)`` normal), or a float32 array [1, 4, F, H/8, W/8] of starting latents.
         ``guidance`` 1 skips the unconditional branch (eps_u + 1 * (eps_c - eps_u) = eps_c):
         both halves of the batch-2 UNet get the prompt and the second half is used.
+        ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
         """
-        steps = self._check_args(prompt, negative_prompt, steps, guidance, seed, eta)
-        chosen = self._choose_video(video)
+        args = CallArgs(prompt, negative_prompt, steps, guidance, seed, init, eta)
+        args = check_call_args(args, self.scheduler.max_steps)  # all of them before the first engine call
+        with self._videos.hold(video) as chosen:  # removed or evicted meanwhile, it stays until this call ends
+            return self._generate(args, chosen, progress, callback)
+
+    def _generate(self, args: CallArgs, video, progress: bool, callback) -> VideoResult:
         timings = {}
         clock = time.perf_counter()
 
@@ -210,33 +217,23 @@ class VideoPipeline:
             clock = now
 
         # One generator per call: starting noise first (init="noise"), then one draw per step when eta > 0.
-        rng = np.random.default_rng(seed)
-        latents = self._initial_latents(init, rng, chosen)  # before any engine work: a bad init fails fast
-        timesteps = self.scheduler.timesteps(steps)
+        rng = np.random.default_rng(args.seed)
+        latents = self._initial_latents(args.init, rng, video)  # before any engine work: a bad init fails fast
         lap("prepare")
 
-        use_cfg = guidance != 1.0
-        ids = self.tokenizer([negative_prompt if use_cfg else prompt, prompt])  # [uncond; cond]
+        ids = self.tokenizer([args.negative_prompt if args.use_cfg else args.prompt, args.prompt])  # [uncond; cond]
         lap("tokenize")
         text = self._run("text_encoder", {"input_ids": ids})["last_hidden_state"]
         lap("text_encoder")
-        for i, t in enumerate(tqdm(timesteps, desc="denoise", unit="step", disable=not progress, leave=False)):
-            sample = np.concatenate([latents, latents]).astype(self.float_dtype)
-            feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
-            # After the last step the UNet's activation memory goes back before the VAE decoder needs its own.
-            last = i == len(timesteps) - 1
-            eps_uncond, eps_cond = self._run("unet", feeds, chosen, release_memory=last, last=last)["noise_pred"].astype(np.float32)[:, None]
-            noise = rng.standard_normal(latents.shape, dtype=np.float32) if eta > 0 else None
-            with np.errstate(all="ignore"):  # overflow is reported below, once, with what to do about it
-                eps = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond) if use_cfg else eps_cond
-                latents = self.scheduler.step(eps, int(t), latents, steps, eta=eta, noise=noise)
-            if not np.isfinite(latents).all():
-                raise NonFiniteError(
-                    f"the latents became NaN/Inf at denoising step {i + 1}/{steps} (t={t}); "
-                    + self._overflow_hint()
-                )
+        with tqdm(total=args.steps, desc="denoise", unit="step", disable=not progress, leave=False) as bar:
+            def report(*step):
+                bar.update(1)
+                if callback is not None:
+                    callback(*step)
+
+            latents = self._denoise(args, latents, text, video, rng, report)
         lap("denoise")
-        timings["denoise_per_step"] = timings["denoise"] / steps
+        timings["denoise_per_step"] = timings["denoise"] / args.steps
 
         frames_in = (latents[0].transpose(1, 0, 2, 3) / np.float32(self.manifest.vae_scaling_factor))  # [F, 4, h, w]
         images = self._run("vae_decoder", {"latents": frames_in.astype(self.float_dtype)})["images"]
@@ -247,58 +244,45 @@ class VideoPipeline:
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
 
-    def _check_args(self, prompt, negative_prompt, steps, guidance, seed, eta) -> int:
-        """Every argument checked before the first engine call: a prompt that is not a str is a TypeError, a bad value
-        a ValueError."""
-        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
-            if not isinstance(text, str):  # a list would silently become a batch of prompts
-                raise TypeError(f"{name} must be a str (one prompt per call), got {type(text).__name__}")
-            if len(text) > MAX_PROMPT_CHARS:
-                raise ValueError(f"{name} has {len(text)} characters, over the limit of {MAX_PROMPT_CHARS} "
-                                 "(CLIP reads the first 77 tokens)")
-        if not _is_integer(steps) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if not _is_integer(seed) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if not _is_real(guidance) or not np.isfinite(guidance):
-            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
-        # Above 1 the DDIM noise term exceeds what the step leaves room for (the square root of a negative).
-        if not _is_real(eta) or not ETA_MIN <= eta <= ETA_MAX:
-            raise ValueError(f"eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {eta!r}")
-        if steps > self.scheduler.max_steps:
-            raise ValueError(f"steps must be between 1 and {self.scheduler.max_steps} for this ENGINE_DIR's scheduler, got {steps}")
-        return int(steps)
+    def _denoise(self, args: CallArgs, latents, text, video, rng, report) -> np.ndarray:
+        """The shared loop (runtime/denoise.py) over the UNet engine, CFG and numpy DDIM; ``report`` after each step."""
+        timesteps, guidance, eta = self.scheduler.timesteps(args.steps), np.float32(args.guidance), args.eta
 
-    def _choose_video(self, name):
-        if self._videos is None:
-            if name is not None:
-                raise ValueError(f"video={name!r}: {self.manifest.engine_dir} has its tuned weights baked in and serves "
-                                 "only its own video; omit video=, or load a base ENGINE_DIR")
-            return None
-        if name is None:
-            known = ", ".join(repr(n) for n in sorted(self.videos)) or "none yet; add_video(name, pack_path) first"
-            raise ValueError(f"{self.manifest.engine_dir} is a base ENGINE_DIR: pass video=NAME (known videos: {known})")
-        return self._videos.get(name)
+        def eps(x, t):
+            sample = np.concatenate([x, x]).astype(self.float_dtype)
+            feeds = {"sample": sample, "timestep": np.array([t], np.float32), "encoder_hidden_states": text}
+            # After the last step the UNet's activation memory goes back before the VAE decoder needs its own.
+            last = t == timesteps[-1]
+            out = self._run("unet", feeds, video, release_memory=last, last=last)["noise_pred"]
+            eps_uncond, eps_cond = out.astype(np.float32)[:, None]
+            with np.errstate(all="ignore"):  # overflow is reported after the step, once, with what to do about it
+                return eps_uncond + guidance * (eps_cond - eps_uncond) if args.use_cfg else eps_cond
 
-    def _initial_latents(self, init, rng, video=None) -> np.ndarray:
+        def update(prediction, t, x, noise):
+            with np.errstate(all="ignore"):
+                return self.scheduler.step(prediction, int(t), x, args.steps, eta=eta, noise=noise)
+
+        def draw():
+            return rng.standard_normal(latents.shape, dtype=np.float32)
+
+        def after_step(i, total, t, x):
+            if not np.isfinite(x).all():
+                raise NonFiniteError(f"the latents became NaN/Inf at denoising step {i + 1}/{total} (t={t}); "
+                                     + self._overflow_hint())
+            report(i, total, t, x)
+
+        return denoise(eps, update, timesteps, latents, noise=draw if eta > 0 else None, callback=after_step)
+
+    def _initial_latents(self, init, rng, video) -> np.ndarray:
         shape = self.manifest.latent_shape
         if isinstance(init, np.ndarray):
             latents = init.astype(np.float32)
             if latents.shape != shape:
                 raise ValueError(f"starting latents must have shape {shape}, got {latents.shape}")
-        elif init == "inverted" and video is not None:
-            if video.pack.inverted_latents is None:
-                raise ValueError(f"pack {video.pack.path} of video {video.name!r} has no inverted latents (its weights had no "
-                                 f"DDIM inversion); use init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} "
-                                 "from a RUN_DIR with inverted latents")
-            latents = video.pack.inverted_latents.copy()
         elif init == "inverted":
-            if self.inverted_latents is None:
-                raise ValueError(
-                    f"{self.manifest.engine_dir} has no inverted_latents.npy (the weights had no DDIM inversion); "
-                    "use init='noise' (--init noise) or export from a RUN_DIR with inverted latents"
-                )
-            latents = self.inverted_latents.copy()
+            if video.inverted_latents is None:
+                raise ValueError(video.no_latents_hint)
+            latents = video.inverted_latents.copy()
         elif init == "noise":
             latents = rng.standard_normal(shape, dtype=np.float32)
         else:
@@ -315,8 +299,7 @@ class VideoPipeline:
 
     def close(self) -> None:
         with self._lock:
-            if self._videos is not None:
-                self._videos.close()
+            self._videos.close()
             self._graphs.close()
 
     def __enter__(self):

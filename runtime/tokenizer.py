@@ -41,7 +41,7 @@ class ClipTokenizer:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         rows = []
         room = self.max_length - 2  # bos and eos
-        for prompt, encoding in zip(prompts, self.tokenizer.encode_batch(prompts, add_special_tokens=False)):
+        for encoding in self.tokenizer.encode_batch(prompts, add_special_tokens=False):
             ids = encoding.ids
             if len(ids) > room:
                 dropped = self.tokenizer.decode(ids[room:])

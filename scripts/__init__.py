@@ -41,23 +41,23 @@ def tav_run():
 
 
 def tav_tune():
-    _launch("tav-tune", "tav.tuner.cli_tune:main", "tune")
+    _launch("tav-tune", "tav.tuner.cli.tune:main", "tune")
 
 
 def tav_sample():
-    _launch("tav-sample", "tav.tuner.cli_sample:main", "tune")
+    _launch("tav-sample", "tav.tuner.cli.sample:main", "tune")
 
 
 def tav_invert():
-    _launch("tav-invert", "tav.tuner.cli_invert:main", "tune")
+    _launch("tav-invert", "tav.tuner.cli.invert:main", "tune")
 
 
 def tav_make_tiny():
-    _launch("tav-make-tiny", "tav.tuner.tiny_model:main", "tune")
+    _launch("tav-make-tiny", "tav.tuner.demo.tiny_model:main", "tune")
 
 
 def tav_make_clip():
-    _launch("tav-make-clip", "tav.tuner.synthetic_clip:main", "tune")
+    _launch("tav-make-clip", "tav.tuner.demo.synthetic_video:main", "tune")
 
 
 def tav_export():

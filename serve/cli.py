@@ -8,7 +8,7 @@ import sys
 import threading
 
 from tav.runtime.help_format import DefaultsHelpFormatter
-from tav.tuner.cli_common import quiet_environment  # tuning jobs run in Ray workers, which inherit the environment
+from tav.tuner.cli.common import quiet_environment  # tuning jobs run in Ray workers, which inherit the environment
 
 from .config import Limits, ServeConfig, token_from_env
 from .preflight import LOOPBACK, StartError, StopRequested, bind_ray_to_loopback, check_config

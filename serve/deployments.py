@@ -10,7 +10,6 @@ cluster; on CPU, ``replica_cpus`` each.
 
 import asyncio
 import logging
-import os
 import sys
 import time
 
@@ -33,13 +32,14 @@ class VideoModelReplica:
     """One base pipeline and its resident videos; the multiplexed loader is added by ``build_app``."""
 
     def __init__(self, config: ServeConfig):
-        if config.ort_threads:
-            os.environ["TAV_ORT_THREADS"] = str(config.ort_threads)  # read by the runtime's ORT sessions
         from tav.runtime import VideoPipeline
 
         device = "cuda" if config.use_gpu else "cpu"
-        # Ray's multiplexing LRU decides which packs stay; the pipeline keeps all it is given.
-        self.pipe = VideoPipeline.load(config.base_dir, backend=config.backend, device=device, max_resident_videos=None)
+        # Ray's multiplexing LRU decides which packs a replica keeps; the runtime's cap, the same size, bounds
+        # the device copies, counting evicted videos that requests still sample until those requests end.
+        self.pipe = VideoPipeline.load(config.base_dir, backend=config.backend, device=device,
+                                       max_resident_videos=config.limits.resident_videos_per_replica,
+                                       ort_threads=config.ort_threads or None)
         self.store = Store(config.store)
         # Which Ray node answered (X-TAV-Node): an opaque id prefix, for operators correlating with `ray status`.
         self.node = ray.get_runtime_context().get_node_id()[:12]
@@ -49,12 +49,15 @@ class VideoModelReplica:
 
     async def generate(self, sampling: dict, fmt: str, fps: float) -> dict:
         video_id = serve.get_multiplexed_model_id()  # the routing key is the only source of the video id
+        from tav.runtime import UnknownVideoError
+
         for _ in range(EVICTION_RETRIES):
-            # Ray's LRU may evict the video (from a thread) between handing it out and our use of it: load again.
-            with (await self.resident_video(video_id)).use() as video:
-                if video is not None:
-                    result = await asyncio.to_thread(video.generate, **sampling)
-                    break
+            video = await self.resident_video(video_id)
+            try:  # once the call has begun, eviction waits for it (the runtime counts its users)
+                result = await asyncio.to_thread(video.generate, **sampling)
+                break
+            except UnknownVideoError:  # Ray's LRU evicted it between handing it out and the call's start: load again
+                continue
         else:
             raise RuntimeError(f"video {video_id!r} was evicted {EVICTION_RETRIES} times before it could run; "
                                "raise --resident-videos")

@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .schemas import one_line
 
-
 # An absolute path: a '/' not inside a word, then anything up to whitespace, a quote or punctuation that ends a path.
 _ABS_PATH = re.compile(r"(?<![\w.:/])/[^\s'\"`,;()\[\]{}]*")
 

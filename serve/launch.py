@@ -6,7 +6,6 @@ at any moment of the start ends it within seconds.
 """
 
 import logging
-import os
 import threading
 import time
 

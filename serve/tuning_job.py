@@ -38,8 +38,8 @@ def run_tuning_job(config: ServeConfig, job_id: str) -> str:
 def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:
     # Imported here: the ingress imports this module to submit the task and must not load torch.
     from tav.export.pack_writer import write_pack
-    from tav.tuner.tune import tune
-    from tav.tuner.tune_config import TuneConfig
+    from tav.tuner.tuning.config import TuneConfig
+    from tav.tuner.tuning.tune import tune
 
     options, video_id = record["options"], record["video_id"]
     base = read_manifest(config.base_dir)

@@ -1,26 +1,36 @@
-"""Shared fixtures: one tiny seeded SD-1.x pipeline per test session, real clips from ../shared/data."""
-
-from pathlib import Path
+"""Suite-wide set-up: the shared artefacts plugin (tests/fixtures/), markers applied in one place, seeding."""
 
 import pytest
 import torch
 
-from tav.tuner.tiny_model import make_tiny
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytest_plugins = ["fixtures.artefacts"]
 
 
-@pytest.fixture(scope="session")
-def tiny_sd(tmp_path_factory) -> Path:
-    return make_tiny(tmp_path_factory.mktemp("tiny") / "sd", seed=0)
+def _has_tensorrt_rtx() -> bool:
+    """The TensorRT the suite builds plans with on CPU-only machines (the full wheels cannot install here)."""
+    try:
+        import tensorrt_rtx  # noqa: F401  (importable is what counts)
+    except Exception:
+        return False
+    return True
 
 
-@pytest.fixture(scope="session")
-def skiing_clip() -> Path:
-    clip = SHARED_DATA / "man-skiing.mp4"
-    if not clip.is_file():
-        pytest.skip(f"real clip {clip} not present (it ships in ../shared/data)")
-    return clip
+# End to end through real subprocesses (a Ray cluster, tav-bench's workers): `pytest -m "not slow"` leaves them out.
+SLOW_MODULES = ("test_serve_http.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers decided here, once: ``slow`` by module; ``gpu`` skips without CUDA, ``trt`` without tensorrt-rtx."""
+    skips = {
+        "gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU"),
+        "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="needs tensorrt-rtx (pip install it)"),
+    }
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        for marker, skip in skips.items():
+            if skip is not None and marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from export_fixtures import make_run_dir
 from tav.export.cli import main as tav_export
+
+from export_fixtures import make_run_dir
 
 FRAMES, HEIGHT, WIDTH = 3, 64, 64
 TOKEN = "test-token-123"

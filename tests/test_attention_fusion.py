@@ -21,7 +21,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from tav.export.attention_fusion import MHA_DOMAIN, MHA_OP, fuse_attention
 from tav.export.onnx_hygiene import optimise
 from tav.export.parity import TOLERANCE_REL_L2
-from tav.tuner.frames import FrameContext, VideoTransformerBlock
+from tav.tuner.model.frame_layers import FrameContext, VideoTransformerBlock
 
 FRAMES, TOKENS, HEADS, HEAD_SIZE, TEXT_DIM = 3, 16, 2, 40, 48
 WIDTH = HEADS * HEAD_SIZE
@@ -115,7 +115,7 @@ def test_fused_attention_equals_the_pytorch_module(kind, precision, tmp_path):
 
     onnx.save(result.model, str(tmp_path / "fused.onnx"))
     session = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {name: x.astype(np.float16 if precision == "fp16" else np.float32) for name, x in zip(names, inputs)}
+    feeds = {name: x.astype(np.float16 if precision == "fp16" else np.float32) for name, x in zip(names, inputs, strict=True)}
     output = session.run(None, feeds)[0].astype(np.float64)
     rel = np.linalg.norm(output - reference) / np.linalg.norm(reference)
     assert rel <= TOLERANCE_REL_L2[precision], rel

@@ -7,7 +7,6 @@ import pytest
 from tav.bench.cli import main
 
 
-@pytest.mark.slow
 def test_bench_runs_every_stage_on_cpu_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(["--model", "tiny", "--frames", "2", "--device", "cpu", "--steps", "2", "--tune-steps", "1",
@@ -66,6 +65,8 @@ def test_child_peak_reports_a_missing_command_as_a_failure():
 
     result = child_peak(["/nonexistent/tool"])
     assert result["returncode"] != 0 and "nonexistent" in result["stderr_tail"]
+
+
 @pytest.mark.slow
 def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp_path, capsys):
     out = tmp_path / "scaling.json"

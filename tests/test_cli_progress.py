@@ -9,16 +9,18 @@ import logging
 import re
 
 import pytest
-from export_fixtures import make_run_dir
 
 import tav.export.pipeline
-import tav.tuner.cli_tune as cli_tune
+import tav.tuner.cli.tune as cli_tune
 from tav.export.cli import main as export_main
 from tav.runtime.cuda_rt import gpu_count
 from tav.runtime.video_output import write_video
-from tav.tuner.cli_sample import INITS, main as sample_main
+from tav.tuner.cli.sample import INITS
+from tav.tuner.cli.sample import main as sample_main
+from tav.tuner.demo.synthetic_video import make_clip
 from tav.tuner.sampler import INITS as SAMPLER_INITS
-from tav.tuner.synthetic_clip import make_clip
+
+from export_fixtures import make_run_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

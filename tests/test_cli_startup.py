@@ -28,7 +28,7 @@ def test_every_command_is_covered():
 
 
 def test_importing_the_cli_modules_loads_no_heavy_library():
-    import tav.scripts  # the console scripts launch each command's module by name: "tav.tuner.cli_tune:main"
+    import tav.scripts  # the console scripts launch each command's module by name: "tav.tuner.cli.tune:main"
 
     targets = re.findall(r'"(tav\.[\w.]+):\w+"', Path(tav.scripts.__file__).read_text())
     modules = sorted({value.split(":")[0] for value in console_scripts().values()} | set(targets))
@@ -54,10 +54,10 @@ def test_lazy_package_exports_stay_the_functions_after_their_submodules_load():
     import importlib
     import inspect
 
-    importlib.import_module("tav.tuner.tune")  # the submodule shares the function's name
+    importlib.import_module("tav.tuner.tuning.tune")  # the submodule shares the function's name
     importlib.import_module("tav.export.pipeline")
     from tav.export import export_engine
     from tav.tuner import TuneConfig, sample, tune
 
-    assert inspect.isfunction(tune) and tune.__module__ == "tav.tuner.tune"
+    assert inspect.isfunction(tune) and tune.__module__ == "tav.tuner.tuning.tune"
     assert inspect.isfunction(sample) and inspect.isfunction(export_engine) and inspect.isclass(TuneConfig)

@@ -15,7 +15,6 @@ from tav.tuner import VideoUNet
 needs_compiled_cpu = pytest.mark.skipif(
     not ext.compiled_backend_available("cpu"), reason=f"compiled CPU kv_gather unavailable: {ext.fallback_reason()}"
 )
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 # (batch, frames, tokens, channels): one frame, two frames, several clips, odd sizes.
 SHAPES = [(1, 1, 3, 5), (1, 2, 4, 8), (2, 2, 5, 3), (3, 4, 7, 6), (2, 5, 1, 1)]
@@ -42,14 +41,14 @@ def test_cpu_twin_builds_where_a_compiler_exists():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_compiled_gather_equals_index_rule(shape, dtype):
     k, v = _pair(*shape, dtype)
-    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1])):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1]), strict=True):
         assert got.dtype == dtype and torch.equal(got, expected)
 
 
 @needs_compiled_cpu
 def test_compiled_gather_accepts_non_contiguous_input():
     k = torch.randn(4, 6, 5).transpose(1, 2)  # [4, 5, 6], strided
-    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2)):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2), strict=True):
         assert torch.equal(got, expected)
 
 
@@ -60,7 +59,7 @@ def test_compiled_backward_is_the_scatter_add(shape, dtype):
     b, f, n, c = shape
     g_k, g_v = torch.randn(b * f, 2 * n, c).to(dtype), torch.randn(b * f, 2 * n, c + 1).to(dtype)
     got = torch.ops.tav.kv_gather_backward(g_k, g_v, f)
-    for got_one, expected in zip(got, kv_gather_backward_reference(g_k, g_v, f)):
+    for got_one, expected in zip(got, kv_gather_backward_reference(g_k, g_v, f), strict=True):
         torch.testing.assert_close(got_one, expected)
     # The adjoint identity <gather(x), g> == <x, scatter(g)> pins the rule independently of the reference.
     x = torch.randn(b * f, n, c, dtype=torch.float64)
@@ -158,13 +157,12 @@ def test_video_unet_is_the_same_with_and_without_the_compiled_op(tiny_sd, monkey
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES + [(2, 8, 64, 320), (1, 3, 17, 33)])
 def test_cuda_kernel_equals_index_rule(shape, dtype):
     assert ext.compiled_backend_available("cuda"), ext.fallback_reason()
     k, v = _pair(*shape, dtype, device="cuda")
-    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1])):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, v, shape[1]), kv_gather_reference(k, v, shape[1]), strict=True):
         assert torch.equal(got, expected)
     b, f, n, c = shape
     g = torch.randn(b * f, 2 * n, c, device="cuda").to(dtype)
@@ -173,25 +171,22 @@ def test_cuda_kernel_equals_index_rule(shape, dtype):
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_cuda_kernel_handles_misaligned_views():
     # An offset of one element breaks 16-byte alignment: the kernel must fall back to narrower words.
     base = torch.randn(4 * 5 * 8 + 1, device="cuda", dtype=torch.float16)
     k = base[1:].view(4, 5, 8)
     assert k.data_ptr() % 16 != 0
-    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2)):
+    for got, expected in zip(torch.ops.tav.kv_gather(k, k, 2), kv_gather_reference(k, k, 2), strict=True):
         assert torch.equal(got, expected)
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_cuda_gradcheck():
     k = torch.randn(6, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: torch.ops.tav.kv_gather(x, x, 3), (k,))
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_gpu_bench_writes_its_table(tmp_path):
     import json
 

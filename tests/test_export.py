@@ -12,15 +12,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 from safetensors.torch import load_file
 
 from tav import cpp_ext
 from tav.export import export_engine
 from tav.export.parity import TOLERANCE_REL_L2
-from tav.tuner import frames as frames_module
-from tav.tuner.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
-from tav.tuner.tuned_weights import load_tuned
+from tav.tuner.model import frame_layers as frames_module
+from tav.tuner.model.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
+from tav.tuner.model.tuned_weights import load_tuned
+
+from export_fixtures import FRAMES, HEIGHT, WIDTH
 
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 D = 32  # the tiny text encoder's width
@@ -35,13 +36,13 @@ def _has_tensorrt_rtx():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run
 
 
 @pytest.fixture(scope="module")
-def fp32_engine(run_dir, tmp_path_factory):
-    return export_engine(run_dir, tmp_path_factory.mktemp("fp32") / "engine")
+def fp32_engine(baked_engine):
+    return baked_engine
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_graphs_are_static_without_forbidden_ops(fp32_engine, fp16_engine):
             assert model.opset_import[0].version >= 17
             ops = {n.op_type for n in model.graph.node}
             assert not ops & {"ScatterND", "Loop", "If"}, (name, ops)
-            for value, spec in zip([*model.graph.input, *model.graph.output], data["graphs"][name]["inputs"] + data["graphs"][name]["outputs"]):
+            for value, spec in zip([*model.graph.input, *model.graph.output], data["graphs"][name]["inputs"] + data["graphs"][name]["outputs"], strict=True):
                 dims = value.type.tensor_type.shape.dim
                 assert all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), (name, value.name)
                 assert (value.name, [d.dim_value for d in dims]) == (spec["name"], spec["shape"])
@@ -222,7 +223,7 @@ def _last_dims(model) -> dict:
     return {v.name: v.type.tensor_type.shape.dim[-1].dim_value for v in values if v.type.tensor_type.shape.dim}
 
 
-@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed (pip install tensorrt-rtx)")
+@pytest.mark.trt
 def test_tensorrt_plans_are_built_from_pinned_standard_op_twins(fp16_engine, torch_models):
     """TensorRT's parser has no com.microsoft ops: its source graphs keep MatMul-Softmax-MatMul, pinned and checked."""
     graphs = manifest(fp16_engine)["graphs"]
@@ -249,7 +250,7 @@ def test_manifest_hashes_every_file_and_pins_the_sources(fp32_engine, run_dir, t
     assert data["source"]["base_model_hash"] == folder_hash(tiny_sd)
     assert data["tools"]["tensorrt"] is None and data["tools"]["onnx"] == onnx.__version__
     listed = dict(data["files"])
-    for name, graph in data["graphs"].items():
+    for graph in data["graphs"].values():
         assert graph["tensorrt"] is None and graph["external_data"] == []
         listed[graph["onnx"]] = graph["sha256"]
     on_disk = {p.relative_to(fp32_engine).as_posix() for p in fp32_engine.rglob("*") if p.is_file()} - {"manifest.json"}
@@ -280,7 +281,7 @@ def test_external_data_files_are_listed_checked_and_hold_the_weights(fp16_engine
         assert external.stat().st_size > 2 * path.stat().st_size, name
 
 
-@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed (pip install tensorrt-rtx)")
+@pytest.mark.trt
 def test_tensorrt_rtx_builds_unet_text_encoder_and_vae(fp16_engine):
     import tensorrt_rtx
 

@@ -4,16 +4,17 @@ import subprocess
 import sys
 
 import pytest
-from export_fixtures import make_run_dir
 
 import tav.export.parity
 import tav.export.pipeline
 from tav.export.cli import main
 
+from export_fixtures import make_run_dir
+
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run
 
 
 def fails_in_one_line(argv, out) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tav.bench.memory import child_peak
-from tav.tuner import tiny_model
-from tav.tuner.random_run import make_random_run
+from tav.tuner.demo import tiny_model
+from tav.tuner.demo.random_run import make_random_run
+from tav.tuner.model.sd1_architecture import ModelSize
 
 # SD's blocks, one layer each, wide channels: many weight bytes, tiny activations at 64x64.
-WIDE = tiny_model.ModelSize((128, 256, 512, 512), 1, 8, 32, (16, 32, 32, 32), 1, 8, 32, 2, 4, 64)
+WIDE = ModelSize((128, 256, 512, 512), 1, 8, 32, (16, 32, 32, 32), 1, 8, 32, 2, 4, 64)
 IMPORTS = "import tav.export.pipeline, tav.export.cli, onnxruntime, onnx_graphsurgeon, polygraphy.backend.onnx"
 
 

@@ -15,7 +15,6 @@ import time
 
 import pytest
 import torch
-from export_fixtures import make_run_dir
 from safetensors.torch import save_file
 
 import tav.export.engine_dir
@@ -23,10 +22,12 @@ import tav.export.pipeline
 from tav.export.cli import main
 from tav.export.stale_exports import hold_lock, leftovers
 
+from export_fixtures import make_run_dir
+
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_allow_base_mismatch_exports_with_a_loud_warning(moved_base_run, tmp_pat
     out = tmp_path / "engine"
     main(["--weights", str(moved_base_run), "--out", str(out), "--quiet", "--allow-base-mismatch"])
     assert "WARNING: the base model" in caplog.text and (out / "manifest.json").is_file()
-    from tav.tuner.sd_folder import folder_hash
+    from tav.tuner.model.sd_folder import folder_hash
 
     source = json.loads((out / "manifest.json").read_text())["source"]
     assert source["base_model_hash"] == folder_hash(source["base_model"])  # what was really used

@@ -19,7 +19,8 @@ from test_runtime_pipeline import edited_copy, write_engine_dir
 import tav.runtime.pipeline
 from tav.runtime import VideoPipeline, backend_trt, cuda_rt, plugin_library
 from tav.runtime.backends import BackendUnavailable, choose_backend
-from tav.runtime.cli import build_parser, main as tav_run
+from tav.runtime.cli import build_parser
+from tav.runtime.cli import main as tav_run
 from tav.runtime.engine_paths import UnsafeName, resolve_inside
 from tav.runtime.manifest import EngineDirError, file_sha256
 from tav.runtime.video_output import write_video

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from tav.runtime.video_output import write_video
-from tav.tuner.cli_tune import main as tune_main
-from tav.tuner.synthetic_clip import make_clip
-from tav.tuner.video_input import VideoInputError, load_clip
+from tav.tuner.cli.tune import main as tune_main
+from tav.tuner.demo.synthetic_video import make_clip
+from tav.tuner.tuning.video_input import VideoInputError, load_clip
 
-tune_module = importlib.import_module("tav.tuner.tune")  # tav.tuner.tune is also the function's name
+tune_module = importlib.import_module("tav.tuner.tuning.tune")  # tav.tuner.tuning.tune is also the function's name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,11 +113,11 @@ def test_resume_is_refused_while_another_run_holds_the_partial(tiny_sd, clip, tm
 def test_sigterm_saves_a_checkpoint_like_ctrl_c(tiny_sd, clip, tmp_path):
     out = tmp_path / "run"
     code = ("import importlib, os, signal\n"
-            "t = importlib.import_module('tav.tuner.tune')\n"
+            "t = importlib.import_module('tav.tuner.tuning.tune')\n"
             "real = t.train_step\n"
             "def step(s):\n    loss = real(s)\n    os.kill(os.getpid(), signal.SIGTERM)\n    return loss\n"
             "t.train_step = step\n"
-            "from tav.tuner.cli_tune import main\n"
+            "from tav.tuner.cli.tune import main\n"
             f"main({argv(tiny_sd, clip, out, '--steps', '50')!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_fixtures import make_base, make_pack
 from tav.runtime.cli import main as tav_run
+
+from serve_fixtures import make_base, make_pack
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE_GOAL_MB = 300

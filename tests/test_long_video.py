@@ -17,13 +17,13 @@ from safetensors.torch import load_file
 
 from tav.export.cli import main as tav_export
 from tav.runtime.cli import main as tav_run
-from tav.tuner.cli_invert import main as tav_invert
-from tav.tuner.cli_sample import main as tav_sample
-from tav.tuner.invert import invert_run
+from tav.tuner.cli.invert import main as tav_invert
+from tav.tuner.cli.sample import main as tav_sample
+from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import sample
-from tav.tuner.tune import tune
-from tav.tuner.tune_config import TuneConfig
-from tav.tuner.tuned_weights import load_tuned
+from tav.tuner.tuning.config import TuneConfig
+from tav.tuner.tuning.invert import invert_run
+from tav.tuner.tuning.tune import tune
 
 TUNED, LONG, SIZE, STEPS, PROMPT = 8, 32, 32, 2, "a panda is skiing"
 

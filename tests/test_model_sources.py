@@ -22,17 +22,18 @@ from huggingface_hub import constants, scan_cache_dir
 from safetensors.torch import load_file
 from transformers import CLIPTextModel
 
+from tav.runtime.video_output import write_video
+from tav.tuner.demo.synthetic_video import make_clip
+from tav.tuner.model import sd_folder
+from tav.tuner.model.tuned_weights import load_tuned
+from tav.tuner.model_sources import resolve_base_model, single_file
+from tav.tuner.model_sources.hub import files_to_fetch
+from tav.tuner.tuning.config import TuneConfig
+from tav.tuner.tuning.tune import tune
+
 from export_fixtures import make_run_dir
 from ldm_checkpoint import ldm_state_dict, write_single_file
 from local_hub import LocalHub
-from tav.runtime.video_output import write_video
-from tav.tuner import sd_folder
-from tav.tuner.model_sources import resolve_base_model, single_file
-from tav.tuner.model_sources.hub import files_to_fetch
-from tav.tuner.synthetic_clip import make_clip
-from tav.tuner.tune import tune
-from tav.tuner.tune_config import TuneConfig
-from tav.tuner.tuned_weights import load_tuned
 
 REPO = "tiny-org/tiny-sd"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -87,7 +88,7 @@ def test_hub_cache_has_the_layout_huggingface_hub_reads(hub_cache, tiny_sd):
 def test_tuning_a_hub_id_offline_equals_tuning_the_folder(hub_cache, tiny_sd, clip, tmp_path):
     # The hub run is the real CLI in its own process, offline, with an endpoint nobody answers.
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "HF_ENDPOINT": "http://127.0.0.1:9"}
-    proc = _python(["-m", "tav.tuner.cli_tune", "--pretrained", REPO, "--video", str(clip),
+    proc = _python(["-m", "tav.tuner.cli.tune", "--pretrained", REPO, "--video", str(clip),
                     "--out", str(tmp_path / "hub"), *TUNE_FLAGS], env)
     assert proc.returncode == 0, proc.stderr
     folder_run = tune(TuneConfig(pretrained_model_path=str(tiny_sd), video=str(clip), prompt="a ball is bouncing",

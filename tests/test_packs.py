@@ -23,7 +23,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 
 from tav.export import export_engine
 from tav.export.cli import main as tav_export
@@ -33,18 +32,12 @@ from tav.runtime.backend_ort import OrtGraph
 from tav.runtime.cli import main as tav_run
 from tav.runtime.packs import read_pack
 from tav.tuner import VideoUNet
-from tav.tuner.tuned_weights import load_tuned
+from tav.tuner.model.tuned_weights import load_tuned
+
+from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 
 STEPS = 3
 PROMPT = "a man is skiing"
-
-
-def _has_tensorrt_rtx():
-    try:
-        import tensorrt_rtx  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def cli_export(argv):
@@ -56,21 +49,15 @@ def cli_export(argv):
 
 
 @pytest.fixture(scope="session")
-def made(tiny_sd, tmp_path_factory):
-    root = tmp_path_factory.mktemp("packs")
-    runs = {name: make_run_dir(tiny_sd, root / f"run{name}", seed=seed) for name, seed in (("A", 0), ("B", 5))}
-    base = root / "base"
-    cli_export(["--base", str(tiny_sd), "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH), "--out", str(base)])
-    packs = {}
-    for name, run in runs.items():
-        packs[name] = root / f"{name}.tavpack"
-        cli_export(["--weights", str(run), "--pack-for", str(base), "--out", str(packs[name])])
-    return {"root": root, "runs": runs, "base": base, "packs": packs}
+def made(random_runs, base_engine, packs, tmp_path_factory):
+    """Videos A and B (random runs of seeds 0 and 5), the shared fp32 base and their packs; root is this module's own."""
+    return {"root": tmp_path_factory.mktemp("packs"), "runs": {"A": random_runs(0), "B": random_runs(5)},
+            "base": base_engine, "packs": {"A": packs(0), "B": packs(5)}}
 
 
 @pytest.fixture(scope="session")
-def baked_a(made):
-    return export_engine(made["runs"]["A"], made["root"] / "bakedA")
+def baked_a(baked_engine):
+    return baked_engine  # random_runs(0), as video A
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +150,7 @@ def test_four_threads_calling_different_videos_give_the_sequential_results(pipe,
     for t in threads:
         t.join()
     shared.close()
-    for got, want in zip(results, sequential):
+    for got, want in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -205,7 +192,7 @@ def test_fp16_pack_on_an_fp16_base_matches_fp32_within_half_precision(fp16, pipe
     assert got.latents.dtype == np.float32 and rel(got.latents, want.latents) <= 2e-2
 
 
-@pytest.mark.skipif(not _has_tensorrt_rtx(), reason="tensorrt-rtx wheel not installed")
+@pytest.mark.trt
 def test_tensorrt_builds_the_base_unet_with_refittable_tuned_weights(fp16, tmp_path):
     """The refit path of a base's TensorRT UNet: the twin with the tuned tensors as weights parses, every
     one of them is marked refittable, and the plan builds where a GPU is usable.
@@ -397,7 +384,7 @@ def test_fp16_pack_on_an_fp32_base_is_refused_naming_both(fresh, fp16, made):
 
 
 def test_pack_for_another_sd_model_is_refused_when_written(made, tmp_path):
-    from tav.tuner.tiny_model import make_tiny
+    from tav.tuner.demo.tiny_model import make_tiny
 
     other_sd = make_tiny(tmp_path / "other_sd", seed=1)
     run = make_run_dir(other_sd, tmp_path / "run")
@@ -420,6 +407,25 @@ def test_tampered_or_truncated_pack_is_refused(fresh, made, tmp_path, damage, me
     with pytest.raises(PackError, match=message):
         fresh.add_video("B", bad)
     assert list(fresh.videos) == ["A"]
+
+
+def test_a_video_removed_while_a_call_samples_it_finishes_that_call_and_refuses_the_next(fresh, pipe):
+    want = pipe(PROMPT, video="A", steps=STEPS).latents
+    entry = fresh._videos._videos["A"]  # the registry's entry, to watch its device memory
+    kept = []
+
+    def remove_after_first_step(i, total, t, latents):
+        if i == 0:
+            fresh.remove_video("A")
+            kept.append(("A" in fresh.videos, entry.device is not None))
+
+    got = fresh(PROMPT, video="A", steps=STEPS, callback=remove_after_first_step)
+    np.testing.assert_array_equal(got.latents, want)
+    assert kept == [(False, True)]  # forgotten at once, its memory kept while the call ran
+    assert entry.device is None and entry.users == 0  # released when the call ended
+    with pytest.raises(UnknownVideoError) as refused:
+        fresh(PROMPT, video="A", steps=1)
+    assert str(refused.value) == "unknown video 'A'; known videos: none; add one with add_video(name, pack_path)"
 
 
 def test_unknown_video_lists_the_known_ones(fresh):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tav.runtime.video_output import write_video
-from tav.tuner.synthetic_clip import make_clip
+from tav.tuner.demo.synthetic_video import make_clip
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHELL, PYTHON = ("sh", "bash", "shell", ""), ("python",)

@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 from tav.export import export_engine
 from tav.runtime import VideoPipeline
 from tav.tuner import VideoUNet
+from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import PipelineParts, sample
-from tav.tuner.tuned_weights import load_tuned
 
 F, H, W = 4, 64, 64
 STEPS = 4
@@ -100,7 +100,7 @@ def test_four_threads_on_exported_graphs_give_the_sequential_results(pipe):
         t.start()
     for t in threads:
         t.join()
-    for got, want in zip(results, sequential):
+    for got, want in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

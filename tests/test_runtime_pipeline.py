@@ -152,6 +152,22 @@ def test_run_returns_frames_latents_and_timings(pipe):
     assert pipe.backend == "onnxruntime" and pipe.device == "cpu"
 
 
+def test_callback_sees_each_denoising_step_and_the_final_latents(pipe):
+    seen = []
+    result = pipe("a man is skiing", steps=3, callback=lambda i, total, t, x: seen.append((i, total, int(t), x.copy())))
+    assert [(i, total, t) for i, total, t, _ in seen] == [(i, 3, int(t)) for i, t in enumerate(pipe.scheduler.timesteps(3))]
+    np.testing.assert_array_equal(seen[-1][3], result.latents)
+
+
+def test_ort_threads_sets_each_sessions_intra_op_threads_and_bad_counts_are_refused(engine_dir):
+    with VideoPipeline.load(engine_dir, device="cpu", ort_threads=1) as one:
+        assert {n: g.session.get_session_options().intra_op_num_threads for n, g in one._graphs.graphs.items()} == {
+            "text_encoder": 1, "unet": 1, "vae_decoder": 1}
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="ort_threads must be a positive integer or None"):
+            VideoPipeline.load(engine_dir, device="cpu", ort_threads=bad)
+
+
 def test_fp16_graphs_get_fp16_inputs_and_give_float32_latents(engine_dir, tiny_sd, tmp_path, pipe):
     with VideoPipeline.load(write_engine_dir(tmp_path / "fp16", tiny_sd / "tokenizer", "fp16"), device="cpu") as pipe16:
         assert pipe16.float_dtype == np.float16
@@ -337,7 +353,7 @@ def test_four_threads_on_one_pipeline_give_the_sequential_results(pipe):
     for t in threads:
         t.join()
     assert not errors
-    for got, want in zip(results, sequential):
+    for got, want in zip(results, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -410,10 +426,10 @@ def test_auto_falls_back_to_onnxruntime_when_tensorrt_cannot_load_the_plans(engi
         trt = backend in ("auto", "tensorrt")
         return BackendChoice("tensorrt", "cuda", "test") if trt else choose_backend(manifest, backend, "cpu")
 
-    def load(manifest, choice, allow_plugin=False, keep_loaded=True):
+    def load(manifest, choice, allow_plugin=False, keep_loaded=True, ort_threads=None):
         if choice.name == "tensorrt":
             raise RuntimeError("TensorRT could not deserialize unet.plan")
-        return LoadedGraphs(manifest, choice, keep_loaded=keep_loaded)
+        return LoadedGraphs(manifest, choice, keep_loaded=keep_loaded, ort_threads=ort_threads)
 
     monkeypatch.setattr(pipeline_module, "choose_backend", choose)
     monkeypatch.setattr(pipeline_module, "verify_files", lambda manifest, backend: None)

@@ -10,16 +10,14 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from ldm_checkpoint import ldm_state_dict, write_single_file
-
 from tav.runtime.video_output import frames_to_uint8
-from tav.tuner import sd_folder
-from tav.tuner.cli_sample import main as sample_main
+from tav.tuner.cli.sample import main as sample_main
+from tav.tuner.demo.tiny_model import make_tiny
+from tav.tuner.model import sd_folder
+from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import sample
-from tav.tuner.tune import tune
-from tav.tuner.tiny_model import make_tiny
-from tav.tuner.tune_config import TuneConfig
-from tav.tuner.tuned_weights import load_tuned
+
+from ldm_checkpoint import ldm_state_dict, write_single_file
 
 PROMPT = "spider man is skiing on the beach, cartoon style"
 
@@ -28,11 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, skiing_clip, tmp_path_factory):
-    cfg = TuneConfig(pretrained_model_path=str(tiny_sd), video=str(skiing_clip), prompt="a man is skiing",
-                     out=str(tmp_path_factory.mktemp("sample") / "run"), frames=6, height=64, width=64, steps=2,
-                     lr=1e-3, checkpoint_every=0, inversion_steps=10)
-    return tune(cfg)
+def run_dir(tuned_run):
+    return tuned_run  # tests/fixtures' real tuning run: 6 frames at 64x64
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +166,7 @@ def test_official_output_folder_samples_like_the_run_dir(run_dir, tuned, tiny_sd
 
 
 def test_prompts_are_padded_to_77_tokens_and_long_ones_cut_with_a_warning(tiny_sd):
-    from tav.tuner.text_encoding import encode_prompts
+    from tav.tuner.model.text_encoding import encode_prompts
 
     tokenizer, encoder = sd_folder.load_tokenizer(tiny_sd), sd_folder.load_text_encoder(tiny_sd)
     with pytest.warns(UserWarning, match="only the first 77"):

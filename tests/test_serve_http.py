@@ -5,9 +5,10 @@ order: the replica kill comes last so the others see a steady service.
 """
 
 import io
-import os
 import json
+import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -19,15 +20,16 @@ import pytest
 pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make install adds it)")
 
 import httpx  # noqa: E402
-from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess, make_base, make_pack  # noqa: E402
 
 from tav.runtime.cli import main as tav_run  # noqa: E402
 from tav.runtime.video_output import write_video  # noqa: E402
 from tav.serve.jobs import create_job, read_job  # noqa: E402
 from tav.serve.store import Store  # noqa: E402
-from tav.tuner.synthetic_clip import make_clip  # noqa: E402
+from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 
-VIDEOS = {"vid-a": 1, "vid-b": 2, "vid-c": 3}  # video id -> the seed its tuned tensors were perturbed with
+from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
+
+VIDEOS = {"vid-a": 0, "vid-b": 5, "vid-c": 3}  # video id -> the seed of its random run (tests/fixtures: packs)
 BROKEN = "zz-broken"  # a pack file that is not a pack: only its own video may fail
 REQUEST = {"prompt": "a red ball is bouncing", "steps": 3, "guidance": 7.5, "seed": 11, "format": "npy"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,12 +39,12 @@ FRAME_TOLERANCE = 1
 
 
 @pytest.fixture(scope="module")
-def served(tiny_sd, tmp_path_factory):
+def served(tiny_sd, base_engine, packs, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    base = make_base(tiny_sd, root / "base")
+    base = base_engine  # read-only: the service only reads its base
     store = Store(root / "store").create()
     for video_id, seed in VIDEOS.items():
-        make_pack(tiny_sd, base, root / "runs", store.pack_path(video_id), seed)
+        shutil.copyfile(packs(seed), store.pack_path(video_id))  # the store is the service's to edit: copies
     stale = "0" * 32  # a job a previous service left running: the restart must fail it
     create_job(store, stale, "stale", "clip.mp4", {"steps": 10})
     store.pack_path(BROKEN).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + b"[1, 2, 3]       " + b"garbage" * 10)
@@ -195,7 +197,8 @@ def test_sixteen_concurrent_requests_over_three_packs_get_their_own_frames_or_50
 
 
 def test_the_load_tool_reports_throughput_latency_503s_and_memory(served, tmp_path):
-    from tav.bench.serve_load import main as serve_load, percentile
+    from tav.bench.serve_load import main as serve_load
+    from tav.bench.serve_load import percentile
 
     assert percentile([3, 1, 2, 4], 0.5) == 2 and percentile([3, 1, 2, 4], 0.99) == 4 and percentile([], 0.5) is None
     out = tmp_path / "load.json"
@@ -355,19 +358,25 @@ def test_killing_a_replica_during_load_loses_nothing_and_service_recovers(served
 
 def test_a_video_evicted_while_sampling_stays_until_its_request_ends(served):
     """Ray's LRU evicts from a thread at any time; the pack must outlive the requests using it (no Ray here)."""
-    from tav.runtime import VideoPipeline
+    from tav.runtime import UnknownVideoError, VideoPipeline
     from tav.serve.residency import VideoNotFound, load_video_into
 
+    sampling = dict(negative_prompt="", steps=REQUEST["steps"], guidance=REQUEST["guidance"], seed=REQUEST["seed"],
+                    eta=0.0, init="inverted")
     with VideoPipeline.load(served["base"], backend="onnxruntime", device="cpu") as pipe:
         resident = load_video_into(pipe, "vid-a", served["store"])
-        with resident.use() as video:
-            resident.evict()
-            assert resident.name in pipe.videos  # still in use: kept
-            frames = video.generate(REQUEST["prompt"], "", REQUEST["steps"], REQUEST["guidance"], REQUEST["seed"], 0.0,
-                                    "inverted").frames
-        assert resident.name not in pipe.videos  # gone with its last request
-        with resident.use() as video:
-            assert video is None  # the caller loads it again
+
+        def evict_after_first_step(i, total, t, latents):
+            if i == 0:
+                resident.__del__()  # what Ray's multiplexing calls when its LRU unloads the video
+                assert "vid-a" not in pipe.videos
+
+        frames = pipe(REQUEST["prompt"], video="vid-a", callback=evict_after_first_step, **sampling).frames
+        with pytest.raises(UnknownVideoError, match="unknown video 'vid-a'"):  # the replica then loads it again
+            resident.generate(REQUEST["prompt"], **sampling)
+        resident.__del__()  # Python's own call at collection: a no-op now, whatever holds the id meanwhile
+        again = load_video_into(pipe, "vid-a", served["store"])
+        np.testing.assert_array_equal(again.generate(REQUEST["prompt"], **sampling).frames, frames)
         with pytest.raises(VideoNotFound, match="no video 'nope'"):
             load_video_into(pipe, "nope", served["store"])
     assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)

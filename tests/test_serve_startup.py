@@ -18,10 +18,11 @@ pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make
 psutil = pytest.importorskip("psutil")
 
 import httpx  # noqa: E402
-from serve_fixtures import free_port, make_base  # noqa: E402
 
 from tav.serve.config import ServeConfig  # noqa: E402
 from tav.serve.preflight import INGRESS_CPUS, StartError, plan_resources  # noqa: E402
+
+from serve_fixtures import free_port, make_base  # noqa: E402
 
 STOP_WITHIN_S = 20
 READY_OR_REFUSED_S = 60

@@ -9,11 +9,12 @@ import pytest
 pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make install adds it)")
 
 from tav.runtime.video_output import write_video  # noqa: E402
-from tav.serve import jobs, store as store_module  # noqa: E402
+from tav.serve import jobs  # noqa: E402
+from tav.serve import store as store_module
 from tav.serve.ids import BadId, check_job_id, check_video_id, new_job_id  # noqa: E402
 from tav.serve.store import Store, write_json_atomic  # noqa: E402
 from tav.serve.uploads import UploadRefused, check_declared_size, clip_suffix, probe_clip  # noqa: E402
-from tav.tuner.synthetic_clip import make_clip  # noqa: E402
+from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 
 OPTIONS = {"prompt": "a ball", "steps": 4, "lr": 3e-5, "seed": 0, "stride": 1, "start": 0, "inversion_steps": 2, "eval_pairs": 1}
 
@@ -79,8 +80,8 @@ def test_a_restart_fails_unfinished_jobs_with_the_reason_and_keeps_finished_ones
 
 
 def test_a_start_sweeps_what_finished_or_unknown_jobs_left_and_keeps_live_ones(tmp_path):
-    from tav.serve.preflight import prepare_store
     from tav.serve.config import ServeConfig
+    from tav.serve.preflight import prepare_store
 
     store = Store(tmp_path).create()
     live, dead, unknown = new_job_id(), new_job_id(), new_job_id()

@@ -21,8 +21,8 @@ from diffusers.models.attention import BasicTransformerBlock
 from tav.export.attention_fusion import MHA_DOMAIN, MHA_OP, fuse_attention
 from tav.export.onnx_hygiene import optimise
 from tav.export.parity import TOLERANCE_REL_L2
-from tav.tuner.frames import FrameContext, VideoTransformerBlock, windowed_attention
-from tav.tuner.temporal_window import MASKED, band_bias, check_temporal_window, window_starts
+from tav.tuner.model.frame_layers import FrameContext, VideoTransformerBlock, windowed_attention
+from tav.tuner.model.temporal_window import MASKED, band_bias, check_temporal_window, window_starts
 
 HEADS, HEAD_SIZE, TOKENS = 2, 8, 5
 WIDTH = HEADS * HEAD_SIZE

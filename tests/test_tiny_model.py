@@ -4,10 +4,9 @@ import json
 import subprocess
 import sys
 
-import pytest
 from transformers import CLIPTokenizer
 
-from tav.tuner.tiny_model import make_tiny
+from tav.tuner.demo.tiny_model import make_tiny
 
 
 def test_folder_has_the_sd_layout_and_sd_block_types(tiny_sd):
@@ -32,6 +31,6 @@ def test_same_seed_same_weights_and_nonempty_target_refused(tmp_path):
     b = make_tiny(tmp_path / "b", seed=1)
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert (a / part).read_bytes() == (b / part).read_bytes()
-    result = subprocess.run([sys.executable, "-m", "tav.tuner.tiny_model", str(a)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "tav.tuner.demo.tiny_model", str(a)], capture_output=True, text=True)
     assert result.returncode != 0 and "not empty" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no staging folder left behind

@@ -19,15 +19,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tav.tuner import sd_folder
-from tav.tuner.cli_tune import build_parser, main as tune_main, settings_from
-from tav.tuner.inversion import ddim_inversion
-from tav.tuner.tune import TuneInterrupted, tune
-from tav.tuner.tune_config import TuneConfig
-from tav.tuner.tuned_weights import load_tuned
-from tav.tuner.tuning_session import encode_clip, prepare, train_step
-from tav.tuner.video_input import load_clip
-from tav.tuner.video_unet import TRAINABLE_MODULE_SUFFIXES, VideoUNet
+from tav.tuner.cli.tune import build_parser, settings_from
+from tav.tuner.cli.tune import main as tune_main
+from tav.tuner.model import sd_folder
+from tav.tuner.model.tuned_weights import load_tuned
+from tav.tuner.model.video_unet import TRAINABLE_MODULE_SUFFIXES, VideoUNet
+from tav.tuner.tuning.config import TuneConfig
+from tav.tuner.tuning.inversion import ddim_inversion
+from tav.tuner.tuning.session import encode_clip, prepare, train_step
+from tav.tuner.tuning.tune import TuneInterrupted, tune
+from tav.tuner.tuning.video_input import load_clip
 
 SMALL = dict(frames=6, height=64, width=64, lr=1e-3, steps=8, checkpoint_every=0, seed=0)
 
@@ -41,9 +42,9 @@ def config(tiny_sd, clip, out, **overrides) -> TuneConfig:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, skiing_clip, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tune") / "run"
-    return tune(config(tiny_sd, skiing_clip, out, validate_every=4, validation_steps=2))
+def run_dir(tuned_run):
+    """tests/fixtures' real tuning run: config(...) with validate_every=4, validation_steps=2 (TUNED_RUN)."""
+    return tuned_run
 
 
 def test_run_dir_holds_the_contract_files(run_dir, tiny_sd):
@@ -211,7 +212,7 @@ def test_official_config_fields_map_and_flags_override(tmp_path):
 
 def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tiny_sd, skiing_clip, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "tav.tuner.cli_tune", "--pretrained", str(tiny_sd), "--video", str(skiing_clip),
+    cmd = [sys.executable, "-m", "tav.tuner.cli.tune", "--pretrained", str(tiny_sd), "--video", str(skiing_clip),
            "--prompt", "a man is skiing", "--out", str(out), "--frames", "6", "--height", "64", "--width", "64",
            "--steps", "100000", "--checkpoint-every", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

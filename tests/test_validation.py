@@ -37,7 +37,7 @@ from tav.runtime.manifest import EngineDirError, file_sha256, read_manifest, ver
 from tav.runtime.packs import pack_digest, read_pack
 from tav.runtime.regular_files import NotRegularFile
 from tav.runtime.video_output import VideoOutputError, check_output_path
-from tav.tuner.checkpoints import read_state_dict
+from tav.tuner.model.unet_weights import read_state_dict
 from tav.tuner.model_sources import single_file
 
 HANG_LIMIT_S = 10
@@ -310,9 +310,10 @@ def official(tiny_sd, tmp_path_factory) -> Path:
     import shutil
 
     import yaml
-    from export_fixtures import make_run_dir
 
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
+
+    from export_fixtures import make_run_dir
 
     root = tmp_path_factory.mktemp("official")
     tuned = load_tuned(make_run_dir(tiny_sd, root / "run"))
@@ -333,7 +334,7 @@ def official_copy(official: Path, tmp_path: Path) -> Path:
 
 
 def test_official_weight_map_out_of_the_folder_is_refused_before_reading(official, tmp_path):
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
 
     folder = official_copy(official, tmp_path)
     unet = folder / "unet"
@@ -353,7 +354,7 @@ def test_official_weight_map_out_of_the_folder_is_refused_before_reading(officia
     ("train_data: [\n", "is not valid YAML"),
 ], ids=["list", "train-int", "frames-string", "height-negative", "broken-yaml"])
 def test_a_garbled_official_config_is_one_line(official, tmp_path, config, message):
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
 
     folder = official_copy(official, tmp_path)
     (folder / "config.yaml").write_text(config)
@@ -363,7 +364,7 @@ def test_a_garbled_official_config_is_one_line(official, tmp_path, config, messa
 
 
 def test_official_inverted_latents_are_bounded_and_oddly_named_ones_ignored(official, tmp_path):
-    from tav.tuner.tuned_weights import load_tuned
+    from tav.tuner.model.tuned_weights import load_tuned
 
     folder = official_copy(official, tmp_path)
     (folder / "inv_latents" / "ddim_latent-final.pt").write_bytes(b"not read")
@@ -534,8 +535,9 @@ def test_other_garbled_manifest_fields_are_one_line_engine_dir_errors(synthetic_
 
 @pytest.fixture(scope="module")
 def poisoned_runs(tiny_sd, tmp_path_factory):
-    from export_fixtures import make_run_dir
     from safetensors.torch import load_file
+
+    from export_fixtures import make_run_dir
 
     root = tmp_path_factory.mktemp("poisoned")
     runs = {}

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from tav.runtime.video_output import VideoOutputError, frames_to_uint8, write_video
-from tav.tuner.synthetic_clip import main as make_clip_main
-from tav.tuner.synthetic_clip import make_clip
-from tav.tuner.video_input import VideoInputError, load_clip, resize_and_crop
+from tav.tuner.demo.synthetic_video import main as make_clip_main
+from tav.tuner.demo.synthetic_video import make_clip
+from tav.tuner.tuning.video_input import VideoInputError, load_clip, resize_and_crop
 
 
 def frames_of(clip, n):
-    return [frame for _, frame in zip(range(n), iio.imiter(clip, plugin="FFMPEG"))]
+    return [frame for _, frame in zip(range(n), iio.imiter(clip, plugin="FFMPEG"), strict=False)]
 
 
 def test_clip_frames_are_start_plus_stride_k_in_minus_one_to_one(skiing_clip):

@@ -9,7 +9,7 @@ from diffusers.models.attention_processor import Attention
 
 from tav.cpp_ext import kv_gather_reference
 from tav.tuner import VideoUNet
-from tav.tuner.frames import FrameContext, FramePooledGroupNorm, SparseCausalAttnProcessor
+from tav.tuner.model.frame_layers import FrameContext, FramePooledGroupNorm, SparseCausalAttnProcessor
 
 
 @pytest.mark.parametrize("num_frames", [1, 2, 5])

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tav.runtime.denoise import denoise
 from tav.runtime.video_output import frames_to_uint8
-
-from . import sd_folder
-from .text_encoding import encode_prompts
-from .tuned_weights import TunedModel
+from tav.tuner.model import sd_folder
+from tav.tuner.model.text_encoding import encode_prompts
+from tav.tuner.model.tuned_weights import TunedModel
 
 INITS = ("inverted", "noise")
 
@@ -48,13 +48,14 @@ class PipelineParts:
 
 def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5,
            seed: int = 0, init: str = "inverted", eta: float = 0.0, *, parts: PipelineParts | None = None,
-           autocast=nullcontext, on_step=None) -> SampleResult:
+           autocast=nullcontext, callback=None) -> SampleResult:
     """Generate tuned.frames frames for ``prompt``; runs on the device of ``tuned.unet``.
 
     ``on_step(i)`` runs after each DDIM step (tav-sample's progress bar).
 
     ``parts`` reuses already loaded VAE/text encoder/tokenizer/scheduler and ``autocast``
     wraps UNet calls: both for the tuner's validation samples, which run mid-training.
+    ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
@@ -73,27 +74,32 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
     else:
         latents = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
     text = encode_prompts(parts.tokenizer, parts.text_encoder, [negative_prompt, prompt])  # [uncond; cond]
-    latents = ddim_loop(tuned.unet, parts.scheduler, latents.to(device), text, steps, guidance, eta, rng, autocast, on_step)
+    latents = ddim_loop(tuned.unet, parts.scheduler, latents.to(device), text, steps, guidance, eta, rng,
+                        autocast=autocast, callback=callback)
     return SampleResult(decode(parts.vae, latents), latents.cpu().numpy())
 
 
 @torch.no_grad()
-def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator,
-              autocast=nullcontext, on_step=None) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12) with CFG; with eta > 0 each step draws its noise from ``rng``, in step order."""
+def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator, *,
+              autocast=nullcontext, callback=None) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12) with CFG over tav.runtime.denoise's loop; eta > 0 draws step noise from ``rng``."""
     scheduler.set_timesteps(steps)
     text = text.to(latents.device)
-    for i, t in enumerate(scheduler.timesteps):
-        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # identity for DDIM
+    shape = tuple(latents.shape)
+
+    def eps(x, t):
+        model_input = scheduler.scale_model_input(torch.cat([x, x]), t)  # identity for DDIM
         with autocast():
-            eps_uncond, eps_cond = unet(model_input, t.to(latents.device), text).sample.float().chunk(2)
-        eps = eps_uncond + guidance * (eps_cond - eps_uncond)
-        noise = None
-        if eta > 0:
-            noise = torch.from_numpy(rng.standard_normal(tuple(latents.shape), dtype=np.float32)).to(latents.device)
-        latents = scheduler.step(eps, t, latents, eta=eta, variance_noise=noise).prev_sample
-        if on_step is not None:
-            on_step(i)
+            eps_uncond, eps_cond = unet(model_input, t.to(x.device), text).sample.float().chunk(2)
+        return eps_uncond + guidance * (eps_cond - eps_uncond)
+
+    def update(prediction, t, x, noise):
+        return scheduler.step(prediction, t, x, eta=eta, variance_noise=noise).prev_sample
+
+    def draw():
+        return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)).to(latents.device)
+
+    latents = denoise(eps, update, scheduler.timesteps, latents, noise=draw if eta > 0 else None, callback=callback)
     return latents.float()
 
 

@@ -2,7 +2,7 @@
 
 diffusers' ``from_single_file`` takes each component's config from a diffusers
 folder (``config=``); without one it downloads SD 1.5's from the hub. We write
-that folder ourselves: SD 1.x's architecture is ``tiny_model.SIZES["sd15"]``,
+that folder ourselves: SD 1.x's architecture is ``model.sd1_architecture.SIZES["sd15"]``,
 and the project's own tiny/small sizes are accepted too (tests, demo, benchmarks).
 A checkpoint names its architecture through three widths that differ between the
 sizes; every other shape is then checked by diffusers as it loads the weights.
@@ -16,8 +16,9 @@ import torch
 from diffusers import DDIMScheduler
 from transformers import CLIPTokenizer
 
-from ..clip_vocab import write_clip_tokenizer_files
-from ..tiny_model import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
+from tav.tuner.model.clip_tokenizer_files import write_clip_tokenizer_files
+from tav.tuner.model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
+
 from .model_kind import SD1_HINT, TEXT_TOKEN_EMBEDDING, UNET_INPUT_CONV
 
 VAE_INPUT_CONV = "first_stage_model.encoder.conv_in.weight"

@@ -22,8 +22,9 @@ import torch
 from safetensors import safe_open
 
 from tav.runtime.manifest import file_sha256
+from tav.runtime.one_line import first_line
 
-from ..torch_files import UnsafeTorchFile, load_torch_file, unwrap_state_dict
+from ..model.torch_files import UnsafeTorchFile, load_torch_file, unwrap_state_dict
 from .model_kind import check_sd1_checkpoint
 from .sd1_config import architecture_of, write_pipeline_config
 
@@ -58,7 +59,7 @@ def convert_single_file(path) -> tuple[Path, str, str]:
             _convert_into(staging, path, architecture)
         except Exception as err:  # a tensor that does not fit SD 1.x's architecture, or an unreadable file
             raise ValueError(f"cannot convert {path} as Stable Diffusion 1.x ({type(err).__name__}: "
-                             f"{_first_line(err)})") from None
+                             f"{first_line(err)})") from None
         record = {"file_sha256": digest, "architecture": architecture, "converter": _converter_versions()}
         (staging / RECORD).write_text(json.dumps(record, indent=1))  # last: marks the folder complete
         _publish(staging, target)
@@ -78,17 +79,13 @@ def read_shapes(path: Path) -> dict:
     except UnsafeTorchFile as err:
         raise ValueError(f"cannot read checkpoint {err}") from None
     except Exception as err:  # truncated, corrupt, or a pickle holding more than tensors
-        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {_first_line(err)}); if it is a "
+        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {first_line(err)}); if it is a "
                          ".ckpt with pickled objects besides tensors, convert it to .safetensors with a tool you trust"
                          ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict; pass a Stable Diffusion 1.x checkpoint")
     state = unwrap_state_dict(state, path)  # Lightning checkpoints nest the weights
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def _convert_into(staging: Path, path: Path, architecture: str):

@@ -18,8 +18,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 
 from tav.cpp_ext import kv_gather
-
-from .temporal_window import band_bias
+from tav.tuner.model.temporal_window import band_bias
 
 
 class FrameContext:

@@ -18,6 +18,8 @@ from contextlib import nullcontext
 import torch
 from diffusers import DDIMScheduler
 
+from tav.runtime.denoise import denoise
+
 
 def inversion_step(eps: torch.Tensor, t: int, sample: torch.Tensor, scheduler: DDIMScheduler) -> torch.Tensor:
     """One upward DDIM step from noise level t - step to t (the official ``next_step``)."""
@@ -31,18 +33,22 @@ def inversion_step(eps: torch.Tensor, t: int, sample: torch.Tensor, scheduler: D
 
 @torch.no_grad()
 def ddim_inversion(unet, latents: torch.Tensor, text: torch.Tensor, scheduler: DDIMScheduler, num_steps: int = 50,
-                   autocast=nullcontext, on_step=None) -> torch.Tensor:
+                   autocast=nullcontext, *, callback=None) -> torch.Tensor:
     """Invert clip latents [1, 4, F, h, w] over ``num_steps`` DDIM steps; returns the last (noisiest) latent, float32.
 
-    ``text`` is the empty-prompt embedding [1, 77, D] (no guidance, as the original).
-    ``on_step(i)`` runs after each step (the tuner checks for Ctrl-C there).
+    ``text`` is the empty-prompt embedding [1, 77, D] (no guidance, as the original). The loop is
+    tav.runtime.denoise's, over the timesteps in ascending order; ``callback(step_index, total, t, latents)``
+    runs after each step (the tuner checks for Ctrl-C there).
     """
     scheduler.set_timesteps(num_steps)
-    latent = latents.float().clone()
-    for i, t in enumerate(reversed(scheduler.timesteps.tolist())):
+
+    def eps(x, t):
         with autocast():
-            eps = unet(latent, torch.tensor(t, device=latent.device), text).sample
-        latent = inversion_step(eps.float(), t, latent, scheduler)
-        if on_step is not None:
-            on_step(i)
-    return latent
+            prediction = unet(x, torch.tensor(t, device=x.device), text).sample
+        return prediction.float()
+
+    def update(prediction, t, x, _noise):
+        return inversion_step(prediction, t, x, scheduler)
+
+    upwards = list(reversed(scheduler.timesteps.tolist()))
+    return denoise(eps, update, upwards, latents.float().clone(), callback=callback)

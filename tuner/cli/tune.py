@@ -11,8 +11,8 @@ import warnings
 
 from tav.runtime.help_format import DefaultsHelpFormatter
 
-from .cli_common import fail, run_cli
-from .tune_config import PRECISIONS, TuneConfig, official_config_to_fields
+from ..tuning.config import PRECISIONS, TuneConfig, official_config_to_fields
+from .common import fail, run_cli
 
 PROG = "tav-tune"
 REQUIRED = {"pretrained_model_path": "--pretrained", "video": "--video", "prompt": "--prompt", "out": "--out"}
@@ -55,7 +55,7 @@ def settings_from(args: argparse.Namespace) -> TuneConfig:
         import torch  # after parsing: --help answers without loading it
 
         if values.get("precision") == "fp16" and not torch.cuda.is_available():
-            warnings.warn("the config asks for fp16, which needs a CUDA GPU; tuning in fp32 on the CPU")
+            warnings.warn("the config asks for fp16, which needs a CUDA GPU; tuning in fp32 on the CPU", stacklevel=2)
             values["precision"] = "auto"
     explicit = {k: v for k, v in vars(args).items() if k not in ("config", "quiet") and v is not None}
     values.update(explicit)
@@ -68,7 +68,7 @@ def settings_from(args: argparse.Namespace) -> TuneConfig:
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
     cfg = settings_from(args)
-    from .tune import TuneInterrupted, tune  # torch: after parsing, so --help is instant
+    from ..tuning.tune import TuneInterrupted, tune  # torch: after parsing, so --help is instant
 
     try:
         run_dir = tune(cfg, progress=not args.quiet)

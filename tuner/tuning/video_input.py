@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tav.runtime.one_line import first_line
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -59,7 +61,7 @@ def read_frames(path: Path, indices: list) -> list:
     except VideoInputError:
         raise
     except Exception as err:  # imageio/ffmpeg/pillow raise many types for undecodable data
-        raise VideoInputError(f"cannot decode {path}: {_first_line(err)}; pass an mp4/webm/mov/gif video or a folder of images") from None
+        raise VideoInputError(f"cannot decode {path}: {first_line(err, with_type=True)}; pass an mp4/webm/mov/gif video or a folder of images") from None
     if seen == 0:
         raise VideoInputError(f"cannot decode {path}: no video frames found; pass an mp4/webm/mov/gif video or a folder of images")
     if len(frames) < len(indices):
@@ -117,7 +119,7 @@ def _read_image_rgb(path: Path) -> np.ndarray:
     except VideoInputError:
         raise
     except Exception as err:  # PIL raises many types for undecodable data
-        raise VideoInputError(f"cannot decode {path}: {_first_line(err)}") from None
+        raise VideoInputError(f"cannot decode {path}: {first_line(err, with_type=True)}") from None
 
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
@@ -140,8 +142,3 @@ def _too_few(path: Path, available: int, indices: list) -> VideoInputError:
 
 def _natural_key(path: Path):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

@@ -19,8 +19,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 
-from .checkpoints import describe_key_mismatch, find_unet_weights, read_state_dict
-from .frames import FrameContext, FramePooledGroupNorm, VideoTransformerBlock
+from tav.tuner.model.frame_layers import FrameContext, FramePooledGroupNorm, VideoTransformerBlock
+from tav.tuner.model.unet_weights import describe_key_mismatch, find_unet_weights, read_state_dict
 
 # Official checkpoints (diffusers 0.11 layout) name the 3D blocks; their weights are the 2D ones.
 _BLOCK_TYPES_3D_TO_2D = {

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from tav.runtime.one_line import first_line
+
 OFFICIAL_TRAINABLE_MODULES = ["attn1.to_q", "attn2.to_q", "attn_temp"]
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -67,7 +69,7 @@ def official_config_to_fields(path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"cannot read config {path}: {str(err).splitlines()[0]}") from None
+        raise ValueError(f"cannot read config {path}: {first_line(err, None)}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config {path} is not a mapping of fields; use the official Tune-A-Video config layout")
     out, unknown = {}, []
@@ -88,10 +90,10 @@ def official_config_to_fields(path) -> dict:
     })
     if frames_in_validation is not None and frames_in_validation != out.get("frames", frames_in_validation):
         warnings.warn(f"{path}: validation_data.video_length {frames_in_validation} differs from n_sample_frames; "
-                      "the tuned model samples the frame count it was tuned on")
+                      "the tuned model samples the frame count it was tuned on", stacklevel=2)
     trainable = raw.pop("trainable_modules", None)
     if trainable is not None and list(trainable) != OFFICIAL_TRAINABLE_MODULES:
-        warnings.warn(f"{path}: trainable_modules {list(trainable)} ignored; Tune-A-Video tunes {OFFICIAL_TRAINABLE_MODULES}")
+        warnings.warn(f"{path}: trainable_modules {list(trainable)} ignored; Tune-A-Video tunes {OFFICIAL_TRAINABLE_MODULES}", stacklevel=2)
     precision = raw.pop("mixed_precision", None)
     if precision is not None:
         out["precision"] = {"no": "fp32", None: "fp32"}.get(precision, precision)
@@ -102,7 +104,7 @@ def official_config_to_fields(path) -> dict:
     })
     unknown += [k for k in raw if k not in _IGNORED_OFFICIAL]
     if unknown:
-        warnings.warn(f"{path}: ignoring unknown config fields: {', '.join(sorted(unknown))}")
+        warnings.warn(f"{path}: ignoring unknown config fields: {', '.join(sorted(unknown))}", stacklevel=2)
     if out.get("lr") is not None:
         out["lr"] = float(out["lr"])  # YAML 1.1 reads "3e-5" as a string
     return out

@@ -1,22 +1,18 @@
-"""``tav-make-tiny``: a seeded, random, SD-1.x-architecture pipeline folder for tests, the demo and benchmarks.
+"""The Stable Diffusion 1.x architecture: its noise schedule, and its UNet, VAE and text encoder at several widths.
 
-Same layout and block types as Stable Diffusion 1.x (diffusers ``save_pretrained``),
-with small channels so the whole test suite runs in minutes on two CPU cores.
-The tokenizer is CLIP's real BPE tokenizer, so prompts tokenize as with real SD.
+``SIZES["sd15"]`` is the real SD 1.5 (random weights do the same work as real ones); "tiny" and
+"small" keep its blocks with fewer channels, for tests and CPU benchmarks. model_sources reads
+these to convert single-file checkpoints without the network; the demo builds its tiny model here.
 """
 
 from __future__ import annotations  # the model types below are imported on use: `tav-make-tiny --help` skips torch
 
-import argparse
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tav.runtime.help_format import DefaultsHelpFormatter
-
-from .clip_vocab import write_clip_tokenizer_files
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
 # Stable Diffusion 1.x's noise schedule (its scheduler/scheduler_config.json).
 SD1_SCHEDULE = dict(
@@ -108,61 +104,3 @@ def random_text_encoder(size: ModelSize) -> CLIPTextModel:
             pad_token_id=49407,
         )
     )
-
-
-def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
-    """Write a random pipeline folder of the given size atomically (temp folder, then rename)."""
-    import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with tempfile.TemporaryDirectory() as vocab_dir:
-            write_clip_tokenizer_files(Path(vocab_dir))
-            tokenizer = CLIPTokenizer.from_pretrained(vocab_dir)
-        torch.manual_seed(seed)
-        pipe = StableDiffusionPipeline(
-            vae=random_vae(SIZES[size]),
-            text_encoder=random_text_encoder(SIZES[size]),
-            tokenizer=tokenizer,
-            unet=random_unet(SIZES[size]),
-            scheduler=DDIMScheduler(**SD1_SCHEDULE),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(staging, safe_serialization=True)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tav-make-tiny", description=__doc__.splitlines()[0].replace("``", ""),
-                                     formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("out_dir", help="folder to create (must not exist or be empty)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (tests), small (CPU bench), sd15")
-    args = parser.parse_args(argv)
-    from .cli_common import quiet_environment
-
-    quiet_environment()
-    try:
-        print(make_tiny(args.out_dir, args.seed, args.size))
-    except (OSError, ValueError) as err:
-        sys.exit(f"tav-make-tiny: error: {err}")
-
-
-if __name__ == "__main__":
-    main()

@@ -19,12 +19,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from .checkpoints import read_state_dict
-from .model_sources import resolve_base_model
-from .sd_folder import check_sd_folder, file_sha256, folder_hash
-from .temporal_window import recorded_temporal_window
-from .torch_files import load_torch_file
-from .video_unet import VideoUNet
+from tav.tuner.model.sd_folder import check_sd_folder, file_sha256, folder_hash
+from tav.tuner.model.temporal_window import recorded_temporal_window
+from tav.tuner.model.torch_files import load_torch_file
+from tav.tuner.model.unet_weights import read_state_dict
+from tav.tuner.model.video_unet import VideoUNet
+from tav.tuner.model_sources import resolve_base_model
 
 log = logging.getLogger("tav.tuner")
 

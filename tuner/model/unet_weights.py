@@ -9,8 +9,9 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from .aligned_safetensors import read_safetensors
-from .torch_files import UnsafeTorchFile, load_torch_file
+from tav.runtime.one_line import first_line
+from tav.tuner.model.aligned_safetensors import read_safetensors
+from tav.tuner.model.torch_files import UnsafeTorchFile, load_torch_file
 
 WEIGHT_NAMES = (
     "diffusion_pytorch_model.safetensors",
@@ -43,7 +44,7 @@ def read_state_dict(path: Path) -> dict:
     except UnsafeTorchFile as err:
         raise ValueError(f"cannot read weights {err}") from None
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
-        raise ValueError(f"cannot read weights {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+        raise ValueError(f"cannot read weights {path}: {first_line(err, with_type=True)}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ValueError(f"cannot read weights {path}: it holds a {type(state).__name__} that is not a flat name -> tensor dict")
     return state

@@ -10,7 +10,7 @@ import argparse
 
 from tav.runtime.help_format import DefaultsHelpFormatter
 
-from .cli_common import run_cli
+from .common import run_cli
 
 PROG = "tav-invert"
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
-    from .invert import invert_run  # torch: after parsing, so --help answers at once
+    from ..tuning.invert import invert_run  # torch: after parsing, so --help answers at once
 
     print(invert_run(args.weights, args.video, args.frames, args.out, args.stride, args.start, args.temporal_window,
                      args.inversion_steps, args.height, args.width, args.device))

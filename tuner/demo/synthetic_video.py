@@ -10,8 +10,7 @@ import numpy as np
 
 from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import write_video
-
-from .cli_common import run_cli
+from tav.tuner.cli.common import run_cli
 
 
 def make_clip(frames: int = 24, size: int = 128, seed: int = 0) -> np.ndarray:

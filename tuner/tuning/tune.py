@@ -1,11 +1,9 @@
 """``tune(config)``: one-shot tuning of a run, end to end, into an atomically written RUN_DIR.
 
-Steps: check every input before writing anything; build the run in
-``RUN_DIR.partial/`` (see ``train_checkpoint``); tune with a progress bar,
-checkpointing every ``checkpoint_every`` steps and on Ctrl-C; measure the
-evaluation loss before and after; DDIM-invert the clip with the tuned UNet;
-write tuned.safetensors, inverted_latents.safetensors and run.json (last);
-rename the folder to RUN_DIR.
+Phases: check every input before writing anything; resume or start the run in ``RUN_DIR.partial/``
+(tuning/resume_state.py); tune with a progress bar, checkpointing every ``checkpoint_every`` steps and
+on Ctrl-C, then DDIM-invert the clip with the tuned UNet; record tuned.safetensors,
+inverted_latents.safetensors and run.json (last); publish: rename the folder to RUN_DIR.
 """
 
 import json
@@ -14,27 +12,32 @@ import random
 import re
 import resource
 import shutil
-import signal
-import sys
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from . import sd_folder
-from .inversion import ddim_inversion
-from .model_sources import resolve_base_model
-from .partial_claim import claim_partial
-from .progress import Progress, counted
-from .saved_files import save_tensors
-from .train_checkpoint import has_checkpoint, load_checkpoint, partial_dir, remove_checkpoints, save_checkpoint
-from .tune_config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
-from .tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
-from .tuning_session import TuningSession, eval_loss, prepare, resolve_device, train_step
-from .video_input import load_clip
+from tav.tuner.model import sd_folder
+from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
+from tav.tuner.model_sources import resolve_base_model
+from tav.tuner.tuning.config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
+from tav.tuner.tuning.interrupt_flag import InterruptFlag
+from tav.tuner.tuning.inversion import ddim_inversion
+from tav.tuner.tuning.partial_claim import claim_partial
+from tav.tuner.tuning.resume_state import (
+    has_checkpoint,
+    load_checkpoint,
+    partial_dir,
+    remove_checkpoints,
+    save_checkpoint,
+)
+from tav.tuner.tuning.saved_files import save_tensors
+from tav.tuner.tuning.session import TuningSession, eval_loss, prepare, resolve_device, train_step
+from tav.tuner.tuning.video_input import load_clip
+
+from ..progress import Progress, counted
 
 TUNE_CONFIG = "tune_config.json"
 # A resume must agree on these; steps, checkpointing, validation and inversion settings may change.
@@ -67,11 +70,11 @@ def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None)
     del settings["resume"]
     if cfg.resume:
         _check_resume_matches(partial, settings)
+    job = _Job(cfg, settings, sd_dir, run_dir, partial, started, Progress("tav-tune", progress, on_stage))
     with claim_partial(partial, cfg.resume) as created:  # one run per RUN_DIR.partial, claimed atomically
         try:
-            with _InterruptFlag() as stop:
-                shown = Progress("tav-tune", progress, on_stage)
-                return _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started, shown)
+            with InterruptFlag() as stop:
+                return _run(job, pixels, stop, on_step)
         except BaseException:
             # Nothing worth resuming: leave nothing behind. A finished run (run.json) is never deleted.
             if created and not has_checkpoint(partial) and not (partial / RUN_JSON).is_file():
@@ -79,113 +82,171 @@ def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None)
             raise
 
 
-def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started, shown: Progress) -> Path:
+@dataclass
+class _Job:
+    """One tav-tune invocation: its checked settings and where its RUN_DIR is built."""
+
+    cfg: TuneConfig
+    settings: dict  # run.json's settings part (tune_config.json while it runs)
+    sd_dir: Path
+    run_dir: Path
+    partial: Path
+    started: float
+    shown: Progress  # stage lines and bars on stderr (or nothing), and the on_stage hook
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint saves besides the tensors, and what run.json reports of the loop."""
+
+    eval_before: float
+    step: int = 0
+    losses: list = field(default_factory=list)
+    train_time: float = 0.0
+    resumed_from: int | None = None
+
+    def state(self) -> dict:
+        return {"step": self.step, "losses": self.losses, "eval_loss_before": self.eval_before,
+                "train_time_s": self.train_time}
+
+
+def _run(job: _Job, pixels, stop, on_step) -> Path:
+    """The phases: resume (or start), the tuning loop and inversion, record the files, publish RUN_DIR."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # run.json's peak memory is this run's, not the process's
+    if not job.cfg.resume:
+        torch.manual_seed(job.cfg.seed)  # the global RNGs: not drawn from by our code, seeded for any library that does
+        random.seed(job.cfg.seed)
+        np.random.seed(job.cfg.seed)
+    with job.shown.stage("loading", "loading the model, encoding the clip and the prompt"):
+        s = prepare(job.cfg, job.sd_dir, pixels)
+    progress = _resume_or_start(job, s)
+    inverted, eval_after, inversion_time = _tune_and_invert(job, s, progress, stop, on_step)
+    _record(job, s, progress, inverted, dict(eval_loss_after=eval_after, inversion_time_s=inversion_time))
+    return _publish(job)
+
+
+def _resume_or_start(job: _Job, s: TuningSession) -> _Progress:
+    """A resumed run's trainable weights and loop state from its checkpoint; a new run's settings and first loss."""
+    cfg = job.cfg
     if not cfg.resume:
-        torch.manual_seed(cfg.seed)  # the global RNGs: not drawn from by our code, seeded for any library that does
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-    with shown.stage("loading", "loading the model, encoding the clip and the prompt"):
-        s = prepare(cfg, sd_dir, pixels)
-    step, losses, train_time, resumed_from = 0, [], 0.0, None
-    passes = counted(cfg.eval_pairs, "UNet pass", "UNet passes")
-    if cfg.resume:
-        tensors, state = load_checkpoint(partial, s.optimizer, s.scaler, s.generator)
-        with torch.no_grad():
-            for name, param in s.trainable.items():
-                param.copy_(tensors[name])
-        step = resumed_from = state["step"]
-        losses, eval_before, train_time = state["losses"], state["eval_loss_before"], state["train_time_s"]
-        if step > cfg.steps:
-            raise ValueError(f"the checkpoint is at step {step}, past --steps {cfg.steps}; pass --steps {step} or more")
-    else:
-        (partial / TUNE_CONFIG).write_text(json.dumps(settings, indent=1))
-        with shown.stage("evaluating", f"evaluating the loss before tuning ({passes})"):
-            eval_before = eval_loss(s)
+        (job.partial / TUNE_CONFIG).write_text(json.dumps(job.settings, indent=1))
+        with job.shown.stage("evaluating", f"evaluating the loss before tuning ({_passes(cfg)})"):
+            return _Progress(eval_before=eval_loss(s))
+    tensors, state = load_checkpoint(job.partial, s.optimizer, s.scaler, s.generator)
+    with torch.no_grad():
+        for name, param in s.trainable.items():
+            param.copy_(tensors[name])
+    step = state["step"]
+    if step > cfg.steps:
+        raise ValueError(f"the checkpoint is at step {step}, past --steps {cfg.steps}; pass --steps {step} or more")
+    return _Progress(state["eval_loss_before"], step, state["losses"], state["train_time_s"], resumed_from=step)
+
+
+def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -> tuple:
+    """Train to cfg.steps (checkpoints, validation, Ctrl-C between steps), then the final loss and DDIM inversion."""
+    cfg, shown = job.cfg, job.shown
 
     def checkpoint():
-        save_checkpoint(partial, s.trainable, s.optimizer, s.scaler, s.generator,
-                        {"step": step, "losses": losses, "eval_loss_before": eval_before, "train_time_s": train_time})
+        save_checkpoint(job.partial, s.trainable, s.optimizer, s.scaler, s.generator, p.state())
 
-    in_step, progress = False, None
+    in_step, bar = False, None
     try:
         stop.check()
         if shown.on_stage is not None:
             shown.on_stage("tuning")
-        progress = shown.bar(cfg.steps, "", initial=step)
-        while step < cfg.steps:
+        bar = shown.bar(cfg.steps, "", initial=p.step)
+        while p.step < cfg.steps:
             in_step = True
             tick = time.perf_counter()
             loss = train_step(s)
-            train_time += time.perf_counter() - tick
-            step += 1
-            losses.append(loss)
+            p.train_time += time.perf_counter() - tick
+            p.step += 1
+            p.losses.append(loss)
             in_step = False
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss:.4f}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.step < cfg.steps:
                 checkpoint()
-            if cfg.validate_every and step % cfg.validate_every == 0:
-                _validate(s, sd_dir, partial, step)
+            if cfg.validate_every and p.step % cfg.validate_every == 0:
+                _validate(s, job.sd_dir, job.partial, p.step)
             if on_step is not None:
-                on_step(step, loss)
+                on_step(p.step, loss)
             stop.check()
-        progress.close()
-        with shown.stage("evaluating", f"evaluating the loss after tuning ({passes})"):
+        bar.close()
+        with shown.stage("evaluating", f"evaluating the loss after tuning ({_passes(cfg)})"):
             eval_after = eval_loss(s)
-        shown.line(f"evaluation loss {eval_before:.4f} -> {eval_after:.4f}")
+        shown.line(f"evaluation loss {p.eval_before:.4f} -> {eval_after:.4f}")
         stop.check()
         tick = time.perf_counter()
         with shown.stage("inverting", f"inverting the clip ({counted(cfg.inversion_steps, 'DDIM step')})"), \
-                shown.bar(cfg.inversion_steps, "inversion") as bar:
-            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(sd_dir), cfg.inversion_steps,
-                                      s.autocast, on_step=lambda i: (bar.update(1), stop.check()))
-        inversion_time = time.perf_counter() - tick
+                shown.bar(cfg.inversion_steps, "inversion") as inversion_bar:
+            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(job.sd_dir), cfg.inversion_steps,
+                                      s.autocast, callback=lambda *_: (inversion_bar.update(1), stop.check()))
+        return inverted, eval_after, time.perf_counter() - tick
     except KeyboardInterrupt:
-        if progress is not None:
-            progress.close()
-        if in_step:
-            if has_checkpoint(partial):
-                raise TuneInterrupted(f"interrupted in the middle of step {step + 1}; the last checkpoint in {partial} "
-                                      "is kept: resume with the same command plus --resume") from None
-            raise TuneInterrupted(f"interrupted in the middle of step {step + 1}, before any checkpoint; nothing to resume") from None
-        if step > 0:
-            checkpoint()
-            raise TuneInterrupted(
-                f"interrupted at step {step}/{cfg.steps}; checkpoint saved in {partial}; "
-                "resume with the same command plus --resume") from None
-        raise TuneInterrupted("interrupted before the first step; nothing to resume") from None
+        if bar is not None:
+            bar.close()
+        raise _interrupted(job, p, in_step, checkpoint) from None
 
-    with shown.stage("saving", f"saving to {partial.name}/"):
+
+def _passes(cfg: TuneConfig) -> str:
+    return counted(cfg.eval_pairs, "UNet pass", "UNet passes")
+
+
+def _interrupted(job: _Job, p: _Progress, in_step: bool, checkpoint) -> TuneInterrupted:
+    """Ctrl-C's message; between steps (after the first) the state is checkpointed first."""
+    partial = job.partial
+    if in_step:
+        if has_checkpoint(partial):
+            return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}; the last checkpoint in {partial} "
+                                   "is kept: resume with the same command plus --resume")
+        return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}, before any checkpoint; "
+                               "nothing to resume")
+    if p.step > 0:
+        checkpoint()
+        return TuneInterrupted(f"interrupted at step {p.step}/{job.cfg.steps}; checkpoint saved in {partial}; "
+                               "resume with the same command plus --resume")
+    return TuneInterrupted("interrupted before the first step; nothing to resume")
+
+
+def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, measured: dict) -> None:
+    """tuned.safetensors, inverted_latents.safetensors, then run.json (last: its presence marks a finished run)."""
+    partial = job.partial
+    with job.shown.stage("saving", f"saving to {partial.name}/"):
         save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, partial / TUNED_WEIGHTS)
         save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
     peak, peak_kind = _peak_memory(s.device)
     run = dict(
-        settings,
+        job.settings,
         schema_version=1,
         trainable_modules=OFFICIAL_TRAINABLE_MODULES,
-        num_trainable_params=sum(p.numel() for p in s.trainable.values()),
+        num_trainable_params=sum(v.numel() for v in s.trainable.values()),
         lr_schedule="constant",
         resolved_precision=str(s.compute_dtype or torch.float32).replace("torch.", ""),
         resolved_device=str(s.device),
         latents_shape=list(s.latents.shape),
-        tuned_frames=cfg.frames,  # tav-invert keeps this (and the window) when it re-inverts another length
-        temporal_window=cfg.frames,  # tuned with full attention over its frames: the default window elsewhere
-        inversion={"steps": cfg.inversion_steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
-        losses=losses,
-        eval_loss_before=eval_before,
-        eval_loss_after=eval_after,
-        resumed_from_step=resumed_from,
-        train_time_s=train_time,
-        steps_per_s=len(losses) / train_time if train_time else None,
-        inversion_time_s=inversion_time,
-        wall_time_s=time.perf_counter() - started,  # this invocation: loading, tuning, evaluation, inversion
+        tuned_frames=job.cfg.frames,  # tav-invert keeps this (and the window) when it re-inverts another length
+        temporal_window=job.cfg.frames,  # tuned with full attention over its frames: the default window elsewhere
+        inversion={"steps": job.cfg.inversion_steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
+        losses=p.losses,
+        eval_loss_before=p.eval_before,
+        eval_loss_after=measured["eval_loss_after"],
+        resumed_from_step=p.resumed_from,
+        train_time_s=p.train_time,
+        steps_per_s=len(p.losses) / p.train_time if p.train_time else None,
+        inversion_time_s=measured["inversion_time_s"],
+        wall_time_s=time.perf_counter() - job.started,  # this invocation: loading, tuning, evaluation, inversion
         peak_memory_bytes=peak,
         peak_memory_kind=peak_kind,
         versions=_versions(),
     )
     (partial / RUN_JSON).write_text(json.dumps(run, indent=1))
+
+
+def _publish(job: _Job) -> Path:
+    """Drop the resume state and rename RUN_DIR.partial to RUN_DIR."""
+    partial, run_dir = job.partial, job.run_dir
     remove_checkpoints(partial)
     (partial / TUNE_CONFIG).unlink(missing_ok=True)
     try:
@@ -203,8 +264,7 @@ def _run(cfg, settings, sd_dir, pixels, run_dir, partial, stop, on_step, started
 def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
     """Sample the validation prompts with the current weights into validation/ (as the official validation_steps)."""
     from tav.runtime.video_output import write_video
-
-    from .sampler import PipelineParts, sample
+    from tav.tuner.sampler import PipelineParts, sample
 
     cfg = s.cfg
     if s.parts is None:
@@ -277,39 +337,3 @@ def _versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__}
-
-
-class _InterruptFlag:
-    """Turns the first Ctrl-C (or SIGTERM, as a service manager or `kill` stops a job) into a request honoured
-    between steps, so a checkpoint is saved and never half-updated.
-
-    A second signal interrupts at once (the previous handlers are back by then).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self):
-        self.requested = False
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        self._restore()
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        tqdm.write(f"tav-tune: {name}: stopping after this step to save a checkpoint (again to stop at once)", file=sys.stderr)
-
-    def _restore(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def check(self):
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        self._restore()
-        return False

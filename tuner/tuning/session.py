@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from . import sd_folder
-from .text_encoding import encode_prompts
-from .tune_config import TuneConfig
-from .video_unet import VideoUNet
+from tav.tuner.model import sd_folder
+from tav.tuner.model.text_encoding import encode_prompts
+from tav.tuner.model.video_unet import VideoUNet
+from tav.tuner.tuning.config import TuneConfig
 
 EVAL_SEED_OFFSET = 1_000_003  # the eval pairs' generator is independent of the training one
 VAE_CHUNK = 8  # frames per VAE encoder call: bounds its memory at 512x512

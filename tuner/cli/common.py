@@ -8,6 +8,8 @@ import os
 import sys
 import warnings
 
+from tav.runtime.one_line import first_line
+
 # Errors that mean "bad input or environment"; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, OSError)
 
@@ -35,10 +37,9 @@ def _fail(prog: str, message: str, code: int):
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
     if isinstance(err, OSError) and err.filename and err.strerror:
-        text = f"{err.filename}: {err.strerror}"
-    return " ".join(text.split())
+        return f"{err.filename}: {err.strerror}"
+    return first_line(err, None)
 
 
 def _quiet_libraries(prog: str):

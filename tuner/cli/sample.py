@@ -11,8 +11,8 @@ import time
 from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import check_fps, check_output_path, write_video
 
-from .cli_common import run_cli
-from .progress import Progress, counted
+from ..progress import Progress, counted
+from .common import run_cli
 
 PROG = "tav-sample"
 INITS = ("inverted", "noise")  # the sampler's (tav.tuner.sampler.INITS), without importing torch for --help
@@ -53,11 +53,11 @@ def main_args(argv=None):
         raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
     shown, start = Progress(PROG, not args.quiet), time.perf_counter()
     # torch and diffusers: imported after parsing, so --help answers at once
-    from .model_sources import resolve_base_model
-    from .sampler import sample
-    from .temporal_window import check_temporal_window
-    from .tuned_weights import load_tuned
-    from .tuning_session import resolve_device
+    from ..model.temporal_window import check_temporal_window
+    from ..model.tuned_weights import load_tuned
+    from ..model_sources import resolve_base_model
+    from ..sampler import sample
+    from ..tuning.session import resolve_device
 
     device = resolve_device(args.device)
     base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
@@ -72,7 +72,7 @@ def main_args(argv=None):
     start = time.perf_counter()
     with shown.bar(args.steps, "DDIM") as bar:
         result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta,
-                        on_step=lambda i: bar.update(1))
+                        callback=lambda *_: bar.update(1))
     shown.line(f"sampled {counted(args.steps, 'step')} and decoded in {time.perf_counter() - start:.1f} s")
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 

@@ -1,0 +1,1 @@
+"""The tuner's console scripts: tav-tune and tav-sample."""

@@ -1,0 +1,75 @@
+"""``tav-make-tiny``: a seeded, random, SD-1.x-architecture pipeline folder for tests, the demo and benchmarks.
+
+Same layout and block types as Stable Diffusion 1.x (diffusers ``save_pretrained``), with the
+channel widths of tav.tuner.model.sd1_architecture's sizes: "tiny" keeps the test suite in
+minutes on two CPU cores.
+The tokenizer is CLIP's real BPE tokenizer, so prompts tokenize as with real SD.
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.tuner.model.clip_tokenizer_files import write_clip_tokenizer_files
+from tav.tuner.model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
+
+
+def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random pipeline folder of the given size atomically (temp folder, then rename)."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory() as vocab_dir:
+            write_clip_tokenizer_files(Path(vocab_dir))
+            tokenizer = CLIPTokenizer.from_pretrained(vocab_dir)
+        torch.manual_seed(seed)
+        pipe = StableDiffusionPipeline(
+            vae=random_vae(SIZES[size]),
+            text_encoder=random_text_encoder(SIZES[size]),
+            tokenizer=tokenizer,
+            unet=random_unet(SIZES[size]),
+            scheduler=DDIMScheduler(**SD1_SCHEDULE),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tav-make-tiny", description=__doc__.splitlines()[0].replace("``", ""),
+                                     formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("out_dir", help="folder to create (must not exist or be empty)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (tests), small (CPU bench), sd15")
+    args = parser.parse_args(argv)
+    from tav.tuner.cli.common import quiet_environment
+
+    quiet_environment()
+    try:
+        print(make_tiny(args.out_dir, args.seed, args.size))
+    except (OSError, ValueError) as err:
+        sys.exit(f"tav-make-tiny: error: {err}")
+
+
+if __name__ == "__main__":
+    main()
