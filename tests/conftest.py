@@ -15,8 +15,8 @@ def _has_tensorrt_rtx() -> bool:
     return True
 
 
-# End to end through real subprocesses (a Ray cluster, tav-bench's workers): `pytest -m "not slow"` leaves them out.
-SLOW_MODULES = ("test_serve_http.py", "test_bench.py")
+# Minutes of real subprocesses (tav-bench's stages and workers): `slow`, run by `make test-slow` (`pytest -m slow`).
+SLOW_MODULES = ("test_bench.py",)
 
 
 def pytest_collection_modifyitems(config, items):
