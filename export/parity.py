@@ -36,13 +36,16 @@ def ort_session(onnx_path, precision: str = "fp32"):
     An fp16 graph on the CPU provider runs unoptimised: ONNX Runtime has no fp16 kernels for most
     CPU ops, wraps them in Casts to fp32, and its constant folding would then keep an fp32 copy of
     every weight beside the fp16 originals (measured: 2.8x the fp32 weight bytes for the session).
-    Unfolded, each Cast runs per call and its output is freed after use; the graph's arithmetic,
-    which is what parity measures, is the same.
+    Unfolded, each Cast runs per call and its output is freed after use (no arena: see below); the
+    graph's arithmetic, which is what parity measures, is the same.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: fp16 graphs make ORT warn about every folded Cast
+    # One run per session: an arena would only keep every block that run used (for an unoptimised fp16 graph on
+    # the CPU, every weight's fp32 Cast output) until the session goes.
+    options.enable_cpu_mem_arena = False
     providers = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         # TF32 would cost ~1e-3 relative error and mask real fp32 mismatches.

@@ -171,6 +171,7 @@ def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, ba
         plugin_context = plugin.context if plugin and name == "unet" else None
         exported.graphs[name] = export_graph(spec, staging, options, timings, plugin_context)
         exported.specs[name] = spec
+    shutil.rmtree(staging / ".trace", ignore_errors=True)  # each graph's scratch is gone; now its parent too
     if device == "cuda":
         torch.cuda.empty_cache()  # TensorRT's builder cannot use torch's cache, and picks worse tactics when short
     return exported
