@@ -60,6 +60,12 @@ class OrtGraph:
         # every step; for one run per video (text encoder, VAE decoder) it only doubles the peak:
         # measured on the VAE at 8x512x512, 4.0 GiB with the arena, 2.0 GiB without (docs/PERF.md).
         options.enable_cpu_mem_arena = cpu_arena
+        if device == "cpu":
+            # The memory pattern plans one block for all activations from the first run and allocates it on
+            # every later run, while the arena still holds the first run's blocks: the second UNet step then
+            # peaks 1.8 GiB higher. Measured on the SD-1.5 UNet, 8x256x256 CFG: 7.35 GB with the pattern,
+            # 5.51 GB without, steps no slower (docs/PERF.md "Real size").
+            options.enable_mem_pattern = False
         self._shrink_arena = ort.RunOptions()
         self._shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
