@@ -46,6 +46,9 @@ def ort_session(onnx_path, precision: str = "fp32"):
     # One run per session: an arena would only keep every block that run used (for an unoptimised fp16 graph on
     # the CPU, every weight's fp32 Cast output) until the session goes.
     options.enable_cpu_mem_arena = False
+    # Prepacking re-lays every GEMM weight once per session, for the runs after: here there is one run. Measured on
+    # the SD-1.5 UNet (CPU): session creation 21.6 s with it, 7.3 s without, the run itself the same.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     providers = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         # TF32 would cost ~1e-3 relative error and mask real fp32 mismatches.
