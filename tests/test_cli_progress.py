@@ -1,4 +1,4 @@
-"""Every long phase shows progress on stderr, and --quiet silences it: tav-tune, tav-sample, tav-export.
+"""Every long phase shows progress on stderr, and --quiet silences it: tav-tune, tav-sample, tav-invert, tav-export.
 
 Sizes are the smallest that still run every phase: 3 frames at 64x64, 1 training step,
 2 inversion/DDIM steps, 1 evaluation pair (set on the parsed settings: tav-tune has no flag for it).
@@ -15,6 +15,7 @@ import tav.tuner.cli.tune as cli_tune
 from tav.export.cli import main as export_main
 from tav.runtime.cuda_rt import gpu_count
 from tav.runtime.video_output import write_video
+from tav.tuner.cli.invert import main as invert_main
 from tav.tuner.cli.sample import INITS
 from tav.tuner.cli.sample import main as sample_main
 from tav.tuner.demo.synthetic_video import make_clip
@@ -72,6 +73,22 @@ def stub_graphs(monkeypatch):
         return {"external_files": [], "tensorrt": None, "parity": None}
 
     monkeypatch.setattr(tav.export.pipeline, "export_graph", fake_graph)
+
+
+def test_tav_invert_announces_its_stages_with_a_bar_and_quiet_silences_them(run_dir, tmp_path, capsys):
+    clip = write_video(make_clip(frames=10, size=64), tmp_path / "clip.mp4")  # 5 frames at the run's stride 2
+    argv = ["--weights", str(run_dir), "--video", str(clip), "--frames", "5", "--inversion-steps", "2"]
+    invert_main([*argv, "--out", str(tmp_path / "shown")])
+    out, err = capsys.readouterr()
+    for stage in ("encoding the clip (5 frames) and the empty prompt",
+                  "inverting the clip (2 DDIM steps)", "saving to shown/"):
+        assert any(line.startswith(f"tav-invert: {stage}") and line.endswith(" s") for line in err.splitlines()), (stage, err)
+    assert "tav-invert inversion: 100%" in err and "2/2" in err
+    assert out.strip() == str(tmp_path / "shown")  # stdout: the new RUN_DIR only
+
+    invert_main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert err == "" and out.strip() == str(tmp_path / "quiet")
 
 
 def test_tav_export_logs_timed_stages_and_quiet_silences_them(run_dir, tmp_path, stub_graphs, caplog):

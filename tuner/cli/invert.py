@@ -32,15 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--height", type=int, help="must equal the run's height if given (clips are inverted at the tuned size)")
     a("--width", type=int, help="must equal the run's width if given")
     a("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    a("--quiet", action="store_true", help="no stage lines or progress bar on stderr")
     return p
 
 
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
+    from ..progress import Progress
     from ..tuning.invert import invert_run  # torch: after parsing, so --help answers at once
 
     print(invert_run(args.weights, args.video, args.frames, args.out, args.stride, args.start, args.temporal_window,
-                     args.inversion_steps, args.height, args.width, args.device))
+                     args.inversion_steps, args.height, args.width, args.device, shown=Progress(PROG, not args.quiet)))
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ from tav.tuner.model import sd_folder
 from tav.tuner.model.temporal_window import check_temporal_window, default_temporal_window
 from tav.tuner.model.text_encoding import encode_prompts
 from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, is_run_dir, load_tuned
+from tav.tuner.progress import Progress, counted
 from tav.tuner.tuning.config import TuneConfig
 from tav.tuner.tuning.inversion import ddim_inversion
 from tav.tuner.tuning.saved_files import current_umask, save_tensors
@@ -29,17 +30,19 @@ from tav.tuner.tuning.video_input import load_clip
 
 
 def invert_run(weights, video, frames: int, out, stride=None, start=None, temporal_window=None, inversion_steps=None,
-               height=None, width=None, device: str = "auto") -> Path:
+               height=None, width=None, device: str = "auto", *, shown: Progress | None = None) -> Path:
     """Write RUN_DIR ``out``: ``weights``' tuned tensors and the N-frame inverted latents of ``video``; returns ``out``.
 
     ``stride``/``start``/``inversion_steps`` default to the run's (else tav-tune's defaults); ``height``/``width``,
     when given, must be the run's (the weights are inverted and exported at the size they were tuned at).
+    ``shown``: stage lines and the inversion's bar on stderr (tav-invert's; default: nothing shown).
     """
+    shown = shown or Progress("tav-invert", enabled=False)
     out = _check_out(out)
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise ValueError(f"--frames {frames!r} must be a positive integer")
     device = resolve_device(device)
-    tuned = load_tuned(weights)
+    tuned = load_tuned(weights)  # unannounced: its run.json decides what is bad input, refused below in one line
     meta = _source_meta(Path(weights), tuned)
     for name, asked, run in (("height", height, tuned.height), ("width", width, tuned.width)):
         if asked is not None and asked != run:
@@ -57,13 +60,14 @@ def invert_run(weights, video, frames: int, out, stride=None, start=None, tempor
     pixels = load_clip(video, frames, tuned.height, tuned.width, stride, start)  # too few frames: one line, before any work
 
     tick = time.perf_counter()
-    latents = _invert(tuned, pixels, window, steps, meta.get("seed", 0), device)
+    latents = _invert(tuned, pixels, window, steps, meta.get("seed", 0), device, shown)
     run = dict(meta, frames=frames, stride=stride, start=start, video=str(Path(video).absolute()), out=str(out),
                tuned_frames=tuned_frames, temporal_window=window, latents_shape=list(latents.shape),
                inversion={"steps": steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
                inversion_time_s=time.perf_counter() - tick, resolved_device=str(device),
                inverted_from={"weights": str(Path(weights).absolute()), "weights_hash": tuned.weights_hash})
-    return _write_run(out, Path(weights), tuned, latents, run)
+    with shown.stage("saving", f"saving to {out.name}/"):
+        return _write_run(out, Path(weights), tuned, latents, run)
 
 
 def _check_out(out) -> Path:
@@ -86,17 +90,23 @@ def _source_meta(weights: Path, tuned) -> dict:
 
 
 @torch.no_grad()
-def _invert(tuned, pixels, window: int, steps: int, seed: int, device) -> torch.Tensor:
+def _invert(tuned, pixels, window: int, steps: int, seed: int, device, shown: Progress) -> torch.Tensor:
     """Latents [1, 4, N, h, w]: VAE-encode the clip (seeded as tav-tune does), DDIM-invert it with the tuned UNet."""
-    tokenizer, text_encoder = sd_folder.load_tokenizer(tuned.base_dir), sd_folder.load_text_encoder(tuned.base_dir).to(device)
-    empty = encode_prompts(tokenizer, text_encoder, [""]).to(device)
-    del text_encoder
-    vae = sd_folder.load_vae(tuned.base_dir).to(device)
-    latents = encode_clip(vae, pixels, seed)
-    del vae
+    with shown.stage("encoding", f"encoding the clip ({counted(len(pixels), 'frame')}) and the empty prompt"):
+        tokenizer = sd_folder.load_tokenizer(tuned.base_dir)
+        text_encoder = sd_folder.load_text_encoder(tuned.base_dir).to(device)
+        empty = encode_prompts(tokenizer, text_encoder, [""]).to(device)
+        del text_encoder
+        vae = sd_folder.load_vae(tuned.base_dir).to(device)
+        latents = encode_clip(vae, pixels, seed)
+        del vae
     unet = tuned.unet.to(device).eval()
     unet.temporal_window = window
-    return ddim_inversion(unet, latents, empty, sd_folder.load_ddim(tuned.base_dir), steps).cpu()
+    with shown.stage("inverting", f"inverting the clip ({counted(steps, 'DDIM step')})"), \
+            shown.bar(steps, "inversion") as bar:
+        inverted = ddim_inversion(unet, latents, empty, sd_folder.load_ddim(tuned.base_dir), steps,
+                                  callback=lambda *_: bar.update(1))
+    return inverted.cpu()
 
 
 def _write_run(out: Path, weights: Path, tuned, latents: torch.Tensor, run: dict) -> Path:
