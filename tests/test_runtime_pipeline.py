@@ -411,6 +411,21 @@ def test_io_bound_graph_equals_plain_run_and_results_never_alias(engine_dir):
     assert bound.inputs == plain.inputs and [s.dtype for s in bound.outputs] == ["float32"]
 
 
+def test_cpu_sessions_plan_no_memory_pattern_and_repeat_runs_exactly(engine_dir):
+    """Without the pattern a second UNet step reuses the arena's blocks instead of allocating one more block of all
+    activations beside them (SD-1.5 8x256x256: 7.35 GB -> 5.51 GB peak, docs/PERF.md "Real size")."""
+    from tav.runtime.backend_ort import OrtGraph
+
+    graph = OrtGraph(engine_dir / "unet.onnx")
+    assert graph.session.get_session_options().enable_mem_pattern is False
+    rng = np.random.default_rng(1)
+    feeds = {"sample": rng.standard_normal((2, 4, F, h, w), dtype=np.float32), "timestep": np.array([500], np.float32),
+             "encoder_hidden_states": rng.standard_normal((2, 77, D), dtype=np.float32)}
+    runs = [graph.run(feeds)["noise_pred"] for _ in range(3)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+
+
 def test_a_closed_pipeline_says_so(engine_dir):
     pipe = VideoPipeline.load(engine_dir, device="cpu")
     pipe.close()
