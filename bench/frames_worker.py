@@ -7,6 +7,7 @@ Usage: python -m tav.bench.frames_worker ENGINE_DIR STEPS
 """
 
 import json
+import statistics
 import sys
 import time
 
@@ -21,10 +22,18 @@ def main(engine_dir: str, steps: int) -> dict:
     start = time.perf_counter()
     pipe = VideoPipeline.load(engine_dir, backend="onnxruntime", device="cpu")
     loaded_rss = rss_bytes()
+    step_ends = []
     with pipe:
-        result = pipe(PROMPT, steps=steps, guidance=12.5, seed=0, init="inverted")
+        begun = time.perf_counter()
+        result = pipe(PROMPT, steps=steps, guidance=12.5, seed=0, init="inverted",
+                      callback=lambda *_: step_ends.append(time.perf_counter()))
+    # The first step also faults in the arena's new memory (which grows with N); the later ones are the steady
+    # cost of a step, what a 50-step edit mostly pays. The stages before the first step are taken out of it.
+    first = step_ends[0] - begun - sum(result.timings[k] for k in ("prepare", "tokenize", "text_encoder"))
+    later = [b - a for a, b in zip(step_ends[:-1], step_ends[1:], strict=True)]
     return {"frames": int(result.frames.shape[0]), "seconds_total": time.perf_counter() - start,
             "load_seconds": pipe.load_seconds, **{f"{k}_seconds": v for k, v in result.timings.items()},
+            "first_step_seconds": first, "steady_step_seconds": statistics.median(later) if later else None,
             "rss_after_load_bytes": loaded_rss, "peak_rss_bytes": peak_rss_bytes()}
 
 

@@ -3,7 +3,9 @@
 For each N: a random RUN_DIR of N frames (the same SD model; random tuned layers and inverted
 latents: the same work as a real run at that size) whose temporal window is ``window`` frames (the
 tuned count of a real run), exported to ONNX at fp32, then one generation in a fresh process
-(bench/frames_worker.py). Memory per frame is the peak above the resident memory after loading
+(bench/frames_worker.py). Step time is reported three ways: the mean over all steps, the first step (which
+also faults in the arena's new memory) and the median of the later ones (the steady cost per step, what a
+long edit mostly pays). Memory per frame is the peak above the resident memory after loading
 (weights and sessions are the same at every N; what grows with N is activations), so a linear
 pipeline shows a constant per-frame figure. Each figure is compared with the smallest N's.
 """
@@ -43,15 +45,19 @@ def _worker(engine: Path, steps: int) -> dict:
 def _per_frame(m: dict) -> dict:
     n = m["frames"]
     activations = max(m["peak_rss_bytes"] - m["rss_after_load_bytes"], 0)
+    steady = m.get("steady_step_seconds")
     return dict(m, denoise_step_ms_per_frame=1e3 * m["denoise_per_step_seconds"] / n,
+                first_step_ms_per_frame=1e3 * m["first_step_seconds"] / n,
+                steady_step_ms_per_frame=None if steady is None else 1e3 * steady / n,
                 decode_ms_per_frame=1e3 * m["decode_seconds"] / n, peak_rss_per_frame_bytes=m["peak_rss_bytes"] / n,
                 peak_above_load_per_frame_bytes=activations / n)
 
 
 def _ratios(rows: list) -> dict:
     """Each per-frame figure of every N over the smallest N's, and whether the largest stays within LINEAR_WITHIN."""
-    first, keys = rows[0], ("denoise_step_ms_per_frame", "decode_ms_per_frame", "peak_above_load_per_frame_bytes")
-    ratios = {str(r["frames"]): {k: r[k] / first[k] if first[k] else None for k in keys} for r in rows}
+    first = rows[0]
+    keys = ("denoise_step_ms_per_frame", "steady_step_ms_per_frame", "decode_ms_per_frame", "peak_above_load_per_frame_bytes")
+    ratios = {str(r["frames"]): {k: r[k] / first[k] if first[k] and r[k] is not None else None for k in keys} for r in rows}
     last = ratios[str(rows[-1]["frames"])]
     ratios["linear"] = {k: last[k] is not None and last[k] <= LINEAR_WITHIN for k in keys}
     return ratios
@@ -59,14 +65,16 @@ def _ratios(rows: list) -> dict:
 
 def print_scaling(report: dict) -> None:
     print(f"\ntav-bench --scaling  {report['height']}x{report['width']}, {report['steps']} steps, ONNX Runtime CPU fp32")
-    print(f"{'frames':>7}{'window':>8}{'step ms':>10}{'ms/frame':>10}{'decode ms/fr':>14}{'peak MB':>10}"
-          f"{'above load MB/fr':>18}{'x smallest (step, mem)':>26}")
+    print(f"{'frames':>7}{'window':>8}{'step ms':>10}{'ms/frame':>10}{'first/fr':>10}{'steady/fr':>10}{'decode ms/fr':>14}"
+          f"{'peak MB':>10}{'above load MB/fr':>18}{'x smallest (step, steady, mem)':>33}")
     for r in report["rows"]:
         ratio = report["ratios_vs_smallest"][str(r["frames"])]
+        steady = "-" if r["steady_step_ms_per_frame"] is None else f"{r['steady_step_ms_per_frame']:.2f}"
         print(f"{r['frames']:>7}{r['temporal_window']:>8}{1e3 * r['denoise_per_step_seconds']:>10.1f}"
-              f"{r['denoise_step_ms_per_frame']:>10.2f}{r['decode_ms_per_frame']:>14.2f}{r['peak_rss_bytes'] / 1e6:>10.0f}"
-              f"{r['peak_above_load_per_frame_bytes'] / 1e6:>18.1f}"
-              f"{_x(ratio['denoise_step_ms_per_frame']):>13}{_x(ratio['peak_above_load_per_frame_bytes']):>13}")
+              f"{r['denoise_step_ms_per_frame']:>10.2f}{r['first_step_ms_per_frame']:>10.2f}{steady:>10}"
+              f"{r['decode_ms_per_frame']:>14.2f}{r['peak_rss_bytes'] / 1e6:>10.0f}{r['peak_above_load_per_frame_bytes'] / 1e6:>18.1f}"
+              f"{_x(ratio['denoise_step_ms_per_frame']):>11}{_x(ratio['steady_step_ms_per_frame']):>11}"
+              f"{_x(ratio['peak_above_load_per_frame_bytes']):>11}")
     linear = report["ratios_vs_smallest"]["linear"]
     print(f"  linear within {LINEAR_WITHIN}x at the largest N: " + ", ".join(f"{k}={v}" for k, v in linear.items()))
 

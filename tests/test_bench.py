@@ -70,7 +70,7 @@ def test_child_peak_reports_a_missing_command_as_a_failure():
 @pytest.mark.slow
 def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp_path, capsys):
     out = tmp_path / "scaling.json"
-    main(["--model", "tiny", "--height", "32", "--width", "32", "--steps", "1", "--scaling", "2,4",
+    main(["--model", "tiny", "--height", "32", "--width", "32", "--steps", "2", "--scaling", "2,4",
           "--temporal-window", "2", "--json", str(out)])
     report = json.loads(out.read_text())["scaling"]
     rows = {r["frames"]: r for r in report["rows"]}
@@ -78,11 +78,13 @@ def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp
     assert rows[2]["temporal_window"] == rows[4]["temporal_window"] == 2  # baked into each export
     for row in rows.values():
         assert row["denoise_step_ms_per_frame"] > 0 and row["decode_ms_per_frame"] > 0
+        assert row["first_step_ms_per_frame"] > 0 and row["steady_step_ms_per_frame"] > 0  # 2 steps: one of each
         assert row["peak_rss_bytes"] >= row["rss_after_load_bytes"] > 0
         assert row["peak_rss_per_frame_bytes"] == pytest.approx(row["peak_rss_bytes"] / row["frames"])
     ratios = report["ratios_vs_smallest"]
     assert ratios["2"]["denoise_step_ms_per_frame"] == 1.0 and ratios["4"]["denoise_step_ms_per_frame"] > 0
-    assert set(ratios["linear"]) == {"denoise_step_ms_per_frame", "decode_ms_per_frame", "peak_above_load_per_frame_bytes"}
+    assert set(ratios["linear"]) == {"denoise_step_ms_per_frame", "steady_step_ms_per_frame", "decode_ms_per_frame",
+                                     "peak_above_load_per_frame_bytes"}
     assert "linear within 1.25x" in capsys.readouterr().out
 
 
