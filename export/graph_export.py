@@ -5,9 +5,10 @@ reference -> trace -> (torch module freed) -> optimise / fuse on the structure -
 Where the weights are at each stage (issue 17):
 - reference: the fp32 torch module's output on seeded inputs is all that parity needs from PyTorch
   later. For an fp32 graph it is the trace's own run of the module (one forward pass, not two: at
-  SD-1.5 size minutes on a CPU); an fp16 graph computes it first, before the module is cast.
-- trace: fp16 graphs cast the module in place first (never an fp32 and an fp16 copy side by
-  side); the exporter writes the weights straight from the module into the data file
+  SD-1.5 size minutes on a CPU). An fp16 graph casts the module in place first (tensor by tensor:
+  never an fp32 and an fp16 copy side by side) and computes its fp32 reference widened, one layer's
+  weights in fp32 at a time (widened_module.py).
+- trace: the exporter writes the weights straight from the module into the data file
   (onnx_export.py); then the module is released.
 - optimise, fuse, save: graph structure only; the weights stay in the data file, which the
   saved graphs (ONNX Runtime's and the TensorRT twin) link to rather than copy.
@@ -68,14 +69,14 @@ def export_graph(spec, staging: Path, options: GraphOptions, timings: dict, plug
     """
     work = staging / ".trace" / spec.name
     traced = work / f"{spec.name}.onnx"
+    if options.precision == "fp16":
+        spec.module.half()  # in place: tensor by tensor, so fp32 and fp16 never coexist whole
     if options.precision == "fp16" or plugin_context is not None:
         with stage(timings, "reference", spec.name):
             feeds, expected = reference(spec)
     else:  # fp32: the trace runs the fp32 module on the same inputs; its output is the reference
         feeds, expected = graph_feeds(spec), None
     with stage(timings, "trace", spec.name):
-        if options.precision == "fp16":
-            spec.module.half()  # in place: tensor by tensor, so fp32 and fp16 never coexist whole
         output = trace_to_onnx(spec, feeds, options.opset, traced, plugin_context() if plugin_context else None)
         expected = output if expected is None else expected
         if plugin_context is None:

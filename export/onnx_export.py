@@ -44,7 +44,10 @@ def trace_to_onnx(spec: GraphSpec, feeds: dict, opset: int, path: Path, plugin_c
     args = tuple(torch.from_numpy(feeds[t.name]).to(device, TORCH_DTYPES[t.dtype]) for t in spec.inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     params, outputs = {}, []
-    with warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(), _weights_captured(params, outputs):
+    fp16_on_cpu = device.type == "cpu" and next(module.parameters()).dtype == torch.float16
+    fast_convs = _fp16_convs_computed_in_fp32() if fp16_on_cpu else nullcontext()
+    with warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(), _weights_captured(params, outputs), \
+            fast_convs:
         warnings.simplefilter("ignore")  # TracerWarnings on shape asserts: shapes are static by design
         torch.onnx.export(
             module,
@@ -65,6 +68,32 @@ def trace_to_onnx(spec: GraphSpec, feeds: dict, opset: int, path: Path, plugin_c
     # chains (and attention_fusion then matches nothing). From the path, the weights stay on disk.
     onnx.shape_inference.infer_shapes_path(str(path), str(path))
     return outputs[0].detach().float().cpu().numpy()
+
+
+@contextmanager
+def _fp16_convs_computed_in_fp32():
+    """While tracing an fp16 module on the CPU, compute its convolutions in fp32 (and round the result to fp16).
+
+    PyTorch has no fast fp16 convolution on CPUs without AVX512-FP16: it falls back to
+    ``_slow_conv2d_forward``, which took 75% of an fp16 UNet forward here (7.5x the fp32 one; an
+    SD-1.5 fp16 trace ran over 25 min). The tracer records ``aten::_convolution`` with its fp16 types
+    before the CPU kernel runs, so the graph is the same; only the values computed while tracing
+    change, and nothing uses them for fp16 (its reference is computed apart, in fp32). The kernel is
+    registered for the trace only; destroying the library restores PyTorch's own.
+    """
+    library = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel": that is the point
+        library.impl("_slow_conv2d_forward", _conv2d_in_fp32, "CPU")
+    try:
+        yield
+    finally:
+        library._destroy()
+
+
+def _conv2d_in_fp32(x, weight, kernel_size, bias=None, stride=1, padding=0):
+    bias = None if bias is None else bias.float()
+    return torch.nn.functional.conv2d(x.float(), weight.float(), bias, stride, padding).to(x.dtype)
 
 
 @contextmanager

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .widened_module import widened
+
 TOLERANCE_REL_L2 = {"fp32": 1e-4, "fp16": 1e-2}
 
 
@@ -67,10 +69,11 @@ def graph_feeds(spec, seed: int = 0) -> dict:
 def reference_output(spec, feeds: dict) -> np.ndarray:
     """The fp32 PyTorch module on the same (possibly fp16-rounded) inputs, as float32, on the module's device.
 
-    One CFG half at a time where the graph has them (``spec.batched_inputs``): the two halves never
-    interact (GroupNorm, sparse-causal and temporal attention all stay within one batch element), so
-    the result is the same while the activations held at once are halved. At SD-1.5 size that is
-    what keeps an fp16 export, which needs this fp32 run beside the fp32 weights, within its budget.
+    A module already cast to fp16 computes in fp32 here one layer's weights at a time (widened_module.py),
+    so an fp16 export never holds the fp32 weights whole. One CFG half at a time where the graph has them
+    (``spec.batched_inputs``): the two halves never interact (GroupNorm, sparse-causal and temporal
+    attention all stay within one batch element), so the result is the same while the activations held
+    at once are halved.
     """
     device = next(spec.module.parameters()).device
     args = [
@@ -79,7 +82,7 @@ def reference_output(spec, feeds: dict) -> np.ndarray:
     ]
     batched = [t.name in spec.batched_inputs for t in spec.inputs]
     halves = args[batched.index(True)].shape[0] if any(batched) else 1
-    with no_tf32():
+    with no_tf32(), widened(spec.module):
         outputs = [spec.module(*[a[i:i + 1] if b else a for a, b in zip(args, batched, strict=True)]).float().cpu() for i in range(halves)]
     return torch.cat(outputs).numpy()
 
