@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tav.runtime.host_memory import release_freed_memory
 from tav.runtime.manifest import EngineDirError, read_manifest
 from tav.runtime.packs import (
     LATENTS_KEY,
@@ -90,6 +91,10 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
         "tensor_bytes": int(sum(a.nbytes for k, a in tensors.items() if k != LATENTS_KEY)),
         "tools": {"tav-runtime": _version("tav-runtime"), "safetensors": _version("safetensors")},
     }
+    # The pack holds a tenth of the UNet: drop the model before the serialised copies are made (SD-1.5: the
+    # write's peak was the 3.4 GB UNet plus three copies of the pack, 5.15 GiB; now the load's, 4.04 GiB).
+    del tuned, state
+    release_freed_memory()
     _write_atomic(out, tensors, meta)
     return out
 
@@ -129,7 +134,9 @@ def _write_atomic(out: Path, tensors: dict, meta: dict) -> None:
     """Serialise, pin with the sha256, write to a temp file, verify by reading it back, rename into place."""
     draft = _serialise(tensors, meta, None)
     header, start = read_header(io.BytesIO(draft), out, len(draft))
-    blob = _serialise(tensors, meta, pack_digest(header, memoryview(draft)[start:]))
+    digest = pack_digest(header, memoryview(draft)[start:])
+    del draft  # one serialised copy at a time
+    blob = _serialise(tensors, meta, digest)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
