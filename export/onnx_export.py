@@ -44,7 +44,8 @@ def trace_to_onnx(spec: GraphSpec, feeds: dict, opset: int, path: Path, plugin_c
     args = tuple(torch.from_numpy(feeds[t.name]).to(device, TORCH_DTYPES[t.dtype]) for t in spec.inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     params, outputs = {}, []
-    with warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(), _weights_captured(params, outputs):
+    with (warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(),
+          _weights_captured(params, outputs)):
         warnings.simplefilter("ignore")  # TracerWarnings on shape asserts: shapes are static by design
         torch.onnx.export(
             module,
