@@ -62,7 +62,8 @@ def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None)
     partial = partial_dir(run_dir)
     _check_targets(run_dir, partial, cfg.resume)
     pixels = load_clip(cfg.video, cfg.frames, cfg.height, cfg.width, cfg.stride, cfg.start)
-    base = resolve_base_model(cfg.pretrained_model_path, cfg.pretrained_model_revision)  # may download: after cheap checks
+    # may download: after the cheap checks
+    base = resolve_base_model(cfg.pretrained_model_path, cfg.pretrained_model_revision)
     sd_dir = base.path
     settings = dict(cfg.to_dict(), pretrained_model_path=str(sd_dir), pretrained_model_source=base.source,
                     video=str(Path(cfg.video).absolute()), out=str(run_dir),
@@ -181,8 +182,9 @@ def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -
         tick = time.perf_counter()
         with shown.stage("inverting", f"inverting the clip ({counted(cfg.inversion_steps, 'DDIM step')})"), \
                 shown.bar(cfg.inversion_steps, "inversion") as inversion_bar:
-            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(job.sd_dir), cfg.inversion_steps,
-                                      s.autocast, callback=lambda *_: (inversion_bar.update(1), stop.check()))
+            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(job.sd_dir),
+                                      cfg.inversion_steps, s.autocast,
+                                      callback=lambda *_: (inversion_bar.update(1), stop.check()))
         return inverted, eval_after, time.perf_counter() - tick
     except KeyboardInterrupt:
         if bar is not None:
@@ -214,7 +216,8 @@ def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, m
     """tuned.safetensors, inverted_latents.safetensors, then run.json (last: its presence marks a finished run)."""
     partial = job.partial
     with job.shown.stage("saving", f"saving to {partial.name}/"):
-        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, partial / TUNED_WEIGHTS)
+        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()},
+                     partial / TUNED_WEIGHTS)
         save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
     peak, peak_kind = _peak_memory(s.device)
     run = dict(
@@ -255,7 +258,8 @@ def _publish(job: _Job) -> Path:
         partial.rename(run_dir)
     except OSError as err:
         raise FileExistsError(
-            f"the run finished but cannot become {run_dir} ({err.strerror or err}: something appeared there while tuning); "
+            f"the run finished but cannot become {run_dir} "
+            f"({err.strerror or err}: something appeared there while tuning); "
             f"the complete run is kept in {partial}: move it to a free RUN_DIR name yourself"
         ) from None
     return run_dir
@@ -311,14 +315,16 @@ def _check_targets(run_dir: Path, partial: Path, resume: bool):
     if resume and not has_checkpoint(partial):
         raise FileNotFoundError(f"nothing to resume: no checkpoint in {partial}; run without --resume")
     if not resume and partial.exists():
-        raise FileExistsError(f"{partial} holds an interrupted run; add --resume to continue it, or delete it to start over")
+        raise FileExistsError(f"{partial} holds an interrupted run; "
+                              "add --resume to continue it, or delete it to start over")
 
 
 def _check_resume_matches(partial: Path, settings: dict):
     try:
         saved = json.loads((partial / TUNE_CONFIG).read_text())
     except (OSError, json.JSONDecodeError):
-        raise ValueError(f"cannot resume: {partial / TUNE_CONFIG} is missing or corrupt; delete {partial} and start over") from None
+        raise ValueError(f"cannot resume: {partial / TUNE_CONFIG} is missing or corrupt; "
+                         f"delete {partial} and start over") from None
     for key in RESUME_MUST_MATCH:
         if saved.get(key) != settings.get(key):
             raise ValueError(f"cannot resume: {key} was {saved.get(key)!r}, now {settings.get(key)!r}; "
