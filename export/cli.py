@@ -102,8 +102,8 @@ def main(argv=None):
     except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it
         print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
-    # ExportError, ParityError, TensorRTError, GraphError, load errors
     except (OSError, ValueError, RuntimeError) as err:
+        # ExportError, ParityError, TensorRTError, GraphError, load errors
         message = first_line(err, None)
         sys.exit(f"tav-export: error: {message}")
     print(out)

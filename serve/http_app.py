@@ -36,7 +36,8 @@ def create_app(service) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "wrong bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
@@ -62,7 +63,8 @@ def create_app(service) -> FastAPI:
             service.metrics.observe(route, request.method, status, seconds)
             line = {"event": "request", "request_id": request_id, "method": request.method, "route": route,
                     "path": request.url.path, "status": status, "ms": round(seconds * 1000, 1),
-                    "video_id": request.path_params.get("video_id"), "client": request.client.host if request.client else None}
+                    "video_id": request.path_params.get("video_id"),
+                    "client": request.client.host if request.client else None}
             log.info(json.dumps(line))
 
     @app.get("/healthz")
@@ -86,8 +88,8 @@ def create_app(service) -> FastAPI:
     async def generate(video_id: str, body: GenerateRequest, request: Request):
         result = await service.generate(video_id, body, request.state.request_id)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result["timings"].items())
-        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"])),
-                   "X-TAV-Node": result["node"]}
+        headers = {"Server-Timing": timing, "X-TAV-Video": video_id,
+                   "X-TAV-Frames": "x".join(map(str, result["shape"])), "X-TAV-Node": result["node"]}
         return Response(result["body"], media_type=result["media_type"], headers=headers)
 
     @app.post("/v1/videos", status_code=202, dependencies=[Depends(require_token)])

@@ -104,7 +104,8 @@ def stop(config: ServeConfig, started_ray: bool) -> None:
         shutdown.start()
         shutdown.join(config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
         if shutdown.is_alive():
-            log.warning("Serve did not shut down within %g s; stopping Ray", config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
+            log.warning("Serve did not shut down within %g s; stopping Ray",
+                        config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
     try:
         if started_ray:
             ray.shutdown()
