@@ -37,7 +37,8 @@ def check_torch_zip(path) -> None:
         if not zipfile.is_zipfile(fh):
             raise UnsafeTorchFile(f"{path} is not a zip-format torch file "
                                   "(the pre-1.6 legacy format is not read: "
-                                  "its sizes cannot be checked before loading); convert it to .safetensors with a tool you trust")
+                                  "its sizes cannot be checked before loading); "
+                                  "convert it to .safetensors with a tool you trust")
         try:
             records = zipfile.ZipFile(fh).infolist()
         except (zipfile.BadZipFile, ValueError, OSError) as err:
