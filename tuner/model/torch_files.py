@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tav.runtime.one_line import first_line
 from tav.runtime.regular_files import NotRegularFile, open_regular
 
 MAX_NESTING = 4  # Lightning nests the weights once ({"state_dict": {...}}); anything deeper is not a checkpoint
@@ -42,7 +43,7 @@ def check_torch_zip(path) -> None:
         try:
             records = zipfile.ZipFile(fh).infolist()
         except (zipfile.BadZipFile, ValueError, OSError) as err:
-            raise UnsafeTorchFile(f"{path} is a corrupt zip ({_first_line(err)}); copy it again") from None
+            raise UnsafeTorchFile(f"{path} is a corrupt zip ({first_line(err)}); copy it again") from None
     compressed = [record for record in records if record.compress_type != zipfile.ZIP_STORED]
     if compressed:
         raise UnsafeTorchFile(f"{path}: {len(compressed)} of its records are compressed "
@@ -79,6 +80,3 @@ def unwrap_state_dict(state, path) -> dict:
     raise UnsafeTorchFile(f"{path}: state_dict nested more than {MAX_NESTING} levels deep; "
                           "pass a Stable Diffusion 1.x checkpoint")
 
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]
