@@ -15,7 +15,7 @@ from pathlib import Path
 from tav.runtime.help_format import DefaultsHelpFormatter
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tav-bench", description=__doc__.splitlines()[0].replace("``", ""),
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "small", "sd15"], default="small")
@@ -46,7 +46,11 @@ def main(argv=None):
     parser.add_argument("--temporal-window", type=int, default=None, metavar="W",
                         help="temporal window of the random run (with --skip tune; default: all frames) "
                              "or, with --scaling, of every run (default: the smallest frame count)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     from tav.tuner.cli.common import quiet_environment
 
     quiet_environment()
@@ -54,7 +58,35 @@ def main(argv=None):
         return _real_size(args)
     from .report import print_table  # torch: after parsing, so --help answers at once
     from .scaling import print_scaling
-    from .suite import BenchConfig, run_suite
+    from .suite import run_suite
+
+    config = _suite_config(args)
+    counts = _frame_counts(args.scaling) if args.scaling else None
+    if not counts and args.temporal_window is not None:
+        if "tune" not in config.skip or not 1 <= args.temporal_window <= config.frames:
+            sys.exit(f"tav-bench: error: --temporal-window {args.temporal_window} needs --skip tune "
+                     f"(it sets the random run's window) and must be from 1 to --frames {config.frames}")
+    with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
+        work = Path(args.work or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        if counts:
+            report = _scaling(config, counts, args.temporal_window or counts[0], work)
+        else:
+            report = run_suite(config, work)
+    if counts:
+        print_scaling(report["scaling"])
+    else:
+        print_table(report)
+    if args.json:
+        tmp = Path(args.json).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, args.json)
+        print(f"results: {args.json}")
+
+
+def _suite_config(args):
+    """The flags as a BenchConfig, with the device's defaults; exits on a size or device it cannot run."""
+    from .suite import BenchConfig
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
     gpu = args.device == "cuda"
@@ -79,28 +111,7 @@ def main(argv=None):
 
         if not torch.cuda.is_available():
             sys.exit("tav-bench: error: --device cuda but torch sees no CUDA GPU; use --device cpu")
-
-    counts = _frame_counts(args.scaling) if args.scaling else None
-    if not counts and args.temporal_window is not None:
-        if "tune" not in config.skip or not 1 <= args.temporal_window <= config.frames:
-            sys.exit(f"tav-bench: error: --temporal-window {args.temporal_window} needs --skip tune "
-                     f"(it sets the random run's window) and must be from 1 to --frames {config.frames}")
-    with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
-        work = Path(args.work or scratch)
-        work.mkdir(parents=True, exist_ok=True)
-        if counts:
-            report = _scaling(config, counts, args.temporal_window or counts[0], work)
-        else:
-            report = run_suite(config, work)
-    if counts:
-        print_scaling(report["scaling"])
-    else:
-        print_table(report)
-    if args.json:
-        tmp = Path(args.json).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, args.json)
-        print(f"results: {args.json}")
+    return config
 
 
 def _real_size(args) -> None:
