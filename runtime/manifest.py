@@ -143,9 +143,8 @@ def _check_base_section(base) -> None:
     for i, t in enumerate(tunable):
         shape = t.get("shape") if isinstance(t, dict) else None
         if not (isinstance(t, dict) and _is_text(t.get("name"), t.get("param"))
-                and t.get("dtype") in FLOAT_DTYPES.values()
-                and t.get("layout") in ("as_is", "transposed") and isinstance(shape, list)
-                and all(type(n) is int and n > 0 for n in shape)):
+                and t.get("dtype") in FLOAT_DTYPES.values() and t.get("layout") in ("as_is", "transposed")
+                and isinstance(shape, list) and all(type(n) is int and n > 0 for n in shape)):
             raise TypeError(f"base.tunable[{i}] "
                             "(needs name, param, a float dtype, a layout and a shape of positive integers)")
 
