@@ -15,7 +15,7 @@ from pathlib import Path
 from tav.runtime.help_format import DefaultsHelpFormatter
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tav-bench", description=__doc__.splitlines()[0].replace("``", ""),
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "small", "sd15"], default="small")
@@ -23,24 +23,34 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=None, help="default: 256 for small, 512 for sd15, 64 for tiny")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps end to end (default 50 on cuda, 5 on cpu)")
-    parser.add_argument("--tune-steps", type=int, default=None, help="tuning steps timed (default 30 on cuda, 3 on cpu)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed UNet steps per backend (default 20 cuda, 3 cpu)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed UNet steps per backend before timing (default 2)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM steps end to end (default 50 on cuda, 5 on cpu)")
+    parser.add_argument("--tune-steps", type=int, default=None,
+                        help="tuning steps timed (default 30 on cuda, 3 on cpu)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed UNet steps per backend (default 20 cuda, 3 cpu)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed UNet steps per backend before timing (default 2)")
     parser.add_argument("--backends", default="torch,torch-compile,onnxruntime,tensorrt")
     parser.add_argument("--skip", default="", help="comma list of stages to skip: tune (then a random untuned RUN_DIR "
                         "of the same size is exported: SD-1.5 sizes on a CPU), export, packs, e2e")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--real-size", action="store_true",
-                        help="instead of the suite: run every stage (tune, export fp32/fp16, tav-run, tav-sample) as its own "
-                        "command and report each one's peak RSS and time (docs/PERF.md 'Real size'; use --work to keep files)")
-    parser.add_argument("--scaling", default=None, metavar="N,N,...", help="instead of the suite: tav-run's time and memory "
+                        help="instead of the suite: run every stage (tune, export fp32/fp16, tav-run, tav-sample) "
+                        "as its own command and report each one's peak RSS and time "
+                        "(docs/PERF.md 'Real size'; use --work to keep files)")
+    parser.add_argument("--scaling", default=None, metavar="N,N,...",
+                        help="instead of the suite: tav-run's time and memory "
                         "per frame at these frame counts (e.g. 8,16,32), ONNX Runtime fp32 on the CPU")
     parser.add_argument("--temporal-window", type=int, default=None, metavar="W",
-                        help="temporal window of the random run (with --skip tune; default: all frames) or, with --scaling, "
-                             "of every run (default: the smallest frame count)")
-    args = parser.parse_args(argv)
+                        help="temporal window of the random run (with --skip tune; default: all frames) "
+                             "or, with --scaling, of every run (default: the smallest frame count)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     from tav.tuner.cli.common import quiet_environment
 
     quiet_environment()
@@ -48,7 +58,35 @@ def main(argv=None):
         return _real_size(args)
     from .report import print_table  # torch: after parsing, so --help answers at once
     from .scaling import print_scaling
-    from .suite import BenchConfig, run_suite
+    from .suite import run_suite
+
+    config = _suite_config(args)
+    counts = _frame_counts(args.scaling) if args.scaling else None
+    if not counts and args.temporal_window is not None:
+        if "tune" not in config.skip or not 1 <= args.temporal_window <= config.frames:
+            sys.exit(f"tav-bench: error: --temporal-window {args.temporal_window} needs --skip tune "
+                     f"(it sets the random run's window) and must be from 1 to --frames {config.frames}")
+    with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
+        work = Path(args.work or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        if counts:
+            report = _scaling(config, counts, args.temporal_window or counts[0], work)
+        else:
+            report = run_suite(config, work)
+    if counts:
+        print_scaling(report["scaling"])
+    else:
+        print_table(report)
+    if args.json:
+        tmp = Path(args.json).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, args.json)
+        print(f"results: {args.json}")
+
+
+def _suite_config(args):
+    """The flags as a BenchConfig, with the device's defaults; exits on a size or device it cannot run."""
+    from .suite import BenchConfig
 
     default_hw = {"tiny": 64, "small": 256, "sd15": 512}[args.model]
     gpu = args.device == "cuda"
@@ -73,28 +111,7 @@ def main(argv=None):
 
         if not torch.cuda.is_available():
             sys.exit("tav-bench: error: --device cuda but torch sees no CUDA GPU; use --device cpu")
-
-    counts = _frame_counts(args.scaling) if args.scaling else None
-    if not counts and args.temporal_window is not None:
-        if "tune" not in config.skip or not 1 <= args.temporal_window <= config.frames:
-            sys.exit(f"tav-bench: error: --temporal-window {args.temporal_window} needs --skip tune (it sets the random run's "
-                     f"window) and must be from 1 to --frames {config.frames}")
-    with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
-        work = Path(args.work or scratch)
-        work.mkdir(parents=True, exist_ok=True)
-        if counts:
-            report = _scaling(config, counts, args.temporal_window or counts[0], work)
-        else:
-            report = run_suite(config, work)
-    if counts:
-        print_scaling(report["scaling"])
-    else:
-        print_table(report)
-    if args.json:
-        tmp = Path(args.json).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, args.json)
-        print(f"results: {args.json}")
+    return config
 
 
 def _real_size(args) -> None:
@@ -102,8 +119,8 @@ def _real_size(args) -> None:
 
     height, width = args.height or 256, args.width or 256
     with tempfile.TemporaryDirectory(prefix="tav_bench_") as scratch:
-        report = run_real_size(args.model, args.frames, height, width, Path(args.work or scratch), steps=args.steps or 2,
-                               tune_steps=args.tune_steps or 2)
+        report = run_real_size(args.model, args.frames, height, width, Path(args.work or scratch),
+                               steps=args.steps or 2, tune_steps=args.tune_steps or 2)
     print_real_size(report)
     if args.json:
         write_json(report, args.json)
@@ -115,7 +132,8 @@ def _frame_counts(text: str) -> list:
     except ValueError:
         counts = []
     if not counts or counts[0] < 1:
-        sys.exit(f"tav-bench: error: --scaling {text!r} must be positive frame counts separated by commas, e.g. 8,16,32")
+        sys.exit(f"tav-bench: error: --scaling {text!r} must be positive frame counts separated by commas, "
+                 "e.g. 8,16,32")
     return counts
 
 

@@ -21,7 +21,8 @@ def e2e_cli(run_dir: Path, engine_dir: Path, work: Path, steps: int, device: str
     bin_dir = Path(sys.executable).parent
     outputs = {"tav_sample": work / "e2e_sample.npy", "tav_run": work / "e2e_run.npy"}
     commands = {
-        "tav_sample": [_tool(bin_dir, "tav-sample"), "--weights", str(run_dir), *common, "--device", device, "--out", str(outputs["tav_sample"])],
+        "tav_sample": [_tool(bin_dir, "tav-sample"), "--weights", str(run_dir), *common, "--device", device,
+                       "--out", str(outputs["tav_sample"])],
         "tav_run": [_tool(bin_dir, "tav-run"), "--engine", str(engine_dir), *common, "--device", device, "--quiet",
                     "--out", str(outputs["tav_run"])],
     }
@@ -36,7 +37,8 @@ def e2e_cli(run_dir: Path, engine_dir: Path, work: Path, steps: int, device: str
     sample, run = (np.load(outputs[n]).astype(np.int16) for n in ("tav_sample", "tav_run"))
     measured["frames_max_level_diff"] = int(np.abs(sample - run).max())
     measured["speedup_tav_run_vs_sample"] = measured["tav_sample_seconds"] / measured["tav_run_seconds"]
-    measured["peak_rss_ratio_run_vs_sample"] = measured["tav_run_peak_rss_bytes"] / measured["tav_sample_peak_rss_bytes"]
+    measured["peak_rss_ratio_run_vs_sample"] = (measured["tav_run_peak_rss_bytes"]
+                                                / measured["tav_sample_peak_rss_bytes"])
     return measured
 
 

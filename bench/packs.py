@@ -121,7 +121,8 @@ def _switch_ms(pipe, device: str, graph_class) -> float:
     """
     manifest = pipe.manifest
     names = [t.name for t in manifest.tunable_inputs]
-    graph = graph_class(manifest.engine_dir / manifest.graphs["unet"].onnx, device, io_binding=True, weight_inputs=names)
+    graph = graph_class(manifest.engine_dir / manifest.graphs["unet"].onnx, device, io_binding=True,
+                        weight_inputs=names)
     videos = [pipe._videos.get("v0"), pipe._videos.get("v1")]
     state = {"i": 0}
 

@@ -21,8 +21,12 @@ from .memory import child_peak
 PROMPT = "a red car drifting on a snowy road, cartoon style"
 
 
-def run_real_size(model: str, frames: int, height: int, width: int, work: Path, steps: int = 2, tune_steps: int = 2) -> dict:
-    """{"stages": [{"stage", "command", "seconds", "peak_rss_bytes"}...], "frames_max_level_diff"}; raises on a failed stage."""
+def run_real_size(model: str, frames: int, height: int, width: int, work: Path, steps: int = 2,
+                  tune_steps: int = 2) -> dict:
+    """{"stages": [{"stage", "command", "seconds", "peak_rss_bytes"}...], "frames_max_level_diff"}.
+
+    Raises on a failed stage.
+    """
     work.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     tool = lambda name: _tool(bin_dir, name)  # noqa: E731
@@ -30,19 +34,24 @@ def run_real_size(model: str, frames: int, height: int, width: int, work: Path, 
     sampling = ["--prompt", PROMPT, "--steps", str(steps), "--seed", "0", "--init", "inverted"]
     stages = [
         ("make model", [tool("tav-make-tiny"), str(sd), "--size", model], not sd.exists()),
-        ("make clip", [tool("tav-make-clip"), str(clip), "--frames", str(2 * frames), "--size", str(max(height, width))],
+        ("make clip",
+         [tool("tav-make-clip"), str(clip), "--frames", str(2 * frames), "--size", str(max(height, width))],
          not clip.exists()),
         (f"tav-tune ({tune_steps} steps, {steps}-step inversion)",
          [tool("tav-tune"), "--pretrained", str(sd), "--video", str(clip), "--prompt", PROMPT, "--out", str(run),
           "--frames", str(frames), "--height", str(height), "--width", str(width), "--steps", str(tune_steps),
           "--inversion-steps", str(steps)], not run.exists()),
-        ("tav-export fp32", [tool("tav-export"), "--weights", str(run), "--out", str(work / "engine_fp32"), "--overwrite"], True),
-        ("tav-export fp16", [tool("tav-export"), "--weights", str(run), "--out", str(work / "engine_fp16"), "--precision", "fp16",
-                             "--overwrite"], True),
-        (f"tav-run fp32 ({steps} steps + decode)", [tool("tav-run"), "--engine", str(work / "engine_fp32"), *sampling,
-                                                    "--device", "cpu", "--quiet", "--overwrite", "--out", str(work / "run.npy")], True),
-        (f"tav-sample ({steps} steps + decode)", [tool("tav-sample"), "--weights", str(run), *sampling, "--device", "cpu",
-                                                  "--overwrite", "--out", str(work / "sample.npy")], True),
+        ("tav-export fp32",
+         [tool("tav-export"), "--weights", str(run), "--out", str(work / "engine_fp32"), "--overwrite"], True),
+        ("tav-export fp16",
+         [tool("tav-export"), "--weights", str(run), "--out", str(work / "engine_fp16"), "--precision", "fp16",
+          "--overwrite"], True),
+        (f"tav-run fp32 ({steps} steps + decode)",
+         [tool("tav-run"), "--engine", str(work / "engine_fp32"), *sampling,
+          "--device", "cpu", "--quiet", "--overwrite", "--out", str(work / "run.npy")], True),
+        (f"tav-sample ({steps} steps + decode)",
+         [tool("tav-sample"), "--weights", str(run), *sampling, "--device", "cpu",
+          "--overwrite", "--out", str(work / "sample.npy")], True),
     ]
     measured = []
     for name, cmd, needed in stages:
@@ -61,7 +70,8 @@ def run_real_size(model: str, frames: int, height: int, width: int, work: Path, 
 
 
 def print_real_size(report: dict) -> None:
-    print(f"\n{report['model']}, {report['frames']} frames {report['height']}x{report['width']}, each stage its own process")
+    print(f"\n{report['model']}, {report['frames']} frames {report['height']}x{report['width']}, "
+          "each stage its own process")
     print(f"{'stage':45s} {'peak RSS':>10s} {'wall':>10s}")
     for row in report["stages"]:
         if "skipped" in row:

@@ -24,7 +24,8 @@ def run_scaling(sd_dir: Path, frame_counts: list, window: int, height: int, widt
 
     rows = []
     for frames in sorted(frame_counts):
-        run_dir = make_random_run(sd_dir, work / f"run_{frames}", frames, height, width, temporal_window=min(window, frames))
+        run_dir = make_random_run(sd_dir, work / f"run_{frames}", frames, height, width,
+                                  temporal_window=min(window, frames))
         engine = export_engine(run_dir, work / f"engine_{frames}", precision="fp32", backend="onnx")
         measured = _worker(engine, steps)
         measured["temporal_window"] = json.loads((engine / "manifest.json").read_text())["temporal_window"]
@@ -34,7 +35,8 @@ def run_scaling(sd_dir: Path, frame_counts: list, window: int, height: int, widt
 
 
 def _worker(engine: Path, steps: int) -> dict:
-    done = subprocess.run([sys.executable, "-m", "tav.bench.frames_worker", str(engine), str(steps)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tav.bench.frames_worker", str(engine), str(steps)],
+                          capture_output=True, text=True)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("TAV_FRAMES ")), None)
     if line is None:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
@@ -56,23 +58,27 @@ def _per_frame(m: dict) -> dict:
 def _ratios(rows: list) -> dict:
     """Each per-frame figure of every N over the smallest N's, and whether the largest stays within LINEAR_WITHIN."""
     first = rows[0]
-    keys = ("denoise_step_ms_per_frame", "steady_step_ms_per_frame", "decode_ms_per_frame", "peak_above_load_per_frame_bytes")
-    ratios = {str(r["frames"]): {k: r[k] / first[k] if first[k] and r[k] is not None else None for k in keys} for r in rows}
+    keys = ("denoise_step_ms_per_frame", "steady_step_ms_per_frame", "decode_ms_per_frame",
+            "peak_above_load_per_frame_bytes")
+    ratios = {str(r["frames"]): {k: r[k] / first[k] if first[k] and r[k] is not None else None for k in keys}
+              for r in rows}
     last = ratios[str(rows[-1]["frames"])]
     ratios["linear"] = {k: last[k] is not None and last[k] <= LINEAR_WITHIN for k in keys}
     return ratios
 
 
 def print_scaling(report: dict) -> None:
-    print(f"\ntav-bench --scaling  {report['height']}x{report['width']}, {report['steps']} steps, ONNX Runtime CPU fp32")
-    print(f"{'frames':>7}{'window':>8}{'step ms':>10}{'ms/frame':>10}{'first/fr':>10}{'steady/fr':>10}{'decode ms/fr':>14}"
-          f"{'peak MB':>10}{'above load MB/fr':>18}{'x smallest (step, steady, mem)':>33}")
+    print(f"\ntav-bench --scaling  {report['height']}x{report['width']}, {report['steps']} steps, "
+          "ONNX Runtime CPU fp32")
+    print(f"{'frames':>7}{'window':>8}{'step ms':>10}{'ms/frame':>10}{'first/fr':>10}{'steady/fr':>10}"
+          f"{'decode ms/fr':>14}{'peak MB':>10}{'above load MB/fr':>18}{'x smallest (step, steady, mem)':>33}")
     for r in report["rows"]:
         ratio = report["ratios_vs_smallest"][str(r["frames"])]
         steady = "-" if r["steady_step_ms_per_frame"] is None else f"{r['steady_step_ms_per_frame']:.2f}"
         print(f"{r['frames']:>7}{r['temporal_window']:>8}{1e3 * r['denoise_per_step_seconds']:>10.1f}"
               f"{r['denoise_step_ms_per_frame']:>10.2f}{r['first_step_ms_per_frame']:>10.2f}{steady:>10}"
-              f"{r['decode_ms_per_frame']:>14.2f}{r['peak_rss_bytes'] / 1e6:>10.0f}{r['peak_above_load_per_frame_bytes'] / 1e6:>18.1f}"
+              f"{r['decode_ms_per_frame']:>14.2f}{r['peak_rss_bytes'] / 1e6:>10.0f}"
+              f"{r['peak_above_load_per_frame_bytes'] / 1e6:>18.1f}"
               f"{_x(ratio['denoise_step_ms_per_frame']):>11}{_x(ratio['steady_step_ms_per_frame']):>11}"
               f"{_x(ratio['peak_above_load_per_frame_bytes']):>11}")
     linear = report["ratios_vs_smallest"]["linear"]

@@ -45,7 +45,8 @@ def call(url: str, token: str | None, body: dict | None = None, timeout: float =
 def usable_videos(url: str, token: str | None) -> list:
     status, body = call(f"{url}/v1/videos", token)
     if status != 200:
-        raise SystemExit(f"serve_load: GET /v1/videos answered {status}; is tav-serve running at {url} (and --token right)?")
+        raise SystemExit(f"serve_load: GET /v1/videos answered {status}; "
+                         f"is tav-serve running at {url} (and --token right)?")
     videos = [v["video_id"] for v in json.loads(body)["videos"] if v.get("usable", True)]
     if not videos:
         raise SystemExit("serve_load: the service has no usable video; add a pack to its STORE first")
@@ -117,14 +118,16 @@ def process_memory(pid: int | None) -> dict:
 
 
 def markdown(levels: list) -> str:
-    rows = ["| concurrency | s | requests | req/s | 200/s | p50 ms | p99 ms | 503 share | other statuses | RSS MiB before -> after |",
+    rows = ["| concurrency | s | requests | req/s | 200/s | p50 ms | p99 ms | 503 share | other statuses "
+            "| RSS MiB before -> after |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for level in levels:
         other = ", ".join(f"{k}: {v}" for k, v in level["statuses"].items() if k not in ("200", "503")) or "-"
         rss = f"{sum(level['memory_before'].values()):.0f} -> {sum(level['memory_after'].values()):.0f}" \
             if level["memory_before"] else "-"
         rows.append(f"| {level['concurrency']} | {level['seconds']} | {level['requests']} | {level['per_s']} | "
-                    f"{level['ok_per_s']} | {level['p50_ms']} | {level['p99_ms']} | {level['share_503']} | {other} | {rss} |")
+                    f"{level['ok_per_s']} | {level['p50_ms']} | {level['p99_ms']} | {level['share_503']} | "
+                    f"{other} | {rss} |")
     return "\n".join(rows)
 
 
@@ -149,7 +152,8 @@ def main(argv=None) -> int:
         levels_wanted = [int(x) for x in args.concurrency.split(",")]
         request = json.loads(args.request)
     except ValueError as err:
-        raise SystemExit(f"serve_load: --concurrency is comma-separated integers and --request is JSON ({err})") from None
+        raise SystemExit(f"serve_load: --concurrency is comma-separated integers and --request is JSON "
+                         f"({err})") from None
     if any(level < 1 for level in levels_wanted) or args.duration <= 0:
         raise SystemExit("serve_load: concurrency levels must be >= 1 and --duration > 0")
     videos = args.videos.split(",") if args.videos else usable_videos(url, token)

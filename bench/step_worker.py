@@ -29,7 +29,8 @@ def measure(args: dict, out_path: str) -> dict:
             from tav.tuner.model.tuned_weights import load_tuned
 
             dtype = torch.float16 if device == "cuda" else torch.float32
-            step, output, *resources = torch_step(load_tuned(args["run_dir"]).unet, inputs, device, dtype, compile=backend == "torch-compile")
+            step, output, *resources = torch_step(load_tuned(args["run_dir"]).unet, inputs, device, dtype,
+                                                  compile=backend == "torch-compile")
         else:
             if not args.get("engine_dir"):
                 raise RuntimeError("no ENGINE_DIR")

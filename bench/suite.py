@@ -56,7 +56,8 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
     from tav.tuner.demo.tiny_model import make_tiny
 
     t0 = time.perf_counter()
-    sd_dir = make_tiny(work / f"sd_{cfg.model}", seed=0, size=cfg.model) if not (work / f"sd_{cfg.model}").exists() else work / f"sd_{cfg.model}"
+    sd_dir = (make_tiny(work / f"sd_{cfg.model}", seed=0, size=cfg.model) if not (work / f"sd_{cfg.model}").exists()
+              else work / f"sd_{cfg.model}")
     unet_config = json.loads((sd_dir / "unet" / "config.json").read_text())
     text_dim = unet_config["cross_attention_dim"]
     report["stages"]["make_model"] = {"seconds": time.perf_counter() - t0}
@@ -80,7 +81,8 @@ def run_suite(cfg: BenchConfig, work: Path) -> dict:
     if run_dir is not None:
         inputs = StepInputs.seeded(cfg.frames, latent_hw, text_dim)
         _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops)
-        _stage(report, "packs", lambda: measure_packs(cfg, sd_dir, run_dir, engine_dir, inputs, scratch), skipped="packs" in cfg.skip)
+        _stage(report, "packs", lambda: measure_packs(cfg, sd_dir, run_dir, engine_dir, inputs, scratch),
+               skipped="packs" in cfg.skip)
         if "e2e" not in cfg.skip and engine_dir is not None:
             _stage(report, "e2e", lambda: (None, e2e_cli(run_dir, engine_dir, scratch, cfg.steps, cfg.device, PROMPT)))
     return report
@@ -151,7 +153,8 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
 def _random_run(cfg: BenchConfig, sd_dir: Path, work: Path):
     from tav.tuner.demo.random_run import make_random_run
 
-    run = make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width, temporal_window=cfg.temporal_window)
+    run = make_random_run(sd_dir, work / "run_random", cfg.frames, cfg.height, cfg.width,
+                          temporal_window=cfg.temporal_window)
     return run, {"tuned": False, "temporal_window": cfg.temporal_window or cfg.frames}
 
 
@@ -196,7 +199,8 @@ def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     outputs = {}
     for backend in cfg.backends:
         row = {"backend": backend}
-        args = {"backend": backend, "device": cfg.device, "run_dir": str(run_dir), "engine_dir": str(engine_dir) if engine_dir else None,
+        args = {"backend": backend, "device": cfg.device, "run_dir": str(run_dir),
+                "engine_dir": str(engine_dir) if engine_dir else None,
                 "frames": cfg.frames, "latent_hw": list(inputs.sample.shape[-2:]), "text_dim": int(text_dim),
                 "warmup": cfg.warmup, "repeats": cfg.repeats}
         measured = _step_worker(args, run_dir.parent / f"step_{backend}.npy")
@@ -212,7 +216,8 @@ def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     # The reference last, in this process: true fp32 (no TF32), as the exporter's parity check.
     with no_tf32():
         _, reference = torch_step(load_tuned(run_dir).unet, inputs, cfg.device, torch.float32)
-    torch_ms = next((r["unet_step_ms"] for r in report["results"] if r["backend"] == "torch" and "unet_step_ms" in r), None)
+    torch_ms = next((r["unet_step_ms"] for r in report["results"] if r["backend"] == "torch" and "unet_step_ms" in r),
+                    None)
     for row in report["results"]:
         if row["backend"] in outputs:
             row.update(accuracy(outputs[row["backend"]], reference))

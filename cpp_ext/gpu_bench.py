@@ -95,7 +95,8 @@ def main(argv=None) -> int:
         print(f"{str(r['shape']):>18} {r['dtype']:>8} {r['kernel_us']:10.1f} {r['kernel_gbs']:7.0f} "
               f"{r['kernel_fraction_of_copy']:8.0%} {r['reference_us']:8.1f} {r['index_cat_us']:10.1f}")
     big = rows[0]["kernel_fraction_of_copy"]
-    print(f"goal >= {GOAL:.0%} of copy bandwidth on the largest level: {'met' if big >= GOAL else 'NOT met'} ({big:.0%})")
+    print(f"goal >= {GOAL:.0%} of copy bandwidth on the largest level: "
+          f"{'met' if big >= GOAL else 'NOT met'} ({big:.0%})")
     result = {
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,

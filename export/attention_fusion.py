@@ -73,7 +73,8 @@ def _match(softmax):
     logits, bias = _strip_bias(softmax.inputs[0])
     scores = _only_producer(logits, "MatMul")
     readers = softmax.outputs[0].outputs
-    if scores is None or len(readers) != 1 or readers[0].op != "MatMul" or readers[0].inputs[0] is not softmax.outputs[0]:
+    if (scores is None or len(readers) != 1 or readers[0].op != "MatMul"
+            or readers[0].inputs[0] is not softmax.outputs[0]):
         return None
     context = readers[0]
     q_side, k_side = (_strip_scale(t) for t in scores.inputs)
@@ -98,12 +99,14 @@ def _match(softmax):
 
 
 def _strip_bias(tensor):
-    """(scores, bias) when ``tensor`` is an Add of a [1, 1, S, L] constant (SDPA's float attn_mask), else (tensor, None)."""
+    """(scores, bias) when ``tensor`` is an Add of a [1, 1, S, L] constant (SDPA's float attn_mask), else
+    (tensor, None)."""
     add = _only_producer(tensor, "Add")
     if add is None:
         return tensor, None
     for data, const in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
-        if isinstance(data, gs.Variable) and isinstance(const, gs.Constant) and len(const.shape) == 4 and tuple(const.shape[:2]) == (1, 1):
+        if (isinstance(data, gs.Variable) and isinstance(const, gs.Constant)
+                and len(const.shape) == 4 and tuple(const.shape[:2]) == (1, 1)):
             return data, const
     return tensor, None
 
@@ -171,7 +174,8 @@ def _split_heads(tensor, perm):
 
 def _merge_heads(tensor, width: int):
     """out [B,S,width] when ``tensor`` [B,H,S,d] flows only through Transpose(0,2,1,3) -> Reshape [b, s, width]."""
-    if len(tensor.outputs) != 1 or tensor.outputs[0].op != "Transpose" or tuple(tensor.outputs[0].attrs.get("perm", ())) != (0, 2, 1, 3):
+    if (len(tensor.outputs) != 1 or tensor.outputs[0].op != "Transpose"
+            or tuple(tensor.outputs[0].attrs.get("perm", ())) != (0, 2, 1, 3)):
         return None
     moved = tensor.outputs[0].outputs[0]
     if len(moved.outputs) != 1 or moved.outputs[0].op != "Reshape":

@@ -177,12 +177,14 @@ def load_base_model(sd_folder, frames, height, width):
     from tav.tuner.model.video_unet import VideoUNet
 
     if None in (frames, height, width):
-        raise ExportError("--base needs --frames, --height and --width: a base ENGINE_DIR has static shapes and no run to take them from")
+        raise ExportError("--base needs --frames, --height and --width: "
+                          "a base ENGINE_DIR has static shapes and no run to take them from")
     resolved = resolve_base(sd_folder)
     unet = VideoUNet.from_pretrained_2d(resolved.path)
     meta = {"base": True, "pretrained_model_source": resolved.source}
     folder = folder_hash(resolved.path)
-    return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder, meta, base_model_hash=folder)
+    return TunedModel(unet, resolved.path, int(frames), int(height), int(width), None, folder, meta,
+                      base_model_hash=folder)
 
 
 def base_section(spec: "BaseUNetSpec", frames: int, height: int, width: int, precision: str, model_source: dict,

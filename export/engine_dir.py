@@ -40,8 +40,8 @@ def check_output(out_dir: Path, overwrite: bool):
                                   "(or pass --overwrite to replace an ENGINE_DIR)")
             problem = foreign_entries(out_dir)
             if problem:
-                raise ExportError(f"--out {out_dir} is not only an ENGINE_DIR ({problem}); --overwrite replaces nothing else: "
-                                  "move those away or choose a new folder")
+                raise ExportError(f"--out {out_dir} is not only an ENGINE_DIR ({problem}); "
+                                  "--overwrite replaces nothing else: move those away or choose a new folder")
 
 
 def make_staging(out_dir: Path) -> Path:
@@ -83,14 +83,16 @@ def _signals_deferred(out_dir: Path):
         yield
         return
     received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
-        log.warning("interrupt received while putting the ENGINE_DIR in place; the swap finished: %s is complete", out_dir)
+        log.warning("interrupt received while putting the ENGINE_DIR in place; the swap finished: %s is complete",
+                    out_dir)
 
 
 def write_assets(tuned, staging: Path):
@@ -106,7 +108,8 @@ def write_assets(tuned, staging: Path):
         tokenizer.backend_tokenizer.save(str(tokenizer_json))
     # The runtime tokenizes with the `tokenizers` library alone: it must give the same ids.
     if Tokenizer.from_file(str(tokenizer_json)).encode(PROBE_PROMPT).ids != tokenizer(PROBE_PROMPT).input_ids:
-        raise ExportError(f"{tokenizer_json} does not tokenize like the base model's tokenizer; is {tuned.base_dir}/tokenizer intact?")
+        raise ExportError(f"{tokenizer_json} does not tokenize like the base model's tokenizer; "
+                          f"is {tuned.base_dir}/tokenizer intact?")
     shutil.copyfile(Path(tuned.base_dir) / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
     if tuned.inverted_latents is not None:
         np.save(staging / "inverted_latents.npy", np.ascontiguousarray(tuned.inverted_latents.float().numpy()))

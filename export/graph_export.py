@@ -85,26 +85,28 @@ def export_graph(spec, staging: Path, options: GraphOptions, timings: dict, plug
         model = optimise(load_structure(traced), options.precision)
         check_graph(model, spec)
         check_no_transpose(model, spec)
-        fused = fuse_for_onnxruntime(model, spec) if options.attention == "fused" and spec.fused_attention and plugin_context is None else None
+        fusable = options.attention == "fused" and spec.fused_attention and plugin_context is None
+        fused = fuse_for_onnxruntime(model, spec) if fusable else None
     fields = {"attention": {"fused": fused.fused if fused else 0, "op": f"{MHA_DOMAIN}.{MHA_OP}" if fused else None},
               "tensorrt": None}
     path = staging / f"{spec.name}.onnx"
     with stage(timings, "check", spec.name):
-        fields["external_files"] = save_onnx(fused.model if fused else model, path, work, options.external_data_threshold,
-                                             full_check=plugin_context is None)
+        fields["external_files"] = save_onnx(fused.model if fused else model, path, work,
+                                             options.external_data_threshold, full_check=plugin_context is None)
         if fused and options.standard_twin:
             twin = staging / f"{spec.name}{TENSORRT_SOURCE_SUFFIX}"
-            shared = fields["external_files"][0] if fields["external_files"] else None  # the same weights: one data file
-            fields["tensorrt_source"] = {"path": twin, "external_files": save_onnx(model, twin, work, options.external_data_threshold,
-                                                                                   data=shared)}
+            # the same weights: one data file
+            shared = fields["external_files"][0] if fields["external_files"] else None
+            twin_files = save_onnx(model, twin, work, options.external_data_threshold, data=shared)
+            fields["tensorrt_source"] = {"path": twin, "external_files": twin_files}
         del model, fused
     with stage(timings, "parity", spec.name):
         if plugin_context is None:
             shutil.rmtree(work, ignore_errors=True)  # the saved graphs have their own data file (moved there)
             fields["parity"] = _parity(spec.name, path, feeds, expected, options.precision)
             if "tensorrt_source" in fields:
-                fields["tensorrt_source"]["parity"] = _parity(spec.name, fields["tensorrt_source"]["path"], feeds, expected,
-                                                              options.precision)
+                fields["tensorrt_source"]["parity"] = _parity(spec.name, fields["tensorrt_source"]["path"], feeds,
+                                                              expected, options.precision)
         else:
             fields.update(plugin_parity(spec, path, work, feeds, expected, options))
             release_module(spec)

@@ -93,7 +93,8 @@ def count_attention_layers(module: torch.nn.Module) -> int:
     return sum(type(m).__name__ in ("Attention", "CLIPAttention") for m in module.modules())
 
 
-def graph_spec(name: str, model, frames: int, height: int, width: int, precision: str, text_dim: int, vocab_size: int) -> GraphSpec:
+def graph_spec(name: str, model, frames: int, height: int, width: int, precision: str, text_dim: int,
+               vocab_size: int) -> GraphSpec:
     """The spec of one graph ("text_encoder", "unet", "vae_decoder") at static shapes, float I/O in the
     export precision; ``model`` is the CLIP text model, the video UNet or the VAE.
 
@@ -116,9 +117,10 @@ def graph_spec(name: str, model, frames: int, height: int, width: int, precision
     elif name == "vae_decoder":
         # The VAE's encoder has attention too, but it is not part of the decoder graph.
         module, attention = VaeDecoderGraph(model), model.decoder
-        io = ([TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)], [TensorSpec("images", (frames, 3, height, width), fp)])
+        io = ([TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)],
+              [TensorSpec("images", (frames, 3, height, width), fp)])
     else:
         raise ValueError(f"unknown graph {name!r}")
     batched = {"text_encoder": ("input_ids",), "unet": ("sample", "encoder_hidden_states")}.get(name, ())
-    return GraphSpec(name, module.eval(), *io, count_attention_layers(attention), vocab_size, fused_attention=name != "text_encoder",
-                     batched_inputs=batched)
+    return GraphSpec(name, module.eval(), *io, count_attention_layers(attention), vocab_size,
+                     fused_attention=name != "text_encoder", batched_inputs=batched)

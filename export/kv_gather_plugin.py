@@ -31,7 +31,8 @@ def plugin_parity(spec, path, work, feeds, expected, options) -> dict:
     trace_to_onnx(spec, feeds, options.opset, traced)
     save_onnx(optimise(load_structure(traced), options.precision), twin, traced.parent, options.external_data_threshold)
     return {"parity": None, "parity_skipped": reason,
-            "parity_standard_op_twin": check_parity(spec.name, ort_session(twin, options.precision), feeds, expected, options.precision)}
+            "parity_standard_op_twin": check_parity(spec.name, ort_session(twin, options.precision), feeds, expected,
+                                                    options.precision)}
 
 
 class KVGatherPlugin:
@@ -41,7 +42,8 @@ class KVGatherPlugin:
 
 
 def kv_gather_plugin(trt) -> KVGatherPlugin:
-    """cpp_ext's KVGather exporter hook, and its TensorRT plugin registered when building engines; else a clear error."""
+    """cpp_ext's KVGather exporter hook, and its TensorRT plugin registered when building engines; else a clear
+    error."""
     from tav import cpp_ext
 
     context = getattr(cpp_ext, "kv_gather_as_plugin", None)

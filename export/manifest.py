@@ -54,7 +54,8 @@ def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather
     }
 
 
-def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, tensorrt_source=None, **extra) -> dict:
+def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, root: Path, tensorrt_source=None,
+                **extra) -> dict:
     entry = {
         **onnx_file(onnx_path, external_files),
         "inputs": [t.as_json() for t in spec.inputs],
@@ -63,7 +64,8 @@ def graph_entry(spec, onnx_path: Path, external_files: list, parity, tensorrt, r
         "tensorrt": None if tensorrt is None else {**tensorrt, "sha256": file_sha256(root / tensorrt["plan"])},
     }
     if tensorrt is not None and tensorrt_source is not None:
-        entry["tensorrt"]["onnx"] = {**onnx_file(tensorrt_source["path"], tensorrt_source["external_files"]), "parity": tensorrt_source["parity"]}
+        entry["tensorrt"]["onnx"] = {**onnx_file(tensorrt_source["path"], tensorrt_source["external_files"]),
+                                     "parity": tensorrt_source["parity"]}
     entry.update(extra)
     return entry
 

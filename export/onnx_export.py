@@ -46,8 +46,8 @@ def trace_to_onnx(spec: GraphSpec, feeds: dict, opset: int, path: Path, plugin_c
     params, outputs = {}, []
     fp16_on_cpu = device.type == "cpu" and next(module.parameters()).dtype == torch.float16
     fast_convs = _fp16_convs_computed_in_fp32() if fp16_on_cpu else nullcontext()
-    with warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(), _weights_captured(params, outputs), \
-            fast_convs:
+    with (warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(),
+          _weights_captured(params, outputs), fast_convs):
         warnings.simplefilter("ignore")  # TracerWarnings on shape asserts: shapes are static by design
         torch.onnx.export(
             module,

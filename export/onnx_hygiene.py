@@ -54,7 +54,8 @@ def optimise(model: onnx.ModelProto, precision: str = "fp32") -> onnx.ModelProto
         # drops sym_shape_infer_temp.onnx + a <uuid>.data into the working directory whenever
         # it meets a node it cannot infer (the KVGather custom op).
         model = fold_constants(
-            model, num_passes=None, do_shape_inference=True, fold_shapes=True, error_ok=True, allow_onnxruntime_shape_inference=False
+            model, num_passes=None, do_shape_inference=True, fold_shapes=True, error_ok=True,
+            allow_onnxruntime_shape_inference=False,
         )
     graph = gs.import_onnx(model)
     _drop_identities(graph)
@@ -127,7 +128,8 @@ def check_graph(model: onnx.ModelProto, spec) -> dict:
     forbidden = sorted(FORBIDDEN_OPS & set(ops))
     if forbidden:
         raise GraphError(f"{spec.name}: graph contains {', '.join(forbidden)}; TensorRT needs a graph without them")
-    for kind, actual, expected in (("inputs", model.graph.input, spec.inputs), ("outputs", model.graph.output, spec.outputs)):
+    for kind, actual, expected in (("inputs", model.graph.input, spec.inputs),
+                                   ("outputs", model.graph.output, spec.outputs)):
         got = [_describe(v) for v in actual]
         want = [t.as_json() for t in expected]
         if got != want:
@@ -178,7 +180,8 @@ def count_attention_patterns(model: onnx.ModelProto) -> tuple:
     matched = 0
     for softmax in softmaxes:
         source, after = scores_source(softmax), readers(softmax.output[0])
-        matched += source is not None and source.op_type == "MatMul" and bool(after) and all(n.op_type == "MatMul" for n in after)
+        matched += (source is not None and source.op_type == "MatMul"
+                    and bool(after) and all(n.op_type == "MatMul" for n in after))
     return matched, len(softmaxes)
 
 

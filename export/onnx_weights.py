@@ -43,7 +43,8 @@ def attach_weights(model: onnx.ModelProto, weights: dict, path: Path) -> int:
             if name not in as_input:  # dropped by the exporter's dead-code pass
                 continue
             array = np.ascontiguousarray(tensor.detach().cpu().numpy())
-            proto = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+            proto = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype),
+                                     dims=array.shape)
             if array.nbytes < INLINE_LIMIT or array.ndim <= 1:
                 proto.raw_data = array.tobytes()
             else:
@@ -94,7 +95,8 @@ def hide_weights(model: onnx.ModelProto) -> dict:
     kept = [t for t in model.graph.initializer if t.name not in hidden]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    model.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in hidden.values())
+    model.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in hidden.values())
     return hidden
 
 

@@ -1,4 +1,4 @@
-"""``write_pack``: tuned weights (RUN_DIR or an official Tune-A-Video output) -> ``NAME.tavpack`` for a base ENGINE_DIR.
+"""``write_pack``: tuned weights (RUN_DIR or official Tune-A-Video output) -> ``NAME.tavpack`` for a base ENGINE_DIR.
 
 The pack holds exactly the tensors the base UNet takes as inputs (its manifest's "base"
 section names them, their state-dict parameter and layout), converted to the base's
@@ -35,7 +35,8 @@ from .errors import ExportError
 from .finite_check import refuse_non_finite_array, refuse_non_finite_model
 
 # What a pack keeps of run.json: enough to tell videos apart and judge the tuning, not the per-step losses.
-RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "tuned_frames", "temporal_window", "stride", "start", "height", "width", "steps", "learning_rate", "seed",
+RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "tuned_frames", "temporal_window", "stride", "start",
+                    "height", "width", "steps", "learning_rate", "seed",
                     "pretrained_model_path", "pretrained_model_hash", "num_trainable_params", "resolved_precision",
                     "eval_loss_before", "eval_loss_after", "train_time_s")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -59,17 +60,19 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
     latents = tuned.inverted_latents
     if latents is not None and tuple(latents.shape) != manifest.latent_shape:
         raise ExportError(f"the inverted latents of {weights} are {list(latents.shape)}, base {base_dir} is "
-                          f"{manifest.frames} frames {manifest.width}x{manifest.height} ({list(manifest.latent_shape)}); "
-                          "export a base at the run's frames and size")
+                          f"{manifest.frames} frames {manifest.width}x{manifest.height} "
+                          f"({list(manifest.latent_shape)}); export a base at the run's frames and size")
     window = tuned.unet.temporal_window or manifest.frames  # the run's (run.json); an official output: all frames
     if min(window, manifest.frames) != manifest.temporal_window:
-        raise ExportError(f"{weights} samples with a temporal window of {window} frames, base {base_dir} was exported with "
-                          f"{manifest.temporal_window}; export a base with --temporal-window {window}")
+        raise ExportError(f"{weights} samples with a temporal window of {window} frames, "
+                          f"base {base_dir} was exported with {manifest.temporal_window}; "
+                          f"export a base with --temporal-window {window}")
     state = tuned.unet.state_dict()
     frozen = unet_frozen_sha256(tuned.unet, [t["param"] for t in base["tunable"]])
     if frozen != base["unet_frozen_sha256"]:
         raise ExportError(f"{weights} was tuned from UNet {frozen[:12]}, base {base_dir} holds UNet "
-                          f"{base['unet_frozen_sha256'][:12]}; export a base from the run's SD model (tav-export --base)")
+                          f"{base['unet_frozen_sha256'][:12]}; "
+                          "export a base from the run's SD model (tav-export --base)")
     tensors = {}
     for tunable in base["tunable"]:
         value = state[tunable["param"]].detach().cpu()
@@ -106,7 +109,8 @@ def _read_base(base_dir):
         raise ExportError(f"--pack-for: {err}") from None
     if manifest.base is None:
         raise ExportError(f"--pack-for {base_dir} has the tuned weights baked in (a full ENGINE_DIR), not a base; "
-                          "export one with `tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`")
+                          "export one with "
+                          "`tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`")
     return manifest
 
 
@@ -153,7 +157,8 @@ def _write_atomic(out: Path, tensors: dict, meta: dict) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, PackError):
-            raise ExportError(f"the written pack did not verify ({err}); this is an exporter bug, please report it") from None
+            raise ExportError(f"the written pack did not verify ({err}); "
+                              "this is an exporter bug, please report it") from None
         raise
 
 

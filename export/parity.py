@@ -62,7 +62,8 @@ def ort_session(onnx_path, precision: str = "fp32"):
 
 def graph_feeds(spec, seed: int = 0) -> dict:
     """Seeded inputs in the graph's own dtypes."""
-    return {t.name: value.astype(t.dtype) for t, value in zip(spec.inputs, spec.seeded_inputs(seed).values(), strict=True)}
+    return {t.name: value.astype(t.dtype)
+            for t, value in zip(spec.inputs, spec.seeded_inputs(seed).values(), strict=True)}
 
 
 @torch.no_grad()
@@ -83,7 +84,8 @@ def reference_output(spec, feeds: dict) -> np.ndarray:
     batched = [t.name in spec.batched_inputs for t in spec.inputs]
     halves = args[batched.index(True)].shape[0] if any(batched) else 1
     with no_tf32(), widened(spec.module):
-        outputs = [spec.module(*[a[i:i + 1] if b else a for a, b in zip(args, batched, strict=True)]).float().cpu() for i in range(halves)]
+        outputs = [spec.module(*[a[i:i + 1] if b else a for a, b in zip(args, batched, strict=True)]).float().cpu()
+                   for i in range(halves)]
     return torch.cat(outputs).numpy()
 
 

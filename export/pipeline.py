@@ -55,6 +55,7 @@ def _max_opset() -> int:
 MAX_OPSET = _max_opset()
 
 
+# Over 60 lines only by its signature (one public keyword a line) and docstring: the body is ~40 lines of phase calls.
 def export_engine(
     weights,
     out_dir,
@@ -92,8 +93,8 @@ def export_engine(
     check_window_early(temporal_window, frames if base else None)
     out_dir = _checked_out_dir(out_dir, overwrite)
     if base and kv_gather == "plugin":
-        raise ExportError("--base with --kv-gather plugin is not supported yet (the plugin's parity twin has no tunable "
-                          "inputs); export the base with --kv-gather onnx")
+        raise ExportError("--base with --kv-gather plugin is not supported yet "
+                          "(the plugin's parity twin has no tunable inputs); export the base with --kv-gather onnx")
     if kv_gather == "plugin" and backend == "onnx":
         log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
                     "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")
@@ -107,7 +108,8 @@ def export_engine(
         with stage(timings, "load"):
             from tav.tuner.model.tuned_weights import load_tuned
 
-            tuned = load_base_model(weights, frames, height, width) if base else load_tuned(weights, allow_base_mismatch=allow_base_mismatch)
+            tuned = (load_base_model(weights, frames, height, width) if base
+                     else load_tuned(weights, allow_base_mismatch=allow_base_mismatch))
             refuse_non_finite_model(tuned, weights)
             frames, height, width = _resolve_shape(tuned, weights, frames, height, width)
             window = apply_window(tuned, frames, temporal_window)
@@ -117,8 +119,8 @@ def export_engine(
         if trt is not None:
             _build_plans(trt, exported, staging, out_dir if overwrite else None, optimization_level, plugin, timings)
         manifest = build_manifest(
-            weights, tuned, exported, staging, precision=precision, kv_gather=kv_gather, attention=attention, opset=opset,
-            tools=_tool_versions(trt), timings=timings, temporal_window=window,
+            weights, tuned, exported, staging, precision=precision, kv_gather=kv_gather, attention=attention,
+            opset=opset, tools=_tool_versions(trt), timings=timings, temporal_window=window,
         )
         write_json_atomic(staging / MANIFEST, manifest)
         move_into_place(staging, out_dir, overwrite)
@@ -140,7 +142,8 @@ def _checked_out_dir(out_dir, overwrite: bool) -> Path:
     return out_dir
 
 
-def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, base: bool, plugin, timings: dict) -> Exported:
+def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, base: bool, plugin,
+                   timings: dict) -> Exported:
     """Each graph in turn, its model loaded just before and released once traced (graph_export.py).
 
     The UNet goes first, while nothing else is loaded; the text encoder and VAE are loaded after it is gone.
@@ -161,7 +164,8 @@ def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, ba
             model = load_vae(tuned.base_dir)
             exported.vae_scaling_factor = model.config.scaling_factor
             model.encoder = None  # the decoder graph never runs it
-        spec = graph_spec(name, model.to(device).eval(), *shape, options.precision, text_config.hidden_size, text_config.vocab_size)
+        spec = graph_spec(name, model.to(device).eval(), *shape, options.precision, text_config.hidden_size,
+                          text_config.vocab_size)
         del model
         if base and name == "unet":
             spec = with_tunable_inputs(spec, options.precision)
@@ -177,7 +181,8 @@ def _export_graphs(tuned, shape: tuple, staging: Path, options: GraphOptions, ba
     return exported
 
 
-def _build_plans(trt, exported: Exported, staging: Path, old_dir, optimization_level: int, plugin, timings: dict) -> None:
+def _build_plans(trt, exported: Exported, staging: Path, old_dir, optimization_level: int, plugin,
+                 timings: dict) -> None:
     """One TensorRT plan per graph, from the ONNX files alone (the torch models are gone by now)."""
     builder = EngineBuilder(trt, optimization_level, old_dir / TIMING_CACHE if old_dir else None)
     for name in GRAPH_NAMES:
@@ -203,20 +208,23 @@ def _build_plans(trt, exported: Exported, staging: Path, old_dir, optimization_l
 def _warn_about_leftovers(out_dir: Path):
     stale = [path.name for path, state in leftovers(out_dir) if state != "in use"]
     if stale:
-        log.warning("%s next to %s %s left by killed exports (%s); `tav-export --out %s --clean-stale` removes the stale ones",
-                    _count(len(stale), "hidden folder"), out_dir, "was" if len(stale) == 1 else "were", ", ".join(stale[:3]), out_dir)
+        log.warning("%s next to %s %s left by killed exports (%s); "
+                    "`tav-export --out %s --clean-stale` removes the stale ones",
+                    _count(len(stale), "hidden folder"), out_dir, "was" if len(stale) == 1 else "were",
+                    ", ".join(stale[:3]), out_dir)
 
 
 def _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level):
-    choices = (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS), ("kv-gather", kv_gather, KV_GATHER_MODES),
-               ("attention", attention, ATTENTION_MODES))
+    choices = (("precision", precision, PRECISIONS), ("backend", backend, BACKENDS),
+               ("kv-gather", kv_gather, KV_GATHER_MODES), ("attention", attention, ATTENTION_MODES))
     for name, value, allowed in choices:
         if value not in allowed:
             raise ExportError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
     if int(opset) < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old: opset {MIN_OPSET}+ is needed for native LayerNormalization")
     if int(opset) > MAX_OPSET:
-        raise ExportError(f"--opset {opset} is newer than torch's TorchScript ONNX exporter supports (at most {MAX_OPSET})")
+        raise ExportError(f"--opset {opset} is newer than torch's TorchScript ONNX exporter supports "
+                          f"(at most {MAX_OPSET})")
     if frames is not None and int(frames) < 1:
         raise ExportError(f"--frames {frames} must be at least 1")
     for name, value in (("height", height), ("width", width)):
@@ -228,14 +236,17 @@ def _check_choices(precision, backend, opset, kv_gather, attention, frames, heig
 
 def _resolve_shape(tuned, weights, frames, height, width):
     """Requested or the run's frames/size; they must fit the inverted latents the runtime starts from."""
-    frames, height, width = (int(v) if v is not None else d for v, d in ((frames, tuned.frames), (height, tuned.height), (width, tuned.width)))
+    frames, height, width = (int(v) if v is not None else d
+                             for v, d in ((frames, tuned.frames), (height, tuned.height), (width, tuned.width)))
     if height % VAE_FACTOR or width % VAE_FACTOR:
-        raise ExportError(f"the run's size {height}x{width} is not a multiple of {VAE_FACTOR}; pass --height and --width")
+        raise ExportError(f"the run's size {height}x{width} is not a multiple of {VAE_FACTOR}; "
+                          "pass --height and --width")
     latents = tuned.inverted_latents
     if latents is not None:
         if latents.ndim != 5 or tuple(latents.shape[:2]) != (1, LATENT_CHANNELS):
             raise ExportError(
-                f"the inverted latents in {weights} have shape {list(latents.shape)}, not [1, {LATENT_CHANNELS}, F, H/8, W/8] "
+                f"the inverted latents in {weights} have shape {list(latents.shape)}, "
+                f"not [1, {LATENT_CHANNELS}, F, H/8, W/8] "
                 "(the runtime would refuse the ENGINE_DIR); re-run tav-tune to invert the clip again"
             )
         f, h, w = latents.shape[2:]
@@ -260,7 +271,8 @@ def _tool_versions(trt) -> dict:
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "tensorrt": None if trt is None else {"flavour": trt.flavour, "version": trt.version, "timing_cache": trt.has_timing_cache},
+        "tensorrt": None if trt is None else {"flavour": trt.flavour, "version": trt.version,
+                                              "timing_cache": trt.has_timing_cache},
     }
     for package in ("polygraphy", "onnx-graphsurgeon", "diffusers", "transformers", "tav-runtime"):
         try:

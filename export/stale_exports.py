@@ -44,7 +44,10 @@ def lock_folder(folder: Path):
 
 
 def leftovers(out_dir: Path) -> list:
-    """[(path, state)] for every hidden sibling an export of ``out_dir`` made: state is "stale", "in use" or "unknown"."""
+    """[(path, state)] for every hidden sibling an export of ``out_dir`` made.
+
+    ``state`` is "stale", "in use" or "unknown".
+    """
     out_dir = Path(out_dir).absolute()
     if not out_dir.parent.is_dir():
         return []
@@ -60,7 +63,10 @@ def leftovers(out_dir: Path) -> list:
 
 
 def clean(out_dir: Path) -> list:
-    """Remove the stale siblings of ``out_dir`` (restoring a cut swap's ENGINE_DIR); returns what was done, one line each."""
+    """Remove the stale siblings of ``out_dir`` (restoring a cut swap's ENGINE_DIR).
+
+    Returns what was done, one line each.
+    """
     out_dir = Path(out_dir).absolute()
     done = []
     for path, state in leftovers(out_dir):

@@ -10,7 +10,10 @@ from .errors import ExportError
 
 
 def check_window_early(asked, frames=None) -> None:
-    """Refuse a bad --temporal-window before minutes of loading; the full 1..F check needs F (known early for --base)."""
+    """Refuse a bad --temporal-window before minutes of loading.
+
+    The full 1..F check needs F (known early for --base).
+    """
     if asked is None:
         return
     if frames is None:  # the run's frame count is read later; apply_window checks the upper bound then

@@ -156,7 +156,8 @@ class EngineBuilder:
             if refittable and "CUDA" in reason:
                 # Measured with tensorrt-rtx 1.7 on a machine without a GPU: any refit flag makes its
                 # Myelin compiler JIT-compile on a device, while the same graph without it builds.
-                reason = "a refittable plan is compiled on a GPU, and none is usable here; build the base on a GPU machine: " + reason
+                reason = ("a refittable plan is compiled on a GPU, and none is usable here; "
+                          "build the base on a GPU machine: " + reason)
             raise TensorRTError(f"{spec.name}: {self.trt.flavour} build failed: {reason}")
         plan_path.write_bytes(memoryview(plan))
         gpu, capability = gpu_info(self.trt.flavour)
@@ -191,7 +192,8 @@ class EngineBuilder:
         got = []
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
-            got.append({"name": tensor.name, "shape": list(tensor.shape), "dtype": _DTYPE_NAMES.get(tensor.dtype.name, tensor.dtype.name)})
+            got.append({"name": tensor.name, "shape": list(tensor.shape),
+                        "dtype": _DTYPE_NAMES.get(tensor.dtype.name, tensor.dtype.name)})
         want = [t.as_json() for t in inputs]
         if got != want:
             raise TensorRTError(f"{name}: TensorRT sees inputs {got}, the contract says {want}")

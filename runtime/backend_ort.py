@@ -69,7 +69,8 @@ class OrtGraph:
         self._shrink_arena = ort.RunOptions()
         self._shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
+        # errors only: ORT's optimizer warnings (e.g. fp16 constant folding) are noise here
+        options.log_severity_level = 3
         # Several processes sharing a CPU (tav-serve replicas) each want few threads, not one per core.
         if threads:
             options.intra_op_num_threads = threads
@@ -87,8 +88,9 @@ class OrtGraph:
                 raise
             # A build of ONNX Runtime without contrib ops (minimal or custom builds) cannot load the fused graph.
             raise FusedAttentionUnsupported(
-                f"{self.path}: this onnxruntime {ort.__version__} cannot load its {fused_attention} fused attention nodes "
-                f"(com.microsoft.MultiHeadAttention: {first_line(err)}); install onnxruntime>=1.19 or onnxruntime-gpu, "
+                f"{self.path}: this onnxruntime {ort.__version__} cannot load its {fused_attention} "
+                f"fused attention nodes (com.microsoft.MultiHeadAttention: {first_line(err)}); "
+                "install onnxruntime>=1.19 or onnxruntime-gpu, "
                 "or re-export with `tav-export --attention standard`"
             ) from None
         self.inputs = _specs(self.session.get_inputs())
@@ -103,7 +105,8 @@ class OrtGraph:
             # parity measured (the exporter checks without TF32); fp16 graphs are unaffected.
             cuda = {"device_id": str(device_id), "enable_cuda_graph": "1" if graph else "0",
                     "arena_extend_strategy": "kSameAsRequested", "use_tf32": "0"}
-            return ort.InferenceSession(self.path, options, providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+            return ort.InferenceSession(self.path, options,
+                                        providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
 
         self.cuda_graph = cuda_graph
         try:
@@ -116,7 +119,8 @@ class OrtGraph:
             created = session(False)
         # ORT silently falls back to the CPU provider when CUDA cannot start; a GPU run must not.
         if created.get_providers()[0] != "CUDAExecutionProvider":
-            raise RuntimeError(f"onnxruntime could not start its CUDA provider for {self.path} (providers: {created.get_providers()})")
+            raise RuntimeError(f"onnxruntime could not start its CUDA provider for {self.path} "
+                               f"(providers: {created.get_providers()})")
         return created
 
     def _bind(self, ort, device_id: int):
@@ -125,11 +129,13 @@ class OrtGraph:
         for spec in self.inputs:
             if spec.name in self.weight_inputs:
                 continue  # bound per video by run(feeds, weights)
-            value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype), self.device, device_id)
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype),
+                                                              self.device, device_id)
             binding.bind_ortvalue_input(spec.name, value)
             self._device_inputs[spec.name] = value
         for spec in self.outputs:
-            value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype), self.device, device_id)
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(spec.shape), np.dtype(spec.dtype),
+                                                              self.device, device_id)
             binding.bind_ortvalue_output(spec.name, value)
             self._device_outputs[spec.name] = value
         return binding
@@ -140,7 +146,8 @@ class OrtGraph:
 
         if self.device == "cpu":
             return dict(arrays)
-        return {name: ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id) for name, array in arrays.items()}
+        return {name: ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id)
+                for name, array in arrays.items()}
 
     def release(self, weights) -> None:
         if self._bound_weights is weights:  # never leave a binding that points at freed memory
@@ -148,7 +155,10 @@ class OrtGraph:
         weights.clear()
 
     def bind_weights(self, weights: dict) -> None:
-        """Point the bound per-video inputs at ``weights`` (a no-op when they already are): the switch between videos."""
+        """Point the bound per-video inputs at ``weights`` (a no-op when they already are).
+
+        This is the switch between videos.
+        """
         if self._bound_weights is weights:
             return
         for name, value in weights.items():
@@ -164,10 +174,13 @@ class OrtGraph:
         weights = weights or {}
         options = self._shrink_arena if release_memory and self.device == "cpu" else None
         if set(weights) != self.weight_inputs:
-            raise ValueError(f"{self.path}: weights for {len(weights)} of its {len(self.weight_inputs)} per-video inputs")
-        feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype) for s in self.inputs if s.name not in weights}
+            raise ValueError(f"{self.path}: weights for {len(weights)} of its {len(self.weight_inputs)} "
+                             "per-video inputs")
+        feeds = {s.name: np.ascontiguousarray(feeds[s.name], dtype=s.dtype)
+                 for s in self.inputs if s.name not in weights}
         if self._binding is None:
-            return dict(zip((s.name for s in self.outputs), self.session.run(None, {**feeds, **weights}, options), strict=True))
+            outputs = self.session.run(None, {**feeds, **weights}, options)
+            return dict(zip((s.name for s in self.outputs), outputs, strict=True))
         if weights:
             self.bind_weights(weights)
         for name, array in feeds.items():

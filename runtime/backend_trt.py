@@ -41,7 +41,8 @@ def plan_incompatibility(manifest, trt, device_id: int = 0) -> str | None:
         if not info:
             return f"the manifest has no TensorRT plan for {graph.name}"
         if info.get("flavour") != flavour or info.get("version") != trt.__version__:
-            return f"{plan} was built with {info.get('flavour')} {info.get('version')}, this runtime has {flavour} {trt.__version__}"
+            return (f"{plan} was built with {info.get('flavour')} {info.get('version')}, "
+                    f"this runtime has {flavour} {trt.__version__}")
         built_for = info.get("compute_capability")
         if built_for and built_for != capability:
             return f"{plan} was built for compute capability {built_for} ({info.get('gpu')}), this GPU is {capability}"

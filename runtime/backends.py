@@ -110,7 +110,8 @@ class LoadedGraphs:
         self._manifest = manifest
         if choice.name == "tensorrt":
             flavour = next(iter(manifest.graphs.values())).tensorrt.get("flavour", "tensorrt")
-            self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour), allow_plugin=allow_plugin)
+            self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour),
+                                                        allow_plugin=allow_plugin)
             self.graphs = self._engines.graphs
         elif keep_loaded:
             self.graphs = {name: self._ort_graph(name) for name in manifest.graphs}
@@ -139,7 +140,8 @@ class LoadedGraphs:
         inputs = list(declared.inputs)
         if self.choice.name == "tensorrt":  # a base UNet plan has its per-video tensors as refittable weights
             inputs = [t for t in inputs if t not in self._manifest.tunable_inputs]
-        problem = describe_io_mismatch(inputs, graph.inputs) or describe_io_mismatch(list(declared.outputs), graph.outputs)
+        problem = (describe_io_mismatch(inputs, graph.inputs)
+                   or describe_io_mismatch(list(declared.outputs), graph.outputs))
         if problem:
             if self._engines is None:
                 graph.close()

@@ -12,25 +12,31 @@ from .help_format import DefaultsHelpFormatter
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tav-run", description=__doc__.splitlines()[0].strip("`"),
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--engine", required=True, help="ENGINE_DIR written by tav-export (a full one, or a base with --video)")
+    parser.add_argument("--engine", required=True,
+                        help="ENGINE_DIR written by tav-export (a full one, or a base with --video)")
     parser.add_argument("--video", help="NAME.tavpack to sample with a base ENGINE_DIR (tav-export --pack-for)")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--negative-prompt", default="", help="the unconditional text for guidance (default: empty)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=12.5, help="classifier-free guidance scale; 1 disables it (default 12.5)")
+    parser.add_argument("--guidance", type=float, default=12.5,
+                        help="classifier-free guidance scale; 1 disables it (default 12.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", choices=("inverted", "noise"), default="inverted",
                         help="start from the tuned video's inverted latents (keeps its motion) or from seeded noise")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
-    parser.add_argument("--device", choices=DEVICES, default=None, help="default: cuda if a GPU backend is available, else cpu")
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="default: cuda if a GPU backend is available, else cpu")
     parser.add_argument("--out", required=True, help=".mp4, .gif, .npy (uint8 [F,H,W,3]) or a folder for PNG frames")
-    parser.add_argument("--fps", type=float, default=8, help="frames per second of .mp4/.gif (default 8, as the official GIFs)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (or folder of PNG frames)")
+    parser.add_argument("--fps", type=float, default=8,
+                        help="frames per second of .mp4/.gif (default 8, as the official GIFs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file (or folder of PNG frames)")
     parser.add_argument("--trust-plugin", action="store_true",
-                        help="load the ENGINE_DIR's KVGather TensorRT plugin library (native code: only for folders you trust; "
-                             "plugin-mode TensorRT plans need it)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no timings; print only the output path")
+                        help="load the ENGINE_DIR's KVGather TensorRT plugin library "
+                             "(native code: only for folders you trust; plugin-mode TensorRT plans need it)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no timings; print only the output path")
     return parser
 
 
@@ -57,7 +63,8 @@ def main(argv=None):
         with pipe:
             video = None
             if pipe.manifest.base and not args.video:
-                raise ValueError(f"{args.engine} is a base ENGINE_DIR: pass --video NAME.tavpack (made with tav-export --pack-for)")
+                raise ValueError(f"{args.engine} is a base ENGINE_DIR: pass --video NAME.tavpack "
+                                 "(made with tav-export --pack-for)")
             if args.video:
                 video = Path(args.video).stem
                 pipe.add_video(video, args.video)
@@ -72,7 +79,8 @@ def main(argv=None):
     except ModuleNotFoundError as err:  # `pip install .` without an extra has no ONNX Runtime
         hint = ' (pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)' if err.name == "onnxruntime" else ""
         sys.exit(f"tav-run: error: {err.name} is not installed{hint}")
-    except (EngineDirError, VideoOutputError, NonFiniteError, UnknownVideoError, ValueError, RuntimeError, OSError) as err:
+    except (EngineDirError, VideoOutputError, NonFiniteError, UnknownVideoError,
+            ValueError, RuntimeError, OSError) as err:
         sys.exit(f"tav-run: error: {' '.join(str(err).split()) or type(err).__name__}")
     if not args.quiet:
         print(format_timings(pipe, result.timings, args.steps), file=sys.stderr)

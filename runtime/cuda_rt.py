@@ -54,7 +54,8 @@ def compute_capability(device: int = 0) -> str:
 
 def malloc(nbytes: int) -> int:
     ptr = ctypes.c_void_p()
-    _check(_cuda().handle.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(max(int(nbytes), 1))), f"cudaMalloc({nbytes} bytes)")
+    _check(_cuda().handle.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(max(int(nbytes), 1))),
+           f"cudaMalloc({nbytes} bytes)")
     return ptr.value
 
 
@@ -80,7 +81,8 @@ def copy_to_host(host, src: int, stream: int) -> None:
 
 def create_stream() -> int:
     stream = ctypes.c_void_p()
-    _check(_cuda().handle.cudaStreamCreateWithFlags(ctypes.byref(stream), _STREAM_NON_BLOCKING), "cudaStreamCreateWithFlags")
+    _check(_cuda().handle.cudaStreamCreateWithFlags(ctypes.byref(stream), _STREAM_NON_BLOCKING),
+           "cudaStreamCreateWithFlags")
     return stream.value
 
 
@@ -94,7 +96,8 @@ def destroy_stream(stream: int) -> None:
 
 
 def begin_capture(stream: int) -> None:
-    _check(_cuda().handle.cudaStreamBeginCapture(ctypes.c_void_p(stream), _CAPTURE_MODE_THREAD_LOCAL), "cudaStreamBeginCapture")
+    _check(_cuda().handle.cudaStreamBeginCapture(ctypes.c_void_p(stream), _CAPTURE_MODE_THREAD_LOCAL),
+           "cudaStreamBeginCapture")
 
 
 def end_capture(stream: int) -> int:

@@ -42,16 +42,19 @@ class DDIMConfig:
             numeric = f.type in (int, float)
             if (not isinstance(value, allowed) or (numeric and isinstance(value, bool))
                     or (numeric and not np.isfinite(value))):
-                raise ValueError(f"scheduler {f.name} must be a{' finite' if numeric else ''} {f.type.__name__}, got {value!r}")
+                raise ValueError(f"scheduler {f.name} must be a{' finite' if numeric else ''} {f.type.__name__}, "
+                                 f"got {value!r}")
         if self.num_train_timesteps < 1 or self.steps_offset < 0 or self.steps_offset >= self.num_train_timesteps:
-            raise ValueError(f"scheduler num_train_timesteps={self.num_train_timesteps} / steps_offset={self.steps_offset} "
-                             "are out of range")
+            raise ValueError(f"scheduler num_train_timesteps={self.num_train_timesteps} / "
+                             f"steps_offset={self.steps_offset} are out of range")
         if not 0 < self.beta_start < 1 or not 0 < self.beta_end < 1:
             raise ValueError(f"scheduler betas must lie in (0, 1), got {self.beta_start}..{self.beta_end}")
         if self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"scheduler beta_schedule {self.beta_schedule!r} is not supported; use one of {BETA_SCHEDULES}")
+            raise ValueError(f"scheduler beta_schedule {self.beta_schedule!r} is not supported; "
+                             f"use one of {BETA_SCHEDULES}")
         if self.timestep_spacing not in SPACINGS:
-            raise ValueError(f"scheduler timestep_spacing {self.timestep_spacing!r} is not supported; use one of {SPACINGS}")
+            raise ValueError(f"scheduler timestep_spacing {self.timestep_spacing!r} is not supported; "
+                             f"use one of {SPACINGS}")
         if self.prediction_type != "epsilon":
             raise ValueError(
                 f"scheduler prediction_type {self.prediction_type!r} is not supported: "
@@ -100,9 +103,11 @@ class DDIMScheduler:
         """The ``steps`` training timesteps to visit, descending (int64), as diffusers' ``set_timesteps``."""
         c = self.config
         if not 0 < steps <= self.max_steps:
-            # "leading" adds steps_offset to timesteps up to num_train_timesteps - 1: more steps would step past the table.
+            # "leading" adds steps_offset to timesteps up to num_train_timesteps - 1: more steps would step
+            # past the table.
             raise ValueError(f"steps must be between 1 and {self.max_steps} for this scheduler "
-                             f"(num_train_timesteps={c.num_train_timesteps}, steps_offset={c.steps_offset}), got {steps}")
+                             f"(num_train_timesteps={c.num_train_timesteps}, steps_offset={c.steps_offset}), "
+                             f"got {steps}")
         if c.timestep_spacing == "linspace":
             return np.linspace(0, c.num_train_timesteps - 1, steps).round()[::-1].astype(np.int64)
         if c.timestep_spacing == "leading":
@@ -121,7 +126,8 @@ class DDIMScheduler:
         # (so "trailing"/"linspace" land off their own grid); kept for parity with the reference.
         return int(timestep) - self.config.num_train_timesteps // steps
 
-    def step(self, eps: np.ndarray, timestep: int, sample: np.ndarray, steps: int, eta: float = 0.0, noise=None) -> np.ndarray:
+    def step(self, eps: np.ndarray, timestep: int, sample: np.ndarray, steps: int, eta: float = 0.0,
+             noise=None) -> np.ndarray:
         """x_{t-1} from x_t and the model's noise prediction: DDIM eq. (12), with sigma_t from eq. (16).
 
         ``noise`` (standard normal, the shape of ``sample``) is required when ``eta > 0``.

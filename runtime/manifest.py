@@ -75,15 +75,18 @@ class GraphEntry:
     def from_json(cls, name: str, entry: dict) -> "GraphEntry":
         """Raises KeyError/TypeError/ValueError on a missing or wrongly typed field (read_manifest words them)."""
         def specs(items) -> tuple:  # typed before describe_io_mismatch hashes and sorts the names
-            if not all(isinstance(t, dict) and _is_text(t.get("name"), t.get("dtype")) and isinstance(t.get("shape"), list)
-                       and all(type(n) is int for n in t["shape"]) for t in items):
-                raise TypeError(f"graphs.{name} inputs/outputs (each needs a string name and dtype and an integer shape)")
+            if not all(isinstance(t, dict) and _is_text(t.get("name"), t.get("dtype"))
+                       and isinstance(t.get("shape"), list) and all(type(n) is int for n in t["shape"])
+                       for t in items):
+                raise TypeError(f"graphs.{name} inputs/outputs "
+                                "(each needs a string name and dtype and an integer shape)")
             return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
 
         if not isinstance(entry, dict):
             raise TypeError(f"graphs.{name} is not an object")
         tensorrt = entry.get("tensorrt")
-        if tensorrt is not None and not (isinstance(tensorrt, dict) and _is_text(tensorrt.get("plan"), tensorrt.get("sha256"))):
+        if tensorrt is not None and not (isinstance(tensorrt, dict)
+                                         and _is_text(tensorrt.get("plan"), tensorrt.get("sha256"))):
             raise TypeError(f"graphs.{name}.tensorrt needs a plan file name and its sha256")
         external = tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ())
         if not _is_text(entry["onnx"], entry["sha256"], *(x for pair in external for x in pair)):
@@ -91,11 +94,11 @@ class GraphEntry:
         attention = entry.get("attention") or {}
         if not isinstance(attention, dict):
             raise TypeError(f"graphs.{name}.attention is not an object")
-        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]), tensorrt,
-                   int(attention.get("fused", 0)))
+        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]),
+                   tensorrt, int(attention.get("fused", 0)))
 
     def file_names(self) -> list:
-        """Every file this entry names (ONNX, external data, plan, the plan's standard-op ONNX twin, plugin libraries)."""
+        """Every file this entry names: ONNX, external data, plan, the plan's standard-op ONNX twin, plugin libs."""
         names = [self.onnx, *(f for f, _ in self.external_data)]
         if self.tensorrt:
             twin = self.tensorrt.get("onnx") or {}  # schema 2: {"onnx": "<name>.trt.onnx", "external_data": [...]}
@@ -139,10 +142,11 @@ def _check_base_section(base) -> None:
         raise TypeError("base.tunable (not a non-empty list)")
     for i, t in enumerate(tunable):
         shape = t.get("shape") if isinstance(t, dict) else None
-        if not (isinstance(t, dict) and _is_text(t.get("name"), t.get("param")) and t.get("dtype") in FLOAT_DTYPES.values()
-                and t.get("layout") in ("as_is", "transposed") and isinstance(shape, list)
-                and all(type(n) is int and n > 0 for n in shape)):
-            raise TypeError(f"base.tunable[{i}] (needs name, param, a float dtype, a layout and a shape of positive integers)")
+        if not (isinstance(t, dict) and _is_text(t.get("name"), t.get("param"))
+                and t.get("dtype") in FLOAT_DTYPES.values() and t.get("layout") in ("as_is", "transposed")
+                and isinstance(shape, list) and all(type(n) is int and n > 0 for n in shape)):
+            raise TypeError(f"base.tunable[{i}] "
+                            "(needs name, param, a float dtype, a layout and a shape of positive integers)")
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,8 @@ class Manifest:
         F, c, h, w = self.frames, self.latent_channels, self.height // 8, self.width // 8
         text = (2, self.text_max_length, self.text_dim)
         if graph == "text_encoder":
-            return [TensorSpec("input_ids", (2, self.text_max_length), "int64")], [TensorSpec("last_hidden_state", text, f)]
+            return ([TensorSpec("input_ids", (2, self.text_max_length), "int64")],
+                    [TensorSpec("last_hidden_state", text, f)])
         if graph == "unet":
             inputs = [TensorSpec("sample", (2, c, F, h, w), f), TensorSpec("timestep", (1,), "float32"),
                       TensorSpec("encoder_hidden_states", text, f)] + self.tunable_inputs
@@ -287,7 +292,8 @@ def verify_files(manifest: Manifest, backend: str) -> None:
         except OSError as err:
             raise refuse(manifest.engine_dir, f"{relative} cannot be read ({err.strerror or err})") from None
         if actual != sha256:
-            raise refuse(manifest.engine_dir, f"{relative} does not match its sha256 in manifest.json (edited or corrupt)")
+            raise refuse(manifest.engine_dir,
+                         f"{relative} does not match its sha256 in manifest.json (edited or corrupt)")
 
 
 def read_inverted_latents(manifest: Manifest) -> np.ndarray:
@@ -295,7 +301,8 @@ def read_inverted_latents(manifest: Manifest) -> np.ndarray:
     try:
         latents = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:  # a hash-consistent file can still be no .npy array
-        raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a readable .npy array ({first_line(err)})") from None
+        raise refuse(manifest.engine_dir,
+                     f"{INVERTED_LATENTS} is not a readable .npy array ({first_line(err)})") from None
     if not isinstance(latents, np.ndarray):
         raise refuse(manifest.engine_dir, f"{INVERTED_LATENTS} is not a .npy array")
     if latents.shape != manifest.latent_shape or latents.dtype != np.float32:

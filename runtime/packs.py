@@ -54,13 +54,15 @@ def read_header(fh, path: Path, size: int) -> tuple:
         raise PackError(f"{path}: truncated ({size} bytes, not even a safetensors header); copy it again")
     (length,) = struct.unpack("<Q", head)
     if length > min(_HEADER_LIMIT, size - 8):
-        raise PackError(f"{path}: truncated or not a pack (header of {length} bytes in a {size}-byte file); copy it again")
+        raise PackError(f"{path}: truncated or not a pack (header of {length} bytes in a {size}-byte file); "
+                        "copy it again")
     try:
         header = json.loads(fh.read(length))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise PackError(f"{path}: corrupt header (not JSON); copy it again or re-make it") from None
     if not isinstance(header, dict):
-        raise PackError(f"{path}: corrupt header (a JSON {type(header).__name__}, not an object); copy it again or re-make it")
+        raise PackError(f"{path}: corrupt header (a JSON {type(header).__name__}, not an object); "
+                        "copy it again or re-make it")
     return header, 8 + length
 
 
@@ -124,7 +126,8 @@ def _data_end(header: dict, path: Path) -> int:
         if name == "__metadata__":
             continue
         if not _is_index_entry(entry):
-            raise PackError(f"{path}: corrupt header (tensor {name[:80]!r} needs a dtype, a shape and two data offsets); "
+            raise PackError(f"{path}: corrupt header "
+                            f"(tensor {name[:80]!r} needs a dtype, a shape and two data offsets); "
                             "copy it again or re-make it")
         end = max(end, entry["data_offsets"][1])
     return end
@@ -135,7 +138,8 @@ def _is_index_entry(entry) -> bool:
     if not isinstance(entry, dict):
         return False
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    return (isinstance(entry.get("dtype"), str) and isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
+    return (isinstance(entry.get("dtype"), str)
+            and isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
             and isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
             and 0 <= offsets[0] <= offsets[1])
 
@@ -195,8 +199,9 @@ def read_pack(path, max_tensor_bytes: int | None = None) -> Pack:
             if size != end:
                 raise PackError(f"{path}: truncated or padded ({size} bytes, the header says {end}); copy it again")
             if max_tensor_bytes is not None and end - start > max_tensor_bytes:
-                raise PackError(f"{path}: declares {end - start} bytes of tensors, more than the {max_tensor_bytes} its "
-                                "base takes; it is not a pack for this base (check its metadata with read_pack_metadata)")
+                raise PackError(f"{path}: declares {end - start} bytes of tensors, "
+                                f"more than the {max_tensor_bytes} its base takes; "
+                                "it is not a pack for this base (check its metadata with read_pack_metadata)")
             fh.seek(0)
             blob = fh.read(size)
     except OSError as err:
@@ -224,9 +229,11 @@ def check_pack_fits(pack: Pack, manifest) -> None:
     base, meta, where = manifest.base, pack.metadata, f"pack {pack.path}"
     hint = remake_hint(manifest.engine_dir)
     if meta.get("schema_version") != PACK_SCHEMA_VERSION:
-        raise PackError(f"{where} has schema_version {meta.get('schema_version')!r}, this runtime reads {PACK_SCHEMA_VERSION}; {hint}")
+        raise PackError(f"{where} has schema_version {meta.get('schema_version')!r}, "
+                        f"this runtime reads {PACK_SCHEMA_VERSION}; {hint}")
     made_for = meta.get("base") or {}
-    ours = {"precision": manifest.precision, "frames": manifest.frames, "height": manifest.height, "width": manifest.width}
+    ours = {"precision": manifest.precision, "frames": manifest.frames,
+            "height": manifest.height, "width": manifest.width}
     theirs = {k: made_for.get(k) for k in ours}
     if theirs["precision"] != ours["precision"]:
         raise PackError(f"{where} is {theirs['precision']}, base {manifest.engine_dir} is {ours['precision']}; {hint}")
@@ -258,10 +265,11 @@ def check_pack_fits(pack: Pack, manifest) -> None:
                             "(tav-tune, e.g. a lower learning rate) and re-make the pack")
     latents = pack.inverted_latents
     if latents is not None and (latents.shape != manifest.latent_shape or latents.dtype != np.float32):
-        raise PackError(f"{where}: inverted latents are {latents.dtype}{list(latents.shape)}, base {manifest.engine_dir} "
-                        f"needs float32{list(manifest.latent_shape)}; {hint}")
+        raise PackError(f"{where}: inverted latents are {latents.dtype}{list(latents.shape)}, "
+                        f"base {manifest.engine_dir} needs float32{list(manifest.latent_shape)}; {hint}")
     if latents is not None and not np.isfinite(latents).all():
-        raise PackError(f"{where}: inverted latents contain NaN/Inf; re-run the DDIM inversion (tav-tune) and re-make the pack")
+        raise PackError(f"{where}: inverted latents contain NaN/Inf; "
+                        "re-run the DDIM inversion (tav-tune) and re-make the pack")
 
 
 def _shape(fields: dict) -> str:

@@ -136,7 +136,8 @@ class VideoPipeline:
             verify_files(manifest, choice.name)
             graphs = LoadedGraphs(manifest, choice, keep_loaded=keep_graphs, ort_threads=ort_threads)
         try:
-            return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start, max_resident_videos)
+            return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start,
+                       max_resident_videos)
         except BaseException:
             graphs.close()
             raise
@@ -155,23 +156,25 @@ class VideoPipeline:
         self._videos.check_free(name, replace)  # before reading a large file
         pack = read_pack(pack_path, pack_byte_limit(self.manifest))  # a foreign pack's bytes are never read
         check_pack_fits(pack, self.manifest)
-        hint = (f"pack {pack.path} of video {name!r} has no inverted latents (its weights had no DDIM inversion); use "
-                f"init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} from a RUN_DIR with inverted latents")
+        hint = (f"pack {pack.path} of video {name!r} has no inverted latents (its weights had no DDIM inversion); "
+                f"use init='noise' (--init noise), or {remake_hint(self.manifest.engine_dir)} "
+                "from a RUN_DIR with inverted latents")
         with self._lock:  # uploads and evictions never overlap an engine call
             self._check_open()
             self._videos.add(name, pack, replace, hint)
         return self.videos[name]
 
     def remove_video(self, name: str) -> None:
-        """Forget ``name``: the next call naming it is refused; calls already sampling it finish, then its memory goes."""
+        """Forget ``name``: the next call naming it is refused; calls sampling it finish, then its memory goes."""
         self._require_base("remove_video")
         with self._lock:
             self._videos.remove(name)
 
     def _require_base(self, what: str) -> None:
         if not self.manifest.base:
-            raise ValueError(f"{what}: {self.manifest.engine_dir} has its tuned weights baked in; videos are added to a "
-                             "base ENGINE_DIR (`tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`)")
+            raise ValueError(f"{what}: {self.manifest.engine_dir} has its tuned weights baked in; "
+                             "videos are added to a base ENGINE_DIR "
+                             "(`tav-export --base SD_FOLDER --frames F --height H --width W --out BASE_DIR`)")
 
     def _check_open(self) -> None:
         if not self._graphs.graphs:
@@ -288,14 +291,16 @@ class VideoPipeline:
         else:
             raise ValueError(f"init must be one of {', '.join(INITS)} or an array of starting latents, got {init!r}")
         if not np.isfinite(latents).all():
-            raise NonFiniteError("the starting latents contain NaN/Inf; re-run the DDIM inversion (tav-tune) and re-export")
+            raise NonFiniteError("the starting latents contain NaN/Inf; "
+                                 "re-run the DDIM inversion (tav-tune) and re-export")
         return latents
 
     def _overflow_hint(self) -> str:
         if self.manifest.precision == "fp16":
             return ("this ENGINE_DIR is fp16 and its activations likely overflowed; "
                     "re-export with `tav-export --precision fp32`")
-        return "the exported graphs or the starting latents are broken (fp16 overflow is ruled out: this ENGINE_DIR is fp32)"
+        return ("the exported graphs or the starting latents are broken "
+                "(fp16 overflow is ruled out: this ENGINE_DIR is fp32)")
 
     def close(self) -> None:
         with self._lock:

@@ -58,8 +58,8 @@ def load_plugin_library(trt, manifest, allow_plugin: bool = False) -> None:
         path = os.environ.get(PLUGIN_ENV)
         if not path or not Path(path).is_file():
             raise RuntimeError(
-                f"this ENGINE_DIR's plans use the KVGather TensorRT plugin (kv_gather='plugin') but its manifest lists no "
-                f"{PLUGIN_FILE}: set ${PLUGIN_ENV} to libtav_kv_gather_trt.so (build it with "
+                "this ENGINE_DIR's plans use the KVGather TensorRT plugin (kv_gather='plugin') "
+                f"but its manifest lists no {PLUGIN_FILE}: set ${PLUGIN_ENV} to libtav_kv_gather_trt.so (build it with "
                 "`python -m tav.cpp_ext.tensorrt_plugin build`), or re-export with --kv-gather onnx"
             )
         if path not in _loaded:
@@ -76,7 +76,8 @@ def _load_private_copy(trt, manifest, sha256: str) -> None:
             shutil.copyfileobj(src, dst)
         # Hash the bytes that will be loaded, not the folder's file (which may have changed since).
         if file_sha256(copy) != sha256:
-            raise refuse(manifest.engine_dir, f"{PLUGIN_FILE} does not match its sha256 in manifest.json (edited or corrupt)")
+            raise refuse(manifest.engine_dir,
+                         f"{PLUGIN_FILE} does not match its sha256 in manifest.json (edited or corrupt)")
         trt.get_plugin_registry().load_library(str(copy))
     finally:
         shutil.rmtree(private, ignore_errors=True)  # a loaded library stays mapped after its file is removed

@@ -60,7 +60,8 @@ class RefitWeights:
                 raise RuntimeError(f"TensorRT refused refit weights {name} for {self.engine.path.name}")
         missing = refitter.get_missing_weights()
         if missing:
-            raise RuntimeError(f"{self.engine.path.name}: the pack leaves {len(missing)} refittable weights unset, e.g. {missing[0]}")
+            raise RuntimeError(f"{self.engine.path.name}: the pack leaves {len(missing)} refittable weights unset, "
+                               f"e.g. {missing[0]}")
         if not refitter.refit_cuda_engine_async(self.engine.stream):
             raise RuntimeError(f"TensorRT could not refit {self.engine.path.name} (see its log above)")
         self.engine.drop_cuda_graph()

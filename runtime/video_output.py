@@ -42,7 +42,8 @@ def output_kind(path) -> str:
     """'mp4' | 'gif' | 'npy' | 'png_dir' for an output path; a clear error for anything else."""
     text = os.fspath(path)
     if text.strip() in ("", "-"):
-        raise VideoOutputError(f"cannot write to {text!r}: videos are not written to stdout; give a file or folder path")
+        raise VideoOutputError(f"cannot write to {text!r}: videos are not written to stdout; "
+                               "give a file or folder path")
     name = Path(text).name
     if name.startswith(".") and name not in (".", "..") and Path(name).suffix == "":
         # Python reads ".mp4" as a hidden name without suffix: it would become a folder of PNGs called ".mp4".
@@ -94,11 +95,13 @@ def check_output_path(path, overwrite: bool = False) -> Path:
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             if not (overwrite and _is_png_frames_folder(target)):
                 hint = "" if overwrite else " (--overwrite replaces a folder of frame_NNNN.png only)"
-                raise VideoOutputError(f"cannot write PNG frames to {target}: it exists and is not an empty folder{hint}")
+                raise VideoOutputError(f"cannot write PNG frames to {target}: "
+                                       f"it exists and is not an empty folder{hint}")
     elif target.is_dir():
         raise VideoOutputError(f"cannot write {target}: a folder of that name exists")
     elif (target.exists() or target.is_symlink()) and not overwrite:
-        raise VideoOutputError(f"cannot write {target}: it exists; pass --overwrite to replace it, or choose another name")
+        raise VideoOutputError(f"cannot write {target}: it exists; "
+                               "pass --overwrite to replace it, or choose another name")
     probe = _temp_name(target, ".probe")
     try:  # writable? (permissions, read-only mounts): find out now, not after minutes of sampling
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -118,7 +121,8 @@ def write_video(frames: np.ndarray, path, fps: float = 8, overwrite: bool = Fals
     fps = check_fps(fps)
     if kind == "mp4" and (frames.shape[1] % 2 or frames.shape[2] % 2):
         # H.264 in yuv420p (the format every player reads) needs even sizes.
-        raise VideoOutputError(f"mp4 needs an even height and width, got {frames.shape[2]}x{frames.shape[1]}; write .gif, .npy or PNGs")
+        raise VideoOutputError(f"mp4 needs an even height and width, got {frames.shape[2]}x{frames.shape[1]}; "
+                               "write .gif, .npy or PNGs")
     target = check_output_path(path, overwrite)
     try:
         return _write_png_dir(frames, target) if kind == "png_dir" else _write_file(frames, target, kind, fps)

@@ -196,5 +196,6 @@ class VideoRegistry:
 
 def _describe(pack: Pack) -> dict:
     meta = pack.metadata
-    return {"pack": str(pack.path), "sha256": meta.get("sha256"), "prompt": meta.get("prompt"), "base": meta.get("base"),
-            "run": meta.get("run"), "has_inverted_latents": pack.inverted_latents is not None, "tensor_bytes": pack.nbytes}
+    return {"pack": str(pack.path), "sha256": meta.get("sha256"), "prompt": meta.get("prompt"),
+            "base": meta.get("base"), "run": meta.get("run"),
+            "has_inverted_latents": pack.inverted_latents is not None, "tensor_bytes": pack.nbytes}

@@ -20,30 +20,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", required=True, help="the base ENGINE_DIR (tav-export --base) every replica loads")
     parser.add_argument("--packs", required=True, metavar="STORE",
                         help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
-    parser.add_argument("--sd", default=None, help="the base SD folder tuning jobs start from (default: the one the base records)")
-    parser.add_argument("--address", default=None, help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
+    parser.add_argument("--sd", default=None,
+                        help="the base SD folder tuning jobs start from (default: the one the base records)")
+    parser.add_argument("--address", default=None,
+                        help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
     parser.add_argument("--replicas", type=int, default=None, help="model replicas (default: one per GPU, else 1)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--token", default=None, help="bearer token clients must send (default: $TAV_SERVE_TOKEN; none: open)")
+    parser.add_argument("--token", default=None,
+                        help="bearer token clients must send (default: $TAV_SERVE_TOKEN; none: open)")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
     parser.add_argument("--ray-host", default=LOOPBACK,
                         help="address the local Ray instance listens on (default 127.0.0.1: this machine only; "
                              "this node's IP lets other nodes join, and Ray then listens on all interfaces)")
     parser.add_argument("--num-cpus", type=float, default=None, help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--replica-cpus", type=float, default=None,
-                        help="CPUs reserved per model replica (default: CPU replicas share what the ingress and one tuning job leave)")
+                        help="CPUs reserved per model replica "
+                             "(default: CPU replicas share what the ingress and one tuning job leave)")
     parser.add_argument("--job-cpus", type=float, default=None, help="CPUs reserved per tuning job (default 1)")
     parser.add_argument("--start-timeout", type=float, default=Limits.start_timeout_s,
                         help="seconds for every replica to start; past it tav-serve stops with the reason")
     parser.add_argument("--drain-timeout", type=float, default=Limits.drain_timeout_s,
                         help="on SIGTERM/SIGINT, seconds running requests get to finish before the service stops")
     parser.add_argument("--ort-threads", type=int, default=0, help="ONNX Runtime threads per replica (0: its default)")
-    parser.add_argument("--max-ongoing", type=int, default=Limits.max_ongoing_per_replica, help="concurrent requests per replica")
-    parser.add_argument("--max-queued", type=int, default=Limits.max_queued, help="requests waiting for a replica; past it: 503")
-    parser.add_argument("--resident-videos", type=int, default=Limits.resident_videos_per_replica, help="packs kept loaded per replica (LRU)")
-    parser.add_argument("--timeout", type=float, default=Limits.generate_timeout_s, help="seconds before a generate request is cancelled (504)")
-    parser.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20, help="largest clip accepted")
+    parser.add_argument("--max-ongoing", type=int, default=Limits.max_ongoing_per_replica,
+                        help="concurrent requests per replica")
+    parser.add_argument("--max-queued", type=int, default=Limits.max_queued,
+                        help="requests waiting for a replica; past it: 503")
+    parser.add_argument("--resident-videos", type=int, default=Limits.resident_videos_per_replica,
+                        help="packs kept loaded per replica (LRU)")
+    parser.add_argument("--timeout", type=float, default=Limits.generate_timeout_s,
+                        help="seconds before a generate request is cancelled (504)")
+    parser.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20,
+                        help="largest clip accepted")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port of the local Ray instance")
     return parser
 
@@ -75,12 +84,14 @@ def main(argv=None):
 
     started_ray, failure = args.address is None, None
     try:
-        launch.start_ray(args.address, args.num_cpus, args.metrics_port, None if args.ray_host == LOOPBACK else args.ray_host)
+        launch.start_ray(args.address, args.num_cpus, args.metrics_port,
+                         None if args.ray_host == LOOPBACK else args.ray_host)
         _stop_on_signals(stopping)  # again: ray.init installs its own SIGTERM handler (it aborts the process)
         config = launch.fit_to_cluster(config, args.replicas)
         launch.deploy(config, args.host, args.port, stopping)
         where = "GPU" if config.use_gpu else "CPU"
-        print(f"tav-serve: ready on http://{args.host}:{args.port} ({config.replicas} {where} replica{'' if config.replicas == 1 else 's'} of "
+        print(f"tav-serve: ready on http://{args.host}:{args.port} "
+              f"({config.replicas} {where} replica{'' if config.replicas == 1 else 's'} of "
               f"{config.replica_cpus:g} CPU, store {config.store}, tuning {'on' if config.sd_dir else 'off'})",
               file=sys.stderr, flush=True)
         stopping.wait()
@@ -94,7 +105,8 @@ def main(argv=None):
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):  # the stop below is bounded; a second signal does not cut it short
             signal.signal(sig, signal.SIG_IGN)
-        print("tav-serve: shutting down" + (" (draining requests)" if failure is None else ""), file=sys.stderr, flush=True)
+        print("tav-serve: shutting down" + (" (draining requests)" if failure is None else ""),
+              file=sys.stderr, flush=True)
         launch.stop(config, started_ray)
     if failure:
         sys.exit(failure)

@@ -126,7 +126,9 @@ def build_app(config: ServeConfig):
 
 
 def app_from_args(args: dict):
-    """Entry point for Serve config files and KubeRay's RayService (``import_path: tav.serve.deployments:app_from_args``).
+    """Entry point for Serve config files and KubeRay's RayService.
+
+    ``import_path: tav.serve.deployments:app_from_args``.
 
     ``args`` holds ServeConfig's fields (``base_dir``, ``store``, ``sd_dir``, ``replicas``, ...) and optionally
     ``limits`` with Limits' fields. The same start-up as ``tav-serve`` (tav.serve.preflight): the config is
@@ -140,7 +142,8 @@ def app_from_args(args: dict):
     limits = Limits(**fields.pop("limits", {}))
     replicas = fields.pop("replicas", None)
     config = check_config(ServeConfig(**fields, limits=limits))
-    # Serve builds the application inside the cluster (Ray is up); a bare import (e.g. `serve build`) has no cluster to fit.
+    # Serve builds the application inside the cluster (Ray is up); a bare import (e.g. `serve build`) has no
+    # cluster to fit.
     config = plan_resources(config, ray.cluster_resources() if ray.is_initialized() else None, replicas)
     prepare_store(config)
     return build_app(config)

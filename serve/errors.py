@@ -1,9 +1,9 @@
 """HTTP errors with a one-line JSON body: ``{"error": "<what is wrong and what to do>", "status": N}``.
 
 Messages that come from exceptions (the runtime's, the tuner's, Ray's) go through
-``client_message`` first: the cause under Ray's wrapper, its first line, server paths cut to
-their last component, shell-only advice (``--flags``) dropped. The full detail stays in the
-server log under the request id.
+``client_message`` first: the cause under Ray's wrapper, its first line (tav.runtime's ``first_line``,
+uncut), then serve's own rules: server paths cut to their last component, shell-only advice
+(``--flags``) dropped. The full detail stays in the server log under the request id.
 """
 
 import re
@@ -12,6 +12,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tav.runtime.one_line import first_line
 
 from .schemas import one_line
 
@@ -30,9 +32,7 @@ def root_cause(err: BaseException) -> BaseException:
 def client_message(err: BaseException) -> str:
     """One line fit for an HTTP client: no traceback, no Ray header, no server path, no command-line advice."""
     err = root_cause(err)
-    text = str(err).strip()
-    line = text.splitlines()[0].strip() if text else ""
-    line = _ABS_PATH.sub(lambda m: m.group(0).rstrip("/.").rsplit("/", 1)[-1] or "/", line)
+    line = _ABS_PATH.sub(lambda m: m.group(0).rstrip("/.").rsplit("/", 1)[-1] or "/", first_line(err, None))
     parts = [part for part in line.split("; ") if not re.search(r"(^|\s)--[a-z]", part)]
     return "; ".join(parts) or type(err).__name__
 

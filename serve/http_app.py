@@ -28,7 +28,13 @@ def create_app(service) -> FastAPI:
     app = FastAPI(title="tav-serve", summary="Tune-A-Video: edit tuned videos from prompts, tune new ones",
                   docs_url=None, redoc_url=None)
     install_handlers(app)
+    _install_access_log(app, service)
+    _add_routes(app, service, Depends(_token_check(service)))
+    return app
 
+
+def _token_check(service):
+    """The dependency that refuses a request without the configured bearer token (none configured: all pass)."""
     async def require_token(request: Request) -> None:
         token = service.config.token
         if token is None:
@@ -36,10 +42,16 @@ def create_app(service) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "wrong bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
+    return require_token
+
+
+def _install_access_log(app: FastAPI, service) -> None:
+    """Every request: a request id, one JSON log line, per-route metrics; an unhandled error becomes a JSON 500."""
     @app.middleware("http")
     async def access_log(request: Request, call_next):
         started = time.perf_counter()
@@ -62,9 +74,13 @@ def create_app(service) -> FastAPI:
             service.metrics.observe(route, request.method, status, seconds)
             line = {"event": "request", "request_id": request_id, "method": request.method, "route": route,
                     "path": request.url.path, "status": status, "ms": round(seconds * 1000, 1),
-                    "video_id": request.path_params.get("video_id"), "client": request.client.host if request.client else None}
+                    "video_id": request.path_params.get("video_id"),
+                    "client": request.client.host if request.client else None}
             log.info(json.dumps(line))
 
+
+def _add_routes(app: FastAPI, service, token) -> None:
+    """The routes of the module docstring; ``token`` guards all but the health checks."""
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
@@ -74,32 +90,30 @@ def create_app(service) -> FastAPI:
         await service.check_ready()
         return {"status": "ready"}
 
-    @app.get("/v1/videos", dependencies=[Depends(require_token)])
+    @app.get("/v1/videos", dependencies=[token])
     async def list_videos():
         return {"videos": await service.list_videos()}
 
-    @app.get("/v1/videos/{video_id}", dependencies=[Depends(require_token)])
+    @app.get("/v1/videos/{video_id}", dependencies=[token])
     async def get_video(video_id: str):
         return await service.describe_video(video_id)
 
-    @app.post("/v1/videos/{video_id}/generate", dependencies=[Depends(require_token)])
+    @app.post("/v1/videos/{video_id}/generate", dependencies=[token])
     async def generate(video_id: str, body: GenerateRequest, request: Request):
         result = await service.generate(video_id, body, request.state.request_id)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result["timings"].items())
-        headers = {"Server-Timing": timing, "X-TAV-Video": video_id, "X-TAV-Frames": "x".join(map(str, result["shape"])),
-                   "X-TAV-Node": result["node"]}
+        headers = {"Server-Timing": timing, "X-TAV-Video": video_id,
+                   "X-TAV-Frames": "x".join(map(str, result["shape"])), "X-TAV-Node": result["node"]}
         return Response(result["body"], media_type=result["media_type"], headers=headers)
 
-    @app.post("/v1/videos", status_code=202, dependencies=[Depends(require_token)])
+    @app.post("/v1/videos", status_code=202, dependencies=[token])
     async def upload_video(request: Request):
         job = await service.submit_upload(request)
         return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['job_id']}"})
 
-    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(require_token)])
+    @app.get("/v1/jobs/{job_id}", dependencies=[token])
     async def get_job(job_id: str):
         return await service.job_status(job_id)
-
-    return app
 
 
 def _request_id(given: str | None) -> str:

@@ -91,7 +91,8 @@ class IngressService:
                     "metadata": without_paths(read_pack_metadata(path))}
             json.dumps(meta)  # a header that parses but holds what JSON cannot carry is as unusable as a broken one
             return meta
-        except Exception as err:  # any broken pack (removed meanwhile, malformed header): listed and marked, never a 500
+        except Exception as err:
+            # any broken pack (removed meanwhile, malformed header): listed and marked, never a 500
             log.warning("video %s is unusable: %r", video_id, err)
             return {"video_id": video_id, "usable": False, "error": client_message(err)}
 
@@ -102,13 +103,15 @@ class IngressService:
 
             self._max_steps = DDIMScheduler(DDIMConfig.from_file(self.base().path("scheduler_config.json"))).max_steps
         if steps > self._max_steps:
-            raise ApiError(422, f"invalid request: steps: must be between 1 and {self._max_steps} for this base's scheduler")
+            raise ApiError(422, f"invalid request: steps: must be between 1 and {self._max_steps} "
+                                "for this base's scheduler")
 
     async def generate(self, video_id: str, body: GenerateRequest, request_id: str = "-") -> dict:
         video_id = self._known_video(video_id)
         self._check_steps(body.steps)
         limits = self.config.limits
-        response = self.model.options(multiplexed_model_id=video_id).generate.remote(body.sampling_args(), body.format, body.fps)
+        response = self.model.options(multiplexed_model_id=video_id).generate.remote(body.sampling_args(), body.format,
+                                                                                      body.fps)
         try:
             return await asyncio.wait_for(response, timeout=limits.generate_timeout_s)
         except BackPressureError:
@@ -119,10 +122,12 @@ class IngressService:
             raise ApiError(504, f"generation took longer than {limits.generate_timeout_s:g} s and was cancelled; "
                                 "ask for fewer steps") from None
         except RequestCancelledError:
-            raise busy("the request was cancelled on the replica (shutting down?); retry", limits.retry_after_s) from None
+            raise busy("the request was cancelled on the replica (shutting down?); retry",
+                       limits.retry_after_s) from None
         except REPLICA_GONE as err:
             log.warning("replica lost during generate for %s: %s", video_id, client_message(err))
-            raise busy("the replica serving this request went away; retry (Ray is replacing it)", limits.retry_after_s) from None
+            raise busy("the replica serving this request went away; retry (Ray is replacing it)",
+                       limits.retry_after_s) from None
         except Exception as err:  # raised on the replica: Ray wraps it (RayTaskError), the cause says what it was
             raise self._replica_error(err, video_id, request_id) from None
 
@@ -134,7 +139,8 @@ class IngressService:
         if isinstance(cause, VideoUnusable):  # the store's fault, not the client's; the listing marks it too
             log.warning("request %s: video %s is unusable: %s", request_id, video_id, err)
             return ApiError(500, client_message(cause))
-        if isinstance(cause, (ValueError, TypeError)):  # the runtime's own argument checks, e.g. inverted without latents
+        # the runtime's own argument checks, e.g. inverted without latents
+        if isinstance(cause, (ValueError, TypeError)):
             return ApiError(422, client_message(cause))
         log.error("request %s: generate for %s failed: %s", request_id, video_id, err)
         return ApiError(500, f"generation failed ({type(cause).__name__}); the server log has the details under "
@@ -158,7 +164,8 @@ class IngressService:
     async def submit_upload(self, request) -> dict:
         """Check the upload, stage its clip in STORE, write the job record, start the tuning task: 202's body."""
         if self.config.sd_dir is None:
-            raise ApiError(501, "this server cannot tune: start tav-serve with --sd SD_FOLDER (the base model's diffusers folder)")
+            raise ApiError(501, "this server cannot tune: start tav-serve with --sd SD_FOLDER "
+                                "(the base model's diffusers folder)")
         limits = self.config.limits
         try:
             check_declared_size(request.headers.get("content-length"), limits.max_upload_bytes + FORM_OVERHEAD_BYTES)
@@ -176,7 +183,8 @@ class IngressService:
             video_id = self._video_id(options.video_id)
             clip_file = form.get("clip")
             if clip_file is None or isinstance(clip_file, str):
-                raise ApiError(422, "no clip: send the video as the multipart file field 'clip' (curl -F clip=@video.mp4)")
+                raise ApiError(422, "no clip: send the video as the multipart file field 'clip' "
+                                    "(curl -F clip=@video.mp4)")
             try:
                 record = await self._stage_job(clip_file, video_id, options)
             except UploadRefused as err:
@@ -187,14 +195,18 @@ class IngressService:
         try:
             ref = self._tuning_task.remote(self.config, job_id)
         except Exception as err:  # Ray refused the task: the record must not stay "queued"
-            await asyncio.to_thread(fail_job, self.store, job_id, f"could not start the tuning task: {client_message(err)}")
+            await asyncio.to_thread(fail_job, self.store, job_id,
+                                    f"could not start the tuning task: {client_message(err)}")
             raise busy("could not start the tuning task; retry later", limits.retry_after_s) from None
         self._watchers[job_id] = asyncio.create_task(self._watch(job_id, ref))
         log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
         return {**public_view(record), "status_url": f"/v1/jobs/{job_id}"}
 
     async def _stage_job(self, clip_file, video_id: str, options: TuneOptions) -> dict:
-        """Reserve the id, copy and probe the clip, move it under a new job id, write the record; nothing stays on refusal."""
+        """Reserve the id, copy and probe the clip, move it under a new job id, write the record.
+
+        Nothing stays on refusal.
+        """
         suffix = clip_suffix(clip_file.filename)
         frames_needed = options.start + options.stride * (self.base().frames - 1) + 1
         async with self._upload_lock:  # check-and-reserve of the id, one upload at a time on this replica
@@ -224,7 +236,8 @@ class IngressService:
         except Exception as err:
             cause = root_cause(err)
             log.warning("job %s: the tuning task ended abnormally: %s", job_id, err)
-            reason = f"the tuning task ended abnormally ({type(cause).__name__}: {client_message(cause)}); upload the clip again"
+            reason = (f"the tuning task ended abnormally ({type(cause).__name__}: {client_message(cause)}); "
+                      "upload the clip again")
             await asyncio.to_thread(fail_job, self.store, job_id, reason)
         finally:
             self._watchers.pop(job_id, None)

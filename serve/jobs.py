@@ -74,7 +74,8 @@ def fail_interrupted(store: Store, why: str = RESTARTED) -> list:
             if state in TERMINAL:
                 continue
             # A job that never started was cancelled, not interrupted: say which, so nobody looks for a partial run.
-            what = "interrupted: {} while this job ran" if state == "running" else "cancelled: {} before this job started"
+            what = ("interrupted: {} while this job ran" if state == "running"
+                    else "cancelled: {} before this job started")
             if fail_job(store, job_id, what.format(why) + "; upload the clip again"):
                 failed.append(job_id)
         except (OSError, ValueError, KeyError, TypeError):
@@ -118,6 +119,6 @@ def reserved_video_ids(store: Store) -> set:
 
 def public_view(record: dict) -> dict:
     """What GET /v1/jobs/{id} shows: no server paths."""
-    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "scheduling", "progress", "loss", "error", "options",
-                                   "created", "updated")
+    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "scheduling", "progress", "loss", "error",
+                                   "options", "created", "updated")
             if k in record}

@@ -12,6 +12,8 @@ import time
 import ray
 from ray import serve
 
+from tav.runtime.one_line import first_text_line
+
 from .config import ServeConfig
 from .deployments import APP_NAME, build_app
 from .preflight import StartError, StopRequested, plan_resources, prepare_store
@@ -66,15 +68,18 @@ def wait_until_running(timeout_s: float, stop_requested: threading.Event) -> Non
         if state == "RUNNING":
             return
         if state in ("DEPLOY_FAILED", "UNHEALTHY"):
-            raise StartError(f"Ray could not start the application: {_first_line(_why(app))}")
+            raise StartError(f"Ray could not start the application: {_why(app)}")
         if time.monotonic() > deadline:
-            raise StartError(f"not ready after {timeout_s:g} s (--start-timeout): {_first_line(_why(app))}")
+            raise StartError(f"not ready after {timeout_s:g} s (--start-timeout): {_why(app)}")
         if stop_requested.wait(POLL_S):
             raise StopRequested()
 
 
 def _why(app) -> str:
-    """What Ray says about the deployments that are not running yet (its own message, or their replica counts)."""
+    """What Ray says about the deployments that are not running yet (its own message, or their replica counts).
+
+    Its first line only: Ray's messages may carry a whole traceback.
+    """
     if app is None:
         return "the application was not created"
     parts = []
@@ -84,12 +89,7 @@ def _why(app) -> str:
             counts = ", ".join(f"{n} {str(s).rsplit('.', 1)[-1].lower()}" for s, n in deployment.replica_states.items())
             parts.append(f"{name} {status.lower()} ({counts or 'no replicas yet'})"
                          + (f": {deployment.message}" if deployment.message else ""))
-    return "; ".join(parts) or app.message or "still deploying"
-
-
-def _first_line(text: str) -> str:
-    text = str(text).strip()
-    return text.splitlines()[0] if text else "no message"
+    return first_text_line("; ".join(parts) or app.message or "still deploying", None) or "no message"
 
 
 def stop(config: ServeConfig, started_ray: bool) -> None:
@@ -104,7 +104,8 @@ def stop(config: ServeConfig, started_ray: bool) -> None:
         shutdown.start()
         shutdown.join(config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
         if shutdown.is_alive():
-            log.warning("Serve did not shut down within %g s; stopping Ray", config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
+            log.warning("Serve did not shut down within %g s; stopping Ray",
+                        config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
     try:
         if started_ray:
             ray.shutdown()

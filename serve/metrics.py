@@ -11,7 +11,8 @@ LATENCY_BOUNDARIES_MS = [5, 25, 100, 250, 1000, 2500, 10_000, 30_000, 120_000, 6
 
 class RequestMetrics:
     def __init__(self):
-        self.requests = metrics.Counter("tav_serve_requests", description="HTTP requests handled, by route, method and status",
+        self.requests = metrics.Counter("tav_serve_requests",
+                                        description="HTTP requests handled, by route, method and status",
                                         tag_keys=("route", "method", "status"))
         self.errors = metrics.Counter("tav_serve_errors", description="HTTP requests answered with a 4xx/5xx status",
                                       tag_keys=("route", "method", "status"))

@@ -66,7 +66,8 @@ def check_config(config: ServeConfig) -> ServeConfig:
     try:
         Store(config.store).create()
     except OSError as err:
-        raise StartError(f"--packs {config.store}: cannot create the store folders ({err.strerror}); pass a writable folder") from None
+        raise StartError(f"--packs {config.store}: cannot create the store folders ({err.strerror}); "
+                         "pass a writable folder") from None
     sd_dir = config.sd_dir
     if sd_dir is None:  # the exporter records the base model's folder; use it when it is still there
         source = manifest.raw.get("source")
@@ -94,7 +95,8 @@ def plan_resources(config: ServeConfig, cluster: dict | None, replicas: int | No
     """
     if cluster is None:
         log.warning("no Ray cluster to size the deployment against: 1 CPU per replica and per tuning job, unchecked")
-        return dataclasses.replace(config, replicas=replicas or config.replicas, replica_cpus=config.replica_cpus or 1.0,
+        return dataclasses.replace(config, replicas=replicas or config.replicas,
+                                   replica_cpus=config.replica_cpus or 1.0,
                                    job_cpus=config.job_cpus or DEFAULT_JOB_CPUS)
     cpus, gpus = float(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
     tuning = config.sd_dir is not None
@@ -109,7 +111,8 @@ def plan_resources(config: ServeConfig, cluster: dict | None, replicas: int | No
     replica_cpus = config.replica_cpus
     if replica_cpus is None:
         spare = cpus - INGRESS_CPUS - job_reserved
-        replica_cpus = math.floor(spare / config.replicas * 100 + 1e-6) / 100  # 0.01 steps read better; 1e-6: float noise
+        # 0.01 steps read better; 1e-6: float noise
+        replica_cpus = math.floor(spare / config.replicas * 100 + 1e-6) / 100
         if config.use_gpu:
             replica_cpus = min(1.0, replica_cpus)  # a GPU replica's CPU work is feeding the GPU
         if replica_cpus < MIN_REPLICA_CPUS:
@@ -130,7 +133,8 @@ def _plan_gpu(config: ServeConfig, gpus: int, replicas: int | None, tuning: bool
     count = replicas or default_replicas
     needed = count * replica_gpus + job_gpus
     if needed > gpus + EPS:
-        raise StartError(f"{count} replica(s) x {replica_gpus:g} GPU + {job_gpus:g} GPU for a tuning job = {needed:g} GPUs, "
+        raise StartError(f"{count} replica(s) x {replica_gpus:g} GPU + {job_gpus:g} GPU for a tuning job "
+                         f"= {needed:g} GPUs, "
                          f"but the cluster has {gpus}; lower --replicas (or start without --sd: no tuning)")
     return dataclasses.replace(config, use_gpu=True, replicas=count, replica_gpus=replica_gpus, job_gpus=job_gpus)
 

@@ -27,7 +27,8 @@ class ResidentVideo:
         self.pipe, self.video_id = pipe, video_id
         self._removed = False
 
-    def generate(self, prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, eta: float, init: str):
+    def generate(self, prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, eta: float,
+                 init: str):
         """Sample with this video; tav.runtime's UnknownVideoError if it was evicted before the call began."""
         return self.pipe(prompt, negative_prompt=negative_prompt, video=self.video_id, steps=steps, guidance=guidance,
                          seed=seed, eta=eta, init=init)

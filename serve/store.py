@@ -49,7 +49,8 @@ class Store:
 
     def video_ids(self) -> list:
         """Ids of the complete packs, sorted; temp files of writes in progress start with '.' and are skipped."""
-        return sorted(p.name[: -len(PACK_SUFFIX)] for p in self.packs.glob(f"*{PACK_SUFFIX}") if not p.name.startswith("."))
+        return sorted(p.name[: -len(PACK_SUFFIX)] for p in self.packs.glob(f"*{PACK_SUFFIX}")
+                      if not p.name.startswith("."))
 
     def has_video(self, video_id: str) -> bool:
         return self.pack_path(video_id).is_file()

@@ -73,7 +73,8 @@ def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:
         write_pack(run_dir, config.base_dir, staged)
         target = store.pack_path(video_id)
         if target.exists():
-            raise FileExistsError(f"a video {video_id!r} appeared in the store while this job ran; upload under another id")
+            raise FileExistsError(f"a video {video_id!r} appeared in the store while this job ran; "
+                                  "upload under another id")
         os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)

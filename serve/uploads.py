@@ -29,7 +29,8 @@ def check_declared_size(content_length: str | None, max_bytes: int) -> None:
     except ValueError:
         raise UploadRefused(400, f"Content-Length {content_length!r} is not a number") from None
     if size > max_bytes:
-        raise UploadRefused(413, f"the upload is {size} bytes, over the limit of {max_bytes} bytes; send a shorter or smaller clip")
+        raise UploadRefused(413, f"the upload is {size} bytes, over the limit of {max_bytes} bytes; "
+                                 "send a shorter or smaller clip")
 
 
 def clip_suffix(filename: str | None) -> str:
@@ -49,7 +50,8 @@ def save_incoming(upload_file, uploads_dir: Path, suffix: str, max_bytes: int) -
             while chunk := upload_file.read(COPY_CHUNK):
                 copied += len(chunk)
                 if copied > max_bytes:
-                    raise UploadRefused(413, f"the clip is over the limit of {max_bytes} bytes; send a shorter or smaller clip")
+                    raise UploadRefused(413, f"the clip is over the limit of {max_bytes} bytes; "
+                                             "send a shorter or smaller clip")
                 out.write(chunk)
         if copied == 0:
             raise UploadRefused(422, "the clip is empty; send a video file")
@@ -71,12 +73,14 @@ def probe_clip(clip: Path, frames_needed: int) -> None:
                 return
     except Exception as err:  # imageio raises plugin-specific errors for files it cannot decode
         if seen == 0:
-            raise UploadRefused(422, f"the clip could not be decoded as a video ({type(err).__name__}); send an mp4/webm/mov/gif") from None
-        raise UploadRefused(422, f"the clip broke off after {seen} frames ({type(err).__name__}); send a complete video") from None
+            raise UploadRefused(422, f"the clip could not be decoded as a video ({type(err).__name__}); "
+                                     "send an mp4/webm/mov/gif") from None
+        raise UploadRefused(422, f"the clip broke off after {seen} frames ({type(err).__name__}); "
+                                 "send a complete video") from None
     if seen == 0:
         raise UploadRefused(422, "the clip has no frames; send a video file")
-    raise UploadRefused(422, f"the clip has {seen} frames but tuning reads {frames_needed} (start + stride * (frames - 1) + 1); "
-                             "send a longer clip or lower stride/start")
+    raise UploadRefused(422, f"the clip has {seen} frames but tuning reads {frames_needed} "
+                             "(start + stride * (frames - 1) + 1); send a longer clip or lower stride/start")
 
 
 def discard(clip: Path) -> None:

@@ -67,7 +67,8 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
     rng = np.random.default_rng(seed)
     if init == "inverted":
         if tuned.inverted_latents is None:
-            raise ValueError("these weights have no inverted latents; use init='noise' (--init noise) or re-run tav-tune")
+            raise ValueError("these weights have no inverted latents; "
+                             "use init='noise' (--init noise) or re-run tav-tune")
         latents = tuned.inverted_latents.float()
         if tuple(latents.shape) != shape:
             raise ValueError(f"inverted latents have shape {tuple(latents.shape)}, the model samples {shape}")
@@ -82,7 +83,10 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
 @torch.no_grad()
 def ddim_loop(unet, scheduler, latents, text, steps: int, guidance: float, eta: float, rng: np.random.Generator, *,
               autocast=nullcontext, callback=None) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12) with CFG over tav.runtime.denoise's loop; eta > 0 draws step noise from ``rng``."""
+    """DDIM (Song et al. 2021, eq. 12) with CFG over tav.runtime.denoise's loop.
+
+    eta > 0 draws step noise from ``rng``.
+    """
     scheduler.set_timesteps(steps)
     text = text.to(latents.device)
     shape = tuple(latents.shape)

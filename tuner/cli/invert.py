@@ -19,9 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
                                 formatter_class=DefaultsHelpFormatter)
     a = p.add_argument
-    a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune (or tav-invert), or an official Tune-A-Video output folder")
-    a("--video", required=True, metavar="CLIP", help="clip to invert: mp4/webm/mov/gif or a folder of images (resized and "
-      "centre-cropped to the run's size, as tav-tune does)")
+    a("--weights", required=True, metavar="RUN_DIR",
+      help="RUN_DIR from tav-tune (or tav-invert), or an official Tune-A-Video output folder")
+    a("--video", required=True, metavar="CLIP",
+      help="clip to invert: mp4/webm/mov/gif or a folder of images "
+      "(resized and centre-cropped to the run's size, as tav-tune does)")
     a("--frames", required=True, type=int, help="frames to take from the clip: the new run's frame count N")
     a("--stride", type=int, help="take every S-th frame (default: the run's, else 2)")
     a("--start", type=int, help="first frame index (default: the run's, else 0)")

@@ -22,19 +22,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
                                 formatter_class=DefaultsHelpFormatter)
     a = p.add_argument
-    a("--weights", required=True, metavar="RUN_DIR", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
+    a("--weights", required=True, metavar="RUN_DIR",
+      help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
     a("--pretrained", metavar="SD_MODEL", help="where the base model the weights were tuned on is now, if not where "
       "they name it: a diffusers folder, a .safetensors/.ckpt file or a hub repo id ORG/NAME")
     a("--revision", help="branch, tag or commit of a hub repo id given with --pretrained (default main)")
     a("--prompt", required=True, help="what the edited video shows, e.g. 'spider man is skiing on the beach'")
     a("--negative-prompt", default="", help="the unconditional text of classifier-free guidance (default empty)")
     a("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    a("--guidance", type=float, default=12.5, help="classifier-free guidance scale (default 12.5, as the official configs)")
+    a("--guidance", type=float, default=12.5,
+      help="classifier-free guidance scale (default 12.5, as the official configs)")
     a("--seed", type=int, default=0, help="seeds the starting noise (--init noise) and the eta noise")
-    a("--init", choices=INITS, default="inverted", help="start from the clip's DDIM-inverted latents (default) or noise")
+    a("--init", choices=INITS, default="inverted",
+      help="start from the clip's DDIM-inverted latents (default) or noise")
     a("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
-    a("--temporal-window", type=int, metavar="W", help="frames each frame's temporal attention sees, 1..F (default: the "
-      "run's, recorded in run.json: the frame count it was tuned on; F is full attention)")
+    a("--temporal-window", type=int, metavar="W",
+      help="frames each frame's temporal attention sees, 1..F "
+      "(default: the run's, recorded in run.json: the frame count it was tuned on; F is full attention)")
     a("--fps", type=float, default=8, help="frames per second of mp4/gif (default 8, as the official GIFs)")
     a("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     a("--out", required=True, metavar="PATH", help="output: .mp4, .gif, .npy, or a folder of PNGs")
@@ -71,8 +75,8 @@ def main_args(argv=None):
     shown.line(f"loaded the tuned model in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     with shown.bar(args.steps, "DDIM") as bar:
-        result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init, args.eta,
-                        callback=lambda *_: bar.update(1))
+        result = sample(tuned, args.prompt, args.negative_prompt, args.steps, args.guidance, args.seed, args.init,
+                        args.eta, callback=lambda *_: bar.update(1))
     shown.line(f"sampled {counted(args.steps, 'step')} and decoded in {time.perf_counter() - start:.1f} s")
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 

@@ -42,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gradient-checkpointing", action=argparse.BooleanOptionalAction, help="on by default")
     a("--checkpoint-every", type=int, help="steps between resumable checkpoints (default 100; 0: only on Ctrl-C)")
     a("--resume", action="store_true", default=None, help="continue the interrupted run in RUN_DIR.partial/")
-    a("--validate-every", type=int, help="write samples of the prompt to RUN_DIR/validation/ every N steps (default off)")
+    a("--validate-every", type=int,
+      help="write samples of the prompt to RUN_DIR/validation/ every N steps (default off)")
     a("--inversion-steps", type=int, help="DDIM inversion steps for the inverted latents (default 50)")
-    a("--quiet", action="store_true", help="no progress bars or stage lines on stderr; print only the summary and RUN_DIR")
+    a("--quiet", action="store_true",
+      help="no progress bars or stage lines on stderr; print only the summary and RUN_DIR")
     return p
 
 

@@ -18,7 +18,8 @@ from tav.tuner.model.video_unet import VideoUNet
 
 def make_random_run(sd_dir, run_dir, frames: int, height: int, width: int, seed: int = 0, inverted: bool = True,
                     temporal_window: int | None = None) -> Path:
-    """``temporal_window``: record it as a run tuned on that many frames and inverted at ``frames`` would (tav-invert)."""
+    """``temporal_window``: record it as a run tuned on that many frames and inverted at ``frames`` would
+    (tav-invert)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     unet = VideoUNet.from_pretrained_2d(sd_dir, seed=seed)

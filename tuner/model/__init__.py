@@ -1,1 +1,4 @@
-"""The video UNet and what it is made of and loaded from: its frame-aware layers, UNet weights, the SD folder, tuned weights."""
+"""The video UNet and what it is made of and loaded from.
+
+Its frame-aware layers, UNet weights, the SD folder, tuned weights.
+"""

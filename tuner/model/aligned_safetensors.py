@@ -55,7 +55,8 @@ def _read_tensor(fh, file_name: str, name: str, entry, start: int, size: int) ->
         raise ValueError(f"{file_name}: tensor {name!r} has a malformed header entry")
     nbytes = math.prod(shape) * dtype.itemsize  # checked against the file before anything is allocated
     if end - begin != nbytes or begin < 0 or start + end > size:
-        raise ValueError(f"{file_name}: tensor {name!r} declares {end - begin} bytes at {begin}, its shape needs {nbytes}")
+        raise ValueError(f"{file_name}: tensor {name!r} declares {end - begin} bytes at {begin}, "
+                         f"its shape needs {nbytes}")
     tensor = torch.empty(shape, dtype=dtype)
     fh.seek(start + begin)
     if nbytes and fh.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != nbytes:

@@ -46,4 +46,5 @@ def write_clip_tokenizer_files(out_dir: Path) -> None:
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                        encoding="utf-8")

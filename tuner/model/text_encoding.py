@@ -13,7 +13,9 @@ def encode_prompts(tokenizer, text_encoder, prompts: list) -> torch.Tensor:
     for prompt in prompts:
         length = len(tokenizer(prompt).input_ids)
         if length > MAX_LENGTH:
-            warnings.warn(f"prompt {prompt[:40]!r}... has {length} tokens; CLIP reads only the first {MAX_LENGTH}", stacklevel=2)
-    ids = tokenizer(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+            warnings.warn(f"prompt {prompt[:40]!r}... has {length} tokens; CLIP reads only the first {MAX_LENGTH}",
+                          stacklevel=2)
+    ids = tokenizer(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True,
+                    return_tensors="pt").input_ids
     device = next(text_encoder.parameters()).device
     return text_encoder(ids.to(device)).last_hidden_state.float()

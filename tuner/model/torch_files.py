@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tav.runtime.one_line import first_line
 from tav.runtime.regular_files import NotRegularFile, open_regular
 
 MAX_NESTING = 4  # Lightning nests the weights once ({"state_dict": {...}}); anything deeper is not a checkpoint
@@ -35,21 +36,24 @@ def check_torch_zip(path) -> None:
     with fh:
         size = os.fstat(fh.fileno()).st_size
         if not zipfile.is_zipfile(fh):
-            raise UnsafeTorchFile(f"{path} is not a zip-format torch file (the pre-1.6 legacy format is not read: its "
-                                  "sizes cannot be checked before loading); convert it to .safetensors with a tool you trust")
+            raise UnsafeTorchFile(f"{path} is not a zip-format torch file "
+                                  "(the pre-1.6 legacy format is not read: "
+                                  "its sizes cannot be checked before loading); "
+                                  "convert it to .safetensors with a tool you trust")
         try:
             records = zipfile.ZipFile(fh).infolist()
         except (zipfile.BadZipFile, ValueError, OSError) as err:
-            raise UnsafeTorchFile(f"{path} is a corrupt zip ({_first_line(err)}); copy it again") from None
+            raise UnsafeTorchFile(f"{path} is a corrupt zip ({first_line(err)}); copy it again") from None
     compressed = [record for record in records if record.compress_type != zipfile.ZIP_STORED]
     if compressed:
         raise UnsafeTorchFile(f"{path}: {len(compressed)} of its records are compressed "
-                              f"({sum(r.file_size for r in compressed)} bytes once inflated), which torch.save never "
-                              "writes; refusing to inflate them. Convert the file to .safetensors with a tool you trust")
+                              f"({sum(r.file_size for r in compressed)} bytes once inflated), "
+                              "which torch.save never writes; refusing to inflate them. "
+                              "Convert the file to .safetensors with a tool you trust")
     for record in records:
         if record.header_offset + record.file_size > size:
-            raise UnsafeTorchFile(f"{path}: record {record.filename[-60:]!r} declares {record.file_size} bytes past the "
-                                  f"end of the {size}-byte file (truncated or forged); copy it again")
+            raise UnsafeTorchFile(f"{path}: record {record.filename[-60:]!r} declares {record.file_size} bytes "
+                                  f"past the end of the {size}-byte file (truncated or forged); copy it again")
     if sum(record.file_size for record in records) > size:  # overlapping records would be read once each
         raise UnsafeTorchFile(f"{path}: its records declare more bytes than the {size}-byte file holds (overlapping, "
                               "forged); pass a file written by torch.save")
@@ -73,8 +77,6 @@ def unwrap_state_dict(state, path) -> dict:
         if inner is state:
             raise UnsafeTorchFile(f"{path}: its state_dict contains itself (a forged checkpoint); pass a real one")
         state = inner
-    raise UnsafeTorchFile(f"{path}: state_dict nested more than {MAX_NESTING} levels deep; pass a Stable Diffusion 1.x checkpoint")
+    raise UnsafeTorchFile(f"{path}: state_dict nested more than {MAX_NESTING} levels deep; "
+                          "pass a Stable Diffusion 1.x checkpoint")
 
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]

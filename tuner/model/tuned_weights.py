@@ -67,7 +67,8 @@ def load_tuned(weights, dtype=torch.float32, base_dir=None, allow_base_mismatch:
     """
     path = Path(weights)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass a RUN_DIR from tav-tune or an official Tune-A-Video output folder")
+        raise FileNotFoundError(f"{path} does not exist; "
+                                "pass a RUN_DIR from tav-tune or an official Tune-A-Video output folder")
     if is_run_dir(path):
         return _load_run_dir(path, dtype, base_dir, allow_base_mismatch)
     if is_official_output(path):
@@ -76,7 +77,8 @@ def load_tuned(weights, dtype=torch.float32, base_dir=None, allow_base_mismatch:
             tuned.base_dir = check_sd_folder(base_dir)
         return tuned
     raise FileNotFoundError(
-        f"{path} is neither a RUN_DIR (no {RUN_JSON}) nor an official Tune-A-Video output folder (no model_index.json + unet/)"
+        f"{path} is neither a RUN_DIR (no {RUN_JSON}) "
+        "nor an official Tune-A-Video output folder (no model_index.json + unet/)"
     )
 
 
@@ -92,8 +94,8 @@ def _load_run_dir(path: Path, dtype, override, allow_base_mismatch: bool) -> Tun
     unet.temporal_window = recorded_temporal_window(meta, frames, path / RUN_JSON)
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
-    return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file), meta,
-                      base_hash)
+    return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file),
+                      meta, base_hash)
 
 
 def _read_run_json(path: Path) -> tuple:
@@ -110,7 +112,8 @@ def _read_run_json(path: Path) -> tuple:
     except KeyError as err:
         raise ValueError(f"{where} is corrupt or incomplete (no {err}); re-run tav-tune") from None
     if not isinstance(base_dir, str) or not base_dir:
-        raise ValueError(f"{where} is corrupt: pretrained_model_path is {base_dir!r}, not a folder path; re-run tav-tune")
+        raise ValueError(f"{where} is corrupt: pretrained_model_path is {base_dir!r}, not a folder path; "
+                         "re-run tav-tune")
     for name, value in (("frames", frames), ("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{where} is corrupt: {name} is {value!r}, not a positive integer; re-run tav-tune")
@@ -133,9 +136,11 @@ def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: boo
         what = (f"the base model {base_dir} is not the one {path} was tuned on (its files hash to {current[:12]}..., "
                 f"run.json recorded {str(recorded)[:12]}...)")
         if not (allow_mismatch or given):
-            raise ValueError(f"{what}; use the SD model it was tuned on, or pass --allow-base-mismatch to use this one anyway")
+            raise ValueError(f"{what}; use the SD model it was tuned on, "
+                             "or pass --allow-base-mismatch to use this one anyway")
         why = "--allow-base-mismatch" if allow_mismatch else "it was given explicitly"
-        log.warning("WARNING: %s; using it because %s: results equal the tuned run's only if it holds the same weights", what, why)
+        log.warning("WARNING: %s; using it because %s: results equal the tuned run's only if it holds the same weights",
+                    what, why)
     return current
 
 
@@ -165,7 +170,8 @@ def _load_official(path: Path, dtype) -> TunedModel:
         raise ValueError(f"{path} has no config.yaml and no inv_latents/; cannot tell its frame count, pass --frames")
     height = train.get("height", 512)
     width = train.get("width", 512)
-    return TunedModel(_as_dtype(unet, dtype), path, frames, height, width, inverted, folder_hash(path / "unet"), {"official": True})
+    return TunedModel(_as_dtype(unet, dtype), path, frames, height, width, inverted, folder_hash(path / "unet"),
+                      {"official": True})
 
 
 def _official_train_data(path: Path) -> dict:
@@ -181,7 +187,8 @@ def _official_train_data(path: Path) -> dict:
     for key in ("n_sample_frames", "height", "width"):
         value = train.get(key)
         if value is not None and (type(value) is not int or value < 1):
-            raise ValueError(f"{where}: train_data.{key} is {value!r}, not a positive integer; fix it or copy the folder again")
+            raise ValueError(f"{where}: train_data.{key} is {value!r}, not a positive integer; "
+                             "fix it or copy the folder again")
     return train
 
 

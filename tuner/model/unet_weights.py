@@ -45,8 +45,10 @@ def read_state_dict(path: Path) -> dict:
         raise ValueError(f"cannot read weights {err}") from None
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
         raise ValueError(f"cannot read weights {path}: {first_line(err, with_type=True)}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ValueError(f"cannot read weights {path}: it holds a {type(state).__name__} that is not a flat name -> tensor dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"cannot read weights {path}: it holds a {type(state).__name__} "
+                         "that is not a flat name -> tensor dict")
     return state
 
 
@@ -55,7 +57,8 @@ def _shards(index: Path) -> list:
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{index} is not a weights index (no weight_map: {type(err).__name__}); copy the folder again") from None
+        raise ValueError(f"{index} is not a weights index (no weight_map: {type(err).__name__}); "
+                         "copy the folder again") from None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index}: weight_map must map tensor names to shard file names; copy the folder again")
     folder = index.parent.resolve()

@@ -101,19 +101,22 @@ class VideoUNet(UNet2DConditionModel):
             raise ValueError(describe_key_mismatch(missing, unexpected, where))
         if wrong_shape:
             k = wrong_shape[0]
-            raise ValueError(f"weights in {where}: {k} has shape {tuple(state[k].shape)}, the model expects {tuple(own[k].shape)}")
+            raise ValueError(f"weights in {where}: {k} has shape {tuple(state[k].shape)}, "
+                             f"the model expects {tuple(own[k].shape)}")
         if not assign:
             self.load_state_dict(state, strict=False)
             return
         # float32 like a freshly built model (a half-precision checkpoint is widened, as copy_ would).
-        self.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False, assign=True)
+        self.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                             strict=False, assign=True)
         unloaded = [name for name, tensor in self.state_dict(keep_vars=True).items() if tensor.is_meta]
         if unloaded:
             raise ValueError(describe_key_mismatch(unloaded, [], where))
 
     def forward(self, sample, timestep, encoder_hidden_states, return_dict: bool = True, **kwargs):
         if sample.ndim != 5:
-            raise ValueError(f"sample must be [B, C, F, H, W], got a {sample.ndim}-D tensor of shape {tuple(sample.shape)}")
+            raise ValueError(f"sample must be [B, C, F, H, W], "
+                             f"got a {sample.ndim}-D tensor of shape {tuple(sample.shape)}")
         b, c, f, h, w = sample.shape
         if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != b:
             raise ValueError(

@@ -20,7 +20,8 @@ VAE = "first_stage_model."
 TEXT = "cond_stage_model.transformer."
 UNET_INPUT_CONV = UNET + "input_blocks.0.0.weight"
 # CLIPTextModel's names under TEXT; some older files lack the text_model. level.
-TEXT_TOKEN_EMBEDDING = (TEXT + "text_model.embeddings.token_embedding.weight", TEXT + "embeddings.token_embedding.weight")
+TEXT_TOKEN_EMBEDDING = (TEXT + "text_model.embeddings.token_embedding.weight",
+                        TEXT + "embeddings.token_embedding.weight")
 SD1_HINT = "pass a Stable Diffusion 1.x model (SD 1.4/1.5 or a fine-tune of them)"
 
 

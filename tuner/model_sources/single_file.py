@@ -83,7 +83,8 @@ def read_shapes(path: Path) -> dict:
                          ".ckpt with pickled objects besides tensors, convert it to .safetensors with a tool you trust"
                          ) from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict; pass a Stable Diffusion 1.x checkpoint")
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict; "
+                         "pass a Stable Diffusion 1.x checkpoint")
     state = unwrap_state_dict(state, path)  # Lightning checkpoints nest the weights
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 

@@ -86,14 +86,16 @@ def official_config_to_fields(path) -> dict:
         valid["use_inv_latent"] = "inverted" if valid["use_inv_latent"] else "noise"
     _take(valid, out, unknown, "validation_data", {
         "prompts": "validation_prompts", "num_inference_steps": "validation_steps",
-        "guidance_scale": "validation_guidance", "use_inv_latent": "validation_init", "num_inv_steps": "inversion_steps",
+        "guidance_scale": "validation_guidance", "use_inv_latent": "validation_init",
+        "num_inv_steps": "inversion_steps",
     })
     if frames_in_validation is not None and frames_in_validation != out.get("frames", frames_in_validation):
         warnings.warn(f"{path}: validation_data.video_length {frames_in_validation} differs from n_sample_frames; "
                       "the tuned model samples the frame count it was tuned on", stacklevel=2)
     trainable = raw.pop("trainable_modules", None)
     if trainable is not None and list(trainable) != OFFICIAL_TRAINABLE_MODULES:
-        warnings.warn(f"{path}: trainable_modules {list(trainable)} ignored; Tune-A-Video tunes {OFFICIAL_TRAINABLE_MODULES}", stacklevel=2)
+        warnings.warn(f"{path}: trainable_modules {list(trainable)} ignored; "
+                      f"Tune-A-Video tunes {OFFICIAL_TRAINABLE_MODULES}", stacklevel=2)
     precision = raw.pop("mixed_precision", None)
     if precision is not None:
         out["precision"] = {"no": "fp32", None: "fp32"}.get(precision, precision)

@@ -27,7 +27,8 @@ class InterruptFlag:
         self.requested = True
         self._restore()
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        tqdm.write(f"tav-tune: {name}: stopping after this step to save a checkpoint (again to stop at once)", file=sys.stderr)
+        tqdm.write(f"tav-tune: {name}: stopping after this step to save a checkpoint (again to stop at once)",
+                   file=sys.stderr)
 
     def _restore(self):
         for sig, handler in self._previous.items():

@@ -46,18 +46,21 @@ def invert_run(weights, video, frames: int, out, stride=None, start=None, tempor
     meta = _source_meta(Path(weights), tuned)
     for name, asked, run in (("height", height, tuned.height), ("width", width, tuned.width)):
         if asked is not None and asked != run:
-            raise ValueError(f"--{name} {asked}: {weights} was tuned at {tuned.height}x{tuned.width}, and its clips are "
-                             f"inverted at that size; drop --height/--width, or tune a run at the size you want")
+            raise ValueError(f"--{name} {asked}: {weights} was tuned at {tuned.height}x{tuned.width}, "
+                             "and its clips are inverted at that size; "
+                             "drop --height/--width, or tune a run at the size you want")
     tuned_frames = meta.get("tuned_frames", tuned.frames)
     window = default_temporal_window(meta.get("temporal_window", tuned_frames), frames)
     window = window if temporal_window is None else check_temporal_window(temporal_window, frames)
     defaults = TuneConfig(pretrained_model_path="", video="", prompt="", out="")
     stride = meta.get("stride", defaults.stride) if stride is None else stride
     start = meta.get("start", defaults.start) if start is None else start
-    steps = (meta.get("inversion") or {}).get("steps", defaults.inversion_steps) if inversion_steps is None else inversion_steps
+    steps = ((meta.get("inversion") or {}).get("steps", defaults.inversion_steps) if inversion_steps is None
+             else inversion_steps)
     if steps < 1:
         raise ValueError(f"--inversion-steps {steps} must be at least 1")
-    pixels = load_clip(video, frames, tuned.height, tuned.width, stride, start)  # too few frames: one line, before any work
+    # too few frames: one line, before any work
+    pixels = load_clip(video, frames, tuned.height, tuned.width, stride, start)
 
     tick = time.perf_counter()
     latents = _invert(tuned, pixels, window, steps, meta.get("seed", 0), device, shown)
@@ -85,7 +88,8 @@ def _source_meta(weights: Path, tuned) -> dict:
     """run.json of a RUN_DIR; for an official output, the fields a RUN_DIR needs (its own folder is the base)."""
     if is_run_dir(weights):
         return dict(tuned.meta)
-    return {"pretrained_model_path": str(tuned.base_dir.absolute()), "pretrained_model_hash": sd_folder.folder_hash(tuned.base_dir),
+    return {"pretrained_model_path": str(tuned.base_dir.absolute()),
+            "pretrained_model_hash": sd_folder.folder_hash(tuned.base_dir),
             "frames": tuned.frames, "height": tuned.height, "width": tuned.width, "seed": 0, "official_source": True}
 
 
@@ -117,8 +121,8 @@ def _write_run(out: Path, weights: Path, tuned, latents: torch.Tensor, run: dict
             shutil.copyfile(weights / TUNED_WEIGHTS, staging / TUNED_WEIGHTS)
         else:  # an official output: its tuned tensors, under the official names
             state = tuned.unet.state_dict()
-            save_tensors({k: state[k].detach().float().cpu().contiguous() for k in tuned.unet.trainable_parameter_names()},
-                         staging / TUNED_WEIGHTS)
+            save_tensors({k: state[k].detach().float().cpu().contiguous()
+                          for k in tuned.unet.trainable_parameter_names()}, staging / TUNED_WEIGHTS)
         save_tensors({"latents": latents.float().contiguous()}, staging / INVERTED_LATENTS)
         (staging / RUN_JSON).write_text(json.dumps(run, indent=1))
         if out.exists():

@@ -30,7 +30,8 @@ def claim_partial(partial: Path, resume: bool):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FileExistsError(f"another tav-tune run is using {partial}; let it finish (or stop it) first") from None
+            raise FileExistsError(f"another tav-tune run is using {partial}; "
+                                  "let it finish (or stop it) first") from None
         yield created
     finally:
         os.close(fd)

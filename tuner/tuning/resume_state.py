@@ -49,7 +49,8 @@ def save_checkpoint(partial: Path, trainable: dict, optimizer, scaler, generator
     staging, final, old = (partial / f"{CHECKPOINT}{s}" for s in (".tmp", "", ".old"))
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in trainable.items()}, str(staging / "trainable.safetensors"))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in trainable.items()},
+              str(staging / "trainable.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, staging / "optimizer.pt")
     torch.save({
         "torch_cpu": torch.get_rng_state(),

@@ -8,7 +8,8 @@
 
 Differences that change cost and, negligibly, the objective: the clip latents (one
 seeded ``latent_dist.sample()``, where the official code draws a new sample each step;
-the VAE posterior's std is tiny) and the prompt embedding are computed once; the VAE and text encoder run in fp32 (once, so it costs nothing);
+the VAE posterior's std is tiny) and the prompt embedding are computed once; the VAE and
+text encoder run in fp32 (once, so it costs nothing);
 frozen Linear/Conv weights are stored in the autocast dtype (autocast would cast
 them to it on every call anyway), while norms and the trained tensors stay fp32.
 """
@@ -101,13 +102,15 @@ def prepare(cfg: TuneConfig, sd_dir: Path, pixels: np.ndarray) -> TuningSession:
         param.requires_grad_(True)
     if compute_dtype is not None:
         for module in unet.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and not any(p.requires_grad for p in module.parameters()):
+            if (isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+                    and not any(p.requires_grad for p in module.parameters())):
                 module.to(compute_dtype)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
     optimizer = torch.optim.AdamW(
-        trainable.values(), lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon
+        trainable.values(), lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.adam_weight_decay,
+        eps=cfg.adam_epsilon,
     )
     # Loss scaling only for fp16 (its gradients underflow); bf16 has fp32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=compute_dtype == torch.float16)

@@ -1,9 +1,9 @@
 """``tune(config)``: one-shot tuning of a run, end to end, into an atomically written RUN_DIR.
 
-Phases: check every input before writing anything; resume or start the run in ``RUN_DIR.partial/``
-(tuning/resume_state.py); tune with a progress bar, checkpointing every ``checkpoint_every`` steps and
-on Ctrl-C, then DDIM-invert the clip with the tuned UNet; record tuned.safetensors,
-inverted_latents.safetensors and run.json (last); publish: rename the folder to RUN_DIR.
+Phases: check every input before writing anything (tuning/tune_checks.py); resume or start the run
+in ``RUN_DIR.partial/`` (tuning/resume_state.py); tune with a progress bar, checkpointing every
+``checkpoint_every`` steps and on Ctrl-C, then DDIM-invert the clip with the tuned UNet; record
+tuned.safetensors, inverted_latents.safetensors and run.json (last); publish: rename the folder to RUN_DIR.
 """
 
 import json
@@ -22,7 +22,7 @@ import torch
 from tav.tuner.model import sd_folder
 from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
 from tav.tuner.model_sources import resolve_base_model
-from tav.tuner.tuning.config import OFFICIAL_TRAINABLE_MODULES, PRECISIONS, TuneConfig
+from tav.tuner.tuning.config import OFFICIAL_TRAINABLE_MODULES, TuneConfig
 from tav.tuner.tuning.interrupt_flag import InterruptFlag
 from tav.tuner.tuning.inversion import ddim_inversion
 from tav.tuner.tuning.partial_claim import claim_partial
@@ -34,16 +34,12 @@ from tav.tuner.tuning.resume_state import (
     save_checkpoint,
 )
 from tav.tuner.tuning.saved_files import save_tensors
-from tav.tuner.tuning.session import TuningSession, eval_loss, prepare, resolve_device, train_step
+from tav.tuner.tuning.session import TuningSession, eval_loss, prepare, train_step
+from tav.tuner.tuning.tune_checks import TUNE_CONFIG, check_config, check_resume_matches
+from tav.tuner.tuning.tune_checks import check_targets as _check_targets  # the seam tests patch to stage a race
 from tav.tuner.tuning.video_input import load_clip
 
 from ..progress import Progress, counted
-
-TUNE_CONFIG = "tune_config.json"
-# A resume must agree on these; steps, checkpointing, validation and inversion settings may change.
-RESUME_MUST_MATCH = ("pretrained_model_path", "pretrained_model_hash", "video", "prompt", "frames", "stride", "start",
-                     "height", "width", "lr", "seed", "precision", "device", "adam_betas", "adam_weight_decay",
-                     "adam_epsilon", "max_grad_norm")
 
 
 class TuneInterrupted(Exception):
@@ -57,19 +53,20 @@ def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None)
     ("evaluating", "tuning", "inverting", "saving").
     """
     started = time.perf_counter()
-    _check_config(cfg)
+    check_config(cfg)
     run_dir = Path(cfg.out).absolute()
     partial = partial_dir(run_dir)
     _check_targets(run_dir, partial, cfg.resume)
     pixels = load_clip(cfg.video, cfg.frames, cfg.height, cfg.width, cfg.stride, cfg.start)
-    base = resolve_base_model(cfg.pretrained_model_path, cfg.pretrained_model_revision)  # may download: after cheap checks
+    # may download: after the cheap checks
+    base = resolve_base_model(cfg.pretrained_model_path, cfg.pretrained_model_revision)
     sd_dir = base.path
     settings = dict(cfg.to_dict(), pretrained_model_path=str(sd_dir), pretrained_model_source=base.source,
                     video=str(Path(cfg.video).absolute()), out=str(run_dir),
                     pretrained_model_hash=sd_folder.folder_hash(sd_dir))
     del settings["resume"]
     if cfg.resume:
-        _check_resume_matches(partial, settings)
+        check_resume_matches(partial, settings)
     job = _Job(cfg, settings, sd_dir, run_dir, partial, started, Progress("tav-tune", progress, on_stage))
     with claim_partial(partial, cfg.resume) as created:  # one run per RUN_DIR.partial, claimed atomically
         try:
@@ -181,8 +178,9 @@ def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -
         tick = time.perf_counter()
         with shown.stage("inverting", f"inverting the clip ({counted(cfg.inversion_steps, 'DDIM step')})"), \
                 shown.bar(cfg.inversion_steps, "inversion") as inversion_bar:
-            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(job.sd_dir), cfg.inversion_steps,
-                                      s.autocast, callback=lambda *_: (inversion_bar.update(1), stop.check()))
+            inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(job.sd_dir),
+                                      cfg.inversion_steps, s.autocast,
+                                      callback=lambda *_: (inversion_bar.update(1), stop.check()))
         return inverted, eval_after, time.perf_counter() - tick
     except KeyboardInterrupt:
         if bar is not None:
@@ -214,7 +212,8 @@ def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, m
     """tuned.safetensors, inverted_latents.safetensors, then run.json (last: its presence marks a finished run)."""
     partial = job.partial
     with job.shown.stage("saving", f"saving to {partial.name}/"):
-        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()}, partial / TUNED_WEIGHTS)
+        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()},
+                     partial / TUNED_WEIGHTS)
         save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
     peak, peak_kind = _peak_memory(s.device)
     run = dict(
@@ -255,7 +254,8 @@ def _publish(job: _Job) -> Path:
         partial.rename(run_dir)
     except OSError as err:
         raise FileExistsError(
-            f"the run finished but cannot become {run_dir} ({err.strerror or err}: something appeared there while tuning); "
+            f"the run finished but cannot become {run_dir} "
+            f"({err.strerror or err}: something appeared there while tuning); "
             f"the complete run is kept in {partial}: move it to a free RUN_DIR name yourself"
         ) from None
     return run_dir
@@ -284,45 +284,6 @@ def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
             write_video(result.frames, partial / "validation" / f"step-{step:06d}-{slug}.gif", overwrite=True)
     finally:
         s.unet.train()
-
-
-def _check_config(cfg: TuneConfig):
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    if cfg.validation_init not in ("noise", "inverted"):
-        raise ValueError(f"validation init must be 'noise' or 'inverted', got {cfg.validation_init!r}")
-    resolve_device(cfg.device)  # "--device tpu" fails now, not after loading the clip and the model
-    for name in ("steps", "inversion_steps", "eval_pairs", "validation_steps"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise ValueError(f"learning rate must be positive, got {cfg.lr}")
-    if not cfg.prompt:
-        raise ValueError("the training prompt is empty; pass --prompt with the clip's caption")
-    if str(cfg.out).strip() in ("", "-"):
-        raise ValueError(f"--out {cfg.out!r} is not a folder name; give the RUN_DIR's path")
-
-
-def _check_targets(run_dir: Path, partial: Path, resume: bool):
-    if (run_dir / RUN_JSON).is_file():
-        raise FileExistsError(f"{run_dir} already holds a finished run; choose a new --out")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise FileExistsError(f"{run_dir} exists and is not an empty folder; choose a new --out")
-    if resume and not has_checkpoint(partial):
-        raise FileNotFoundError(f"nothing to resume: no checkpoint in {partial}; run without --resume")
-    if not resume and partial.exists():
-        raise FileExistsError(f"{partial} holds an interrupted run; add --resume to continue it, or delete it to start over")
-
-
-def _check_resume_matches(partial: Path, settings: dict):
-    try:
-        saved = json.loads((partial / TUNE_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ValueError(f"cannot resume: {partial / TUNE_CONFIG} is missing or corrupt; delete {partial} and start over") from None
-    for key in RESUME_MUST_MATCH:
-        if saved.get(key) != settings.get(key):
-            raise ValueError(f"cannot resume: {key} was {saved.get(key)!r}, now {settings.get(key)!r}; "
-                             "resume with the original settings")
 
 
 def _peak_memory(device: torch.device) -> tuple:

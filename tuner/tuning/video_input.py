@@ -37,7 +37,8 @@ def load_clip(path, frames: int, height: int, width: int, stride: int = 1, start
     """float32 [F, 3, H, W] in [-1, 1]: frames start + stride * k of the clip, resized and centre-cropped."""
     check_size(height, width)
     if frames < 1 or stride < 1 or start < 0:
-        raise VideoInputError(f"need frames >= 1, stride >= 1, start >= 0; got frames={frames}, stride={stride}, start={start}")
+        raise VideoInputError(f"need frames >= 1, stride >= 1, start >= 0; "
+                              f"got frames={frames}, stride={stride}, start={start}")
     wanted = [start + stride * k for k in range(frames)]
     raw = read_frames(Path(path), wanted)
     pixels = np.stack([resize_and_crop(frame, height, width) for frame in raw]).astype(np.float32)
@@ -61,9 +62,11 @@ def read_frames(path: Path, indices: list) -> list:
     except VideoInputError:
         raise
     except Exception as err:  # imageio/ffmpeg/pillow raise many types for undecodable data
-        raise VideoInputError(f"cannot decode {path}: {first_line(err, with_type=True)}; pass an mp4/webm/mov/gif video or a folder of images") from None
+        raise VideoInputError(f"cannot decode {path}: {first_line(err, with_type=True)}; "
+                              "pass an mp4/webm/mov/gif video or a folder of images") from None
     if seen == 0:
-        raise VideoInputError(f"cannot decode {path}: no video frames found; pass an mp4/webm/mov/gif video or a folder of images")
+        raise VideoInputError(f"cannot decode {path}: no video frames found; "
+                              "pass an mp4/webm/mov/gif video or a folder of images")
     if len(frames) < len(indices):
         raise _too_few(path, seen, indices)
     return [frames[i] for i in indices]
@@ -95,13 +98,15 @@ def _iter_video(path: Path):
 def _read_image_folder(path: Path, indices: list) -> list:
     files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not files:
-        raise VideoInputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a video file or a folder of frames")
+        raise VideoInputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                              "pass a video file or a folder of frames")
     if indices[-1] >= len(files):
         raise _too_few(path, len(files), indices)
     frames = [_read_image_rgb(files[i]) for i in indices]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
-        raise VideoInputError(f"images in {path} differ in size ({', '.join(map(str, sorted(sizes)))}); use frames of one size")
+        raise VideoInputError(f"images in {path} differ in size ({', '.join(map(str, sorted(sizes)))}); "
+                              "use frames of one size")
     return frames
 
 
