@@ -20,14 +20,12 @@ from tav.tuner.cli.sample import main as sample_main
 from tav.tuner.demo.synthetic_video import make_clip
 from tav.tuner.sampler import INITS as SAMPLER_INITS
 
-from export_fixtures import make_run_dir
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run  # read only: tav-sample and tav-export write elsewhere
 
 
 def test_tav_tune_announces_and_times_loading_evaluation_inversion_and_saving(tiny_sd, tmp_path, capsys, monkeypatch):
