@@ -82,13 +82,15 @@ def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp
         assert row["peak_rss_per_frame_bytes"] == pytest.approx(row["peak_rss_bytes"] / row["frames"])
     ratios = report["ratios_vs_smallest"]
     assert ratios["2"]["denoise_step_ms_per_frame"] == 1.0 and ratios["4"]["denoise_step_ms_per_frame"] > 0
-    assert set(ratios["linear"]) == {"denoise_step_ms_per_frame", "decode_ms_per_frame", "peak_above_load_per_frame_bytes"}
+    assert set(ratios["linear"]) == {"denoise_step_ms_per_frame", "decode_ms_per_frame",
+                                     "peak_above_load_per_frame_bytes"}
     assert "linear within 1.25x" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, message", [
     (["--scaling", "8,x"], "--scaling '8,x' must be positive frame counts"),
-    (["--scaling", "4,8", "--temporal-window", "5"], "--temporal-window 5 must be from 1 to the smallest frame count 4"),
+    (["--scaling", "4,8", "--temporal-window", "5"],
+     "--temporal-window 5 must be from 1 to the smallest frame count 4"),
     (["--temporal-window", "4"], "--temporal-window 4 needs --skip tune"),
 ])
 def test_bench_refuses_bad_frame_counts_and_windows_in_one_line(args, message, capsys):

@@ -87,7 +87,8 @@ def test_kv_gather_plugin_with_tensorrt_needs_the_built_plugin(run_dir, tmp_path
 
     if tensorrt_plugin.library_path().is_file():
         pytest.skip("the KVGather TensorRT plugin is built here")
-    message = fails_in_one_line(["--weights", str(run_dir), "--kv-gather", "plugin", "--backend", "tensorrt"], tmp_path / "engine")
+    argv = ["--weights", str(run_dir), "--kv-gather", "plugin", "--backend", "tensorrt"]
+    message = fails_in_one_line(argv, tmp_path / "engine")
     assert "KVGather TensorRT plugin is not available" in message and "--kv-gather onnx" in message
 
 

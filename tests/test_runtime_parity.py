@@ -99,7 +99,8 @@ def test_four_threads_on_exported_graphs_give_the_sequential_results(pipe):
 
 @pytest.fixture(scope="module")
 def standard_engine_dir(run_dir, tmp_path_factory):
-    return export_engine(run_dir, tmp_path_factory.mktemp("standard") / "engine", precision="fp32", attention="standard")
+    return export_engine(run_dir, tmp_path_factory.mktemp("standard") / "engine", precision="fp32",
+                         attention="standard")
 
 
 def test_fused_graphs_sample_what_the_standard_op_graphs_sample(pipe, engine_dir, standard_engine_dir, reference):
@@ -177,7 +178,8 @@ LEAN_RUN = textwrap.dedent("""
 
 def test_tav_run_never_imports_torch_diffusers_or_transformers(engine_dir, pipe, tmp_path):
     out = tmp_path / "video.npy"
-    argv = ["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--seed", "5", "--quiet", "--out", str(out)]
+    argv = ["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--seed", "5", "--quiet",
+            "--out", str(out)]
     done = subprocess.run([sys.executable, "-c", LEAN_RUN, *argv], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "LEAN OK" in done.stdout

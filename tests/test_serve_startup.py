@@ -68,7 +68,9 @@ def test_start_up_module_imports_no_ray_and_serve_has_no_import_cycle():
 
 
 class Service:
-    """tav-serve with its default sizing (the machine's CPUs), in its own session; every process it starts is tracked."""
+    """tav-serve with its default sizing (the machine's CPUs), in its own session.
+
+    Every process it starts is tracked."""
 
     def __init__(self, base, store, log, *extra):
         self.port = free_port()
