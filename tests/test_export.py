@@ -23,6 +23,8 @@ from tav.tuner.model.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 D = 32  # the tiny text encoder's width
 

@@ -24,6 +24,8 @@ from tav.export.stale_exports import hold_lock, leftovers
 
 from export_fixtures import make_run_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 
 @pytest.fixture(scope="module")
 def run_dir(random_run):

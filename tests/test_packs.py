@@ -36,6 +36,8 @@ from tav.tuner.model.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 STEPS = 3
 PROMPT = "a man is skiing"
 

@@ -30,6 +30,8 @@ from tav.tuner.sampler import PipelineParts, sample
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 F, H, W = FRAMES, HEIGHT, WIDTH
 STEPS = 4
 LATENT_TOL = 1e-3
