@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from fixtures.threads import single_torch_thread
+
 pytest_plugins = ["fixtures.artefacts"]
 
 
@@ -36,10 +38,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """The tiny model's ops are too small to gain from threads, and on a shared CPU extra threads cost ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

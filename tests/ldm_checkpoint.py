@@ -115,7 +115,8 @@ def ldm_state_dict(sd_dir) -> dict:
     sd_dir = Path(sd_dir)
 
     def part(component, weights):
-        return load_file(str(sd_dir / component / weights)), json.loads((sd_dir / component / "config.json").read_text())
+        config = json.loads((sd_dir / component / "config.json").read_text())
+        return load_file(str(sd_dir / component / weights)), config
 
     unet, unet_config = part("unet", "diffusion_pytorch_model.safetensors")
     vae, vae_config = part("vae", "diffusion_pytorch_model.safetensors")

@@ -38,7 +38,8 @@ class LocalHub:
 
     def downloaded(self) -> set:
         """Repo paths whose content was sent (GET on resolve/)."""
-        return {r.split("/resolve/", 1)[1].split("/", 1)[1] for r in self.requested if r.startswith("GET") and "/resolve/" in r}
+        return {r.split("/resolve/", 1)[1].split("/", 1)[1] for r in self.requested
+                if r.startswith("GET") and "/resolve/" in r}
 
 
 def git_blob_sha1(content: bytes) -> str:

@@ -79,7 +79,8 @@ class VaeMid(torch.nn.Module):
 
 KINDS = {
     "sparse_causal": (SparseCausal, lambda rng: [rng.standard_normal((2 * FRAMES, TOKENS, WIDTH))]),
-    "cross": (Cross, lambda rng: [rng.standard_normal((2 * FRAMES, TOKENS, WIDTH)), rng.standard_normal((2 * FRAMES, 77, TEXT_DIM))]),
+    "cross": (Cross, lambda rng: [rng.standard_normal((2 * FRAMES, TOKENS, WIDTH)),
+                                  rng.standard_normal((2 * FRAMES, 77, TEXT_DIM))]),
     "temporal": (Temporal, lambda rng: [rng.standard_normal((2 * TOKENS, FRAMES, WIDTH))]),
     "vae_mid_block": (VaeMid, lambda rng: [rng.standard_normal((FRAMES, 64, 4, 4))]),
 }
@@ -90,7 +91,8 @@ def _export(module, inputs, precision, path):
     args = tuple(torch.from_numpy(x).to(dtype) for x in inputs)
     names = [f"in{i}" for i in range(len(inputs))]
     with torch.no_grad():
-        torch.onnx.export(module.to(dtype), args, str(path), input_names=names, output_names=["out"], opset_version=17, dynamo=False)
+        torch.onnx.export(module.to(dtype), args, str(path), input_names=names, output_names=["out"], opset_version=17,
+                          dynamo=False)
     return optimise(onnx.load(str(path)), precision), names
 
 
@@ -100,7 +102,8 @@ def test_fused_attention_equals_the_pytorch_module(kind, precision, tmp_path):
     make, make_inputs = KINDS[kind]
     inputs = [x.astype(np.float32) for x in make_inputs(np.random.default_rng(1))]
     if precision == "fp16":
-        inputs = [x.astype(np.float16).astype(np.float32) for x in inputs]  # the error is the graph's, not the rounding's
+        # The error is the graph's, not the rounding's.
+        inputs = [x.astype(np.float16).astype(np.float32) for x in inputs]
     with torch.no_grad():
         reference = make()(*map(torch.from_numpy, inputs)).numpy().astype(np.float64)
 
@@ -115,7 +118,8 @@ def test_fused_attention_equals_the_pytorch_module(kind, precision, tmp_path):
 
     onnx.save(result.model, str(tmp_path / "fused.onnx"))
     session = ort.InferenceSession(str(tmp_path / "fused.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {name: x.astype(np.float16 if precision == "fp16" else np.float32) for name, x in zip(names, inputs, strict=True)}
+    dtype = np.float16 if precision == "fp16" else np.float32
+    feeds = {name: x.astype(dtype) for name, x in zip(names, inputs, strict=True)}
     output = session.run(None, feeds)[0].astype(np.float64)
     rel = np.linalg.norm(output - reference) / np.linalg.norm(reference)
     assert rel <= TOLERANCE_REL_L2[precision], rel

@@ -90,7 +90,8 @@ def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp
 
 @pytest.mark.parametrize("args, message", [
     (["--scaling", "8,x"], "--scaling '8,x' must be positive frame counts"),
-    (["--scaling", "4,8", "--temporal-window", "5"], "--temporal-window 5 must be from 1 to the smallest frame count 4"),
+    (["--scaling", "4,8", "--temporal-window", "5"],
+     "--temporal-window 5 must be from 1 to the smallest frame count 4"),
     (["--temporal-window", "4"], "--temporal-window 4 needs --skip tune"),
 ])
 def test_bench_refuses_bad_frame_counts_and_windows_in_one_line(args, message, capsys):

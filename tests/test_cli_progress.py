@@ -21,14 +21,12 @@ from tav.tuner.cli.sample import main as sample_main
 from tav.tuner.demo.synthetic_video import make_clip
 from tav.tuner.sampler import INITS as SAMPLER_INITS
 
-from export_fixtures import make_run_dir
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_sd, tmp_path_factory):
-    return make_run_dir(tiny_sd, tmp_path_factory.mktemp("run") / "run")
+def run_dir(random_run):
+    return random_run  # read only: tav-sample and tav-export write elsewhere
 
 
 def test_tav_tune_announces_and_times_loading_evaluation_inversion_and_saving(tiny_sd, tmp_path, capsys, monkeypatch):
@@ -82,7 +80,8 @@ def test_tav_invert_announces_its_stages_with_a_bar_and_quiet_silences_them(run_
     out, err = capsys.readouterr()
     for stage in ("encoding the clip (5 frames) and the empty prompt",
                   "inverting the clip (2 DDIM steps)", "saving to shown/"):
-        assert any(line.startswith(f"tav-invert: {stage}") and line.endswith(" s") for line in err.splitlines()), (stage, err)
+        timed = [line for line in err.splitlines() if line.startswith(f"tav-invert: {stage}") and line.endswith(" s")]
+        assert timed, (stage, err)
     assert "tav-invert inversion: 100%" in err and "2/2" in err
     assert out.strip() == str(tmp_path / "shown")  # stdout: the new RUN_DIR only
 

@@ -61,7 +61,8 @@ def test_plugin_mode_exports_one_kvgather_node_with_static_shapes():
     assert [shapes[name] for name in nodes[0].output] == [[8, 128, 32], [8, 128, 16]]
     assert any(o.domain == ext.ONNX_DOMAIN and o.version == ext.ONNX_OPSET for o in model.opset_import)
     # Outside the context manager the default comes back.
-    assert not any(n.op_type == ext.ONNX_OP for n in _export(torch.randn(4, 2, 2), torch.randn(4, 2, 2), 2, False).graph.node)
+    plain = _export(torch.randn(4, 2, 2), torch.randn(4, 2, 2), 2, False)
+    assert not any(n.op_type == ext.ONNX_OP for n in plain.graph.node)
 
 
 def _plugin_library():
@@ -70,7 +71,8 @@ def _plugin_library():
     if path.is_file():
         return path
     if tensorrt_plugin.find_include_dir() is None or tensorrt_plugin.find_nvcc() is None:
-        pytest.skip(f"TensorRT plugin not built and cannot be: needs nvcc and NvInferRuntime.h (${tensorrt_plugin.INCLUDE_ENV})")
+        pytest.skip("TensorRT plugin not built and cannot be: needs nvcc and NvInferRuntime.h "
+                    f"(${tensorrt_plugin.INCLUDE_ENV})")
     return tensorrt_plugin.build()
 
 

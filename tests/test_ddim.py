@@ -20,7 +20,8 @@ CONFIGS = [
     dict(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True, set_alpha_to_one=False,
          steps_offset=1, timestep_spacing="linspace"),
 ]
-IDS = [f"{c['beta_schedule']}-{c['timestep_spacing']}-one{int(c['set_alpha_to_one'])}-off{c['steps_offset']}-clip{int(c['clip_sample'])}" for c in CONFIGS]
+IDS = [f"{c['beta_schedule']}-{c['timestep_spacing']}-one{int(c['set_alpha_to_one'])}-off{c['steps_offset']}"
+       f"-clip{int(c['clip_sample'])}" for c in CONFIGS]
 
 
 def both(config):
@@ -63,7 +64,8 @@ def test_full_loop_equals_diffusers(config, eta):
         eps = rng.standard_normal(shape, dtype=np.float32)
         noise = rng.standard_normal(shape, dtype=np.float32)
         sample = ours.step(eps, int(t), sample, steps, eta=eta, noise=noise)
-        reference = theirs.step(torch.from_numpy(eps), int(t), reference, eta=eta, variance_noise=torch.from_numpy(noise)).prev_sample
+        reference = theirs.step(torch.from_numpy(eps), int(t), reference, eta=eta,
+                                variance_noise=torch.from_numpy(noise)).prev_sample
         assert sample.dtype == np.float32
         scale = max(1.0, float(np.abs(sample).max()))
         np.testing.assert_allclose(sample, reference.numpy(), rtol=0, atol=1e-6 * scale)

@@ -23,6 +23,8 @@ from tav.tuner.model.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 D = 32  # the tiny text encoder's width
 
@@ -124,10 +126,12 @@ def test_fp16_graphs_are_fp16_and_within_documented_tolerance(fp16_engine, torch
     for name, feeds in independent_inputs().items():
         graph = data["graphs"][name]
         dtypes = {t["name"]: t["dtype"] for t in graph["inputs"] + graph["outputs"]}
-        assert all(d == ("int64" if n == "input_ids" else "float32" if n == "timestep" else "float16") for n, d in dtypes.items())
+        assert all(d == ("int64" if n == "input_ids" else "float32" if n == "timestep" else "float16")
+                   for n, d in dtypes.items())
         assert graph["parity"]["rel_l2_err"] <= tolerance
         # Reference on the same fp16-rounded inputs: the error is the graph's arithmetic alone.
-        rounded = {k: v.astype(np.float16) if v.dtype == np.float32 and k != "timestep" else v for k, v in feeds.items()}
+        rounded = {k: v.astype(np.float16) if v.dtype == np.float32 and k != "timestep" else v
+                   for k, v in feeds.items()}
         output = run_onnx(fp16_engine / f"{name}.onnx", rounded)
         assert np.isfinite(output).all()
         assert rel_l2(output, torch_reference(torch_models, name, rounded)) <= tolerance, name
@@ -141,7 +145,8 @@ def test_graphs_are_static_without_forbidden_ops(fp32_engine, fp16_engine):
             assert model.opset_import[0].version >= 17
             ops = {n.op_type for n in model.graph.node}
             assert not ops & {"ScatterND", "Loop", "If"}, (name, ops)
-            for value, spec in zip([*model.graph.input, *model.graph.output], data["graphs"][name]["inputs"] + data["graphs"][name]["outputs"], strict=True):
+            specs = data["graphs"][name]["inputs"] + data["graphs"][name]["outputs"]
+            for value, spec in zip([*model.graph.input, *model.graph.output], specs, strict=True):
                 dims = value.type.tensor_type.shape.dim
                 assert all(d.HasField("dim_value") and d.dim_value > 0 for d in dims), (name, value.name)
                 assert (value.name, [d.dim_value for d in dims]) == (spec["name"], spec["shape"])
@@ -149,7 +154,8 @@ def test_graphs_are_static_without_forbidden_ops(fp32_engine, fp16_engine):
 
 def test_contract_names_and_shapes(fp32_engine):
     graphs = manifest(fp32_engine)["graphs"]
-    io = {name: [(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["inputs"] + g["outputs"]] for name, g in graphs.items()}
+    io = {name: [(t["name"], tuple(t["shape"]), t["dtype"]) for t in g["inputs"] + g["outputs"]]
+          for name, g in graphs.items()}
     latents = (2, 4, FRAMES, HEIGHT // 8, WIDTH // 8)
     assert io["text_encoder"] == [("input_ids", (2, 77), "int64"), ("last_hidden_state", (2, 77, D), "float32")]
     assert io["unet"] == [
@@ -202,14 +208,16 @@ def test_onnxruntime_graphs_run_every_unet_and_vae_attention_as_one_fused_node(f
             for node in nodes:
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
                 assert attrs["num_heads"] == (4 if name == "unet" else 1), name  # the tiny UNet has 4 heads; VAE 1
-                assert attrs["scale"] == pytest.approx((widths[node.input[0]] / attrs["num_heads"]) ** -0.5, rel=1e-6), name
+                head_size = widths[node.input[0]] / attrs["num_heads"]
+                assert attrs["scale"] == pytest.approx(head_size**-0.5, rel=1e-6), name
 
 
 def _scaled_before_first_matmul(model, softmax) -> bool:
     """TensorRT's attention fusion wants the scale on Q and/or K before the first MatMul, not on the scores:
     the Softmax reads the MatMul directly, and both its inputs are a Mul by a constant (here d^-1/4 each)."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    constants = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     scores = producer.get(softmax.input[0])
     if scores is None or scores.op_type != "MatMul":
         return False
@@ -244,8 +252,10 @@ def test_tensorrt_plans_are_built_from_pinned_standard_op_twins(fp16_engine, tor
 def test_manifest_hashes_every_file_and_pins_the_sources(fp32_engine, run_dir, tiny_sd):
     data = manifest(fp32_engine)
     assert data["schema_version"] == 2 and data["kv_gather"] == "onnx" and data["attention"] == "fused"
-    assert (data["frames"], data["height"], data["width"], data["batch"], data["precision"]) == (FRAMES, HEIGHT, WIDTH, 2, "fp32")
-    assert (data["text_max_length"], data["text_dim"], data["latent_channels"], data["vae_scaling_factor"]) == (77, D, 4, 0.18215)
+    assert (data["frames"], data["height"], data["width"], data["batch"], data["precision"]) == (
+        FRAMES, HEIGHT, WIDTH, 2, "fp32")
+    assert (data["text_max_length"], data["text_dim"], data["latent_channels"], data["vae_scaling_factor"]) == (
+        77, D, 4, 0.18215)
     assert data["source"]["weights_hash"] == file_sha256(run_dir / "tuned.safetensors")
     assert data["source"]["base_model_hash"] == folder_hash(tiny_sd)
     assert data["tools"]["tensorrt"] is None and data["tools"]["onnx"] == onnx.__version__
@@ -265,7 +275,8 @@ def test_assets_are_the_runs_own(fp32_engine, run_dir, tiny_sd):
     ids = Tokenizer.from_file(str(fp32_engine / "tokenizer" / "tokenizer.json")).encode("a photo of a cat").ids
     assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     latents = np.load(fp32_engine / "inverted_latents.npy")
-    assert latents.dtype == np.float32 and np.array_equal(latents, load_file(str(run_dir / "inverted_latents.safetensors"))["latents"].numpy())
+    recorded = load_file(str(run_dir / "inverted_latents.safetensors"))["latents"].numpy()
+    assert latents.dtype == np.float32 and np.array_equal(latents, recorded)
     base = json.loads((tiny_sd / "scheduler" / "scheduler_config.json").read_text())
     assert json.loads((fp32_engine / "scheduler_config.json").read_text()) == base
 
@@ -353,7 +364,8 @@ def test_kv_gather_plugin_export(run_dir, tmp_path, monkeypatch):
     _check_plugin_engine(engine)
     if with_trt:
         graphs = manifest(engine)["graphs"]
-        assert graphs["unet"]["tensorrt"]["plugins"] == ["kv_gather_plugin.so"] and (engine / "unet.plan").stat().st_size > 0
+        assert graphs["unet"]["tensorrt"]["plugins"] == ["kv_gather_plugin.so"]
+        assert (engine / "unet.plan").stat().st_size > 0
         assert graphs["vae_decoder"]["tensorrt"]["plugins"] == []
         # The library travels with the plans, pinned like every other file.
         assert manifest(engine)["files"]["kv_gather_plugin.so"] == file_sha256(engine / "kv_gather_plugin.so")
@@ -372,8 +384,10 @@ def test_official_output_folder_is_accepted_with_its_frames_and_size(tiny_sd, ru
     official = tmp_path / "official"
     shutil.copytree(tiny_sd, official)
     tuned = load_tuned(run_dir)
-    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()}, str(official / "unet" / "diffusion_pytorch_model.safetensors"))
-    (official / "config.yaml").write_text(yaml.safe_dump({"train_data": {"n_sample_frames": FRAMES, "height": HEIGHT, "width": WIDTH}}))
+    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
+              str(official / "unet" / "diffusion_pytorch_model.safetensors"))
+    train_data = {"n_sample_frames": FRAMES, "height": HEIGHT, "width": WIDTH}
+    (official / "config.yaml").write_text(yaml.safe_dump({"train_data": train_data}))
     (official / "inv_latents").mkdir()
     torch.save(tuned.inverted_latents, official / "inv_latents" / "ddim_latent-50.pt")
     seen = {}

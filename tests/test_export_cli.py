@@ -11,6 +11,8 @@ from tav.export.cli import main
 
 from export_fixtures import make_run_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 
 @pytest.fixture(scope="module")
 def run_dir(random_run):
@@ -87,7 +89,8 @@ def test_kv_gather_plugin_with_tensorrt_needs_the_built_plugin(run_dir, tmp_path
 
     if tensorrt_plugin.library_path().is_file():
         pytest.skip("the KVGather TensorRT plugin is built here")
-    message = fails_in_one_line(["--weights", str(run_dir), "--kv-gather", "plugin", "--backend", "tensorrt"], tmp_path / "engine")
+    argv = ["--weights", str(run_dir), "--kv-gather", "plugin", "--backend", "tensorrt"]
+    message = fails_in_one_line(argv, tmp_path / "engine")
     assert "KVGather TensorRT plugin is not available" in message and "--kv-gather onnx" in message
 
 

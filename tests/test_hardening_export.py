@@ -24,6 +24,8 @@ from tav.export.stale_exports import hold_lock, leftovers
 
 from export_fixtures import make_run_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 
 @pytest.fixture(scope="module")
 def run_dir(random_run):
@@ -92,10 +94,11 @@ def test_a_schema_2_engine_dir_with_plans_and_twins_is_ours_to_replace(tmp_path)
     out = tmp_path / "engine"
     graph = {"onnx": "unet.onnx", "sha256": "0", "external_data": [{"file": "unet.onnx.data", "sha256": "0"}],
              "tensorrt": {"plan": "unet.plan", "sha256": "0", "plugins": ["kv_gather_plugin.so"],
-                          "onnx": {"onnx": "unet.trt.onnx", "sha256": "0", "external_data": [{"file": "unet.trt.onnx.data"}]}}}
+                          "onnx": {"onnx": "unet.trt.onnx", "sha256": "0",
+                                   "external_data": [{"file": "unet.trt.onnx.data"}]}}}
     manifest = {"schema_version": 2, "graphs": {"unet": graph}, "files": {"tokenizer/tokenizer.json": "0"}}
-    for name in ("unet.onnx", "unet.onnx.data", "unet.plan", "kv_gather_plugin.so", "unet.trt.onnx", "unet.trt.onnx.data",
-                 "tokenizer/tokenizer.json", "timing.cache"):
+    for name in ("unet.onnx", "unet.onnx.data", "unet.plan", "kv_gather_plugin.so", "unet.trt.onnx",
+                 "unet.trt.onnx.data", "tokenizer/tokenizer.json", "timing.cache"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"x")
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -190,7 +193,8 @@ def test_a_killed_export_leaves_a_folder_that_clean_stale_removes(run_dir, tmp_p
         deadline = time.monotonic() + 120
         while not leftovers(out) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-        assert [state for _, state in leftovers(out)] == ["in use"], proc.stderr.read() if proc.poll() is not None else ""
+        why = proc.stderr.read() if proc.poll() is not None else ""
+        assert [state for _, state in leftovers(out)] == ["in use"], why
         assert "its export is running" in _clean(out, capsys)  # alive: kept
     finally:
         proc.kill()  # SIGKILL: no handler, no cleanup, as an OOM kill or power loss

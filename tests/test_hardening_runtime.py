@@ -89,7 +89,8 @@ def test_backend_choice_says_how_to_trust_a_plugin_engine_dir(plugin_dir, monkey
     with pytest.raises(BackendUnavailable, match="native code.*--trust-plugin"):
         choose_backend(manifest, "tensorrt")
     assert choose_backend(manifest, "tensorrt", allow_plugin=True).name == "tensorrt"
-    assert build_parser().parse_args(["--engine", "e", "--prompt", "p", "--out", "o.npy", "--trust-plugin"]).trust_plugin
+    args = build_parser().parse_args(["--engine", "e", "--prompt", "p", "--out", "o.npy", "--trust-plugin"])
+    assert args.trust_plugin
 
 
 def test_trusted_plugin_is_a_private_verified_copy_loaded_once(plugin_dir):
@@ -181,7 +182,8 @@ def test_files_entries_outside_the_folder_are_refused(engine_dir, tmp_path):
 
 def test_steps_past_the_schedule_are_a_one_line_error(engine_dir, tmp_path):
     out = tmp_path / "v.npy"
-    message = run_fails(["--engine", str(engine_dir), "--prompt", "x", "--steps", "1000", "--device", "cpu", "--out", str(out)])
+    message = run_fails(["--engine", str(engine_dir), "--prompt", "x", "--steps", "1000", "--device", "cpu",
+                         "--out", str(out)])
     assert "steps must be between 1 and 999" in message and not out.exists()
 
 
@@ -191,7 +193,8 @@ def test_steps_past_the_schedule_are_a_one_line_error(engine_dir, tmp_path):
 def test_existing_output_is_kept_unless_overwrite(engine_dir, tmp_path):
     out = tmp_path / "v.npy"
     out.write_bytes(b"someone's file")
-    argv = ["--engine", str(engine_dir), "--prompt", "x", "--steps", "1", "--device", "cpu", "--quiet", "--out", str(out)]
+    argv = ["--engine", str(engine_dir), "--prompt", "x", "--steps", "1", "--device", "cpu", "--quiet",
+            "--out", str(out)]
     assert "exists; pass --overwrite" in run_fails(argv)
     assert out.read_bytes() == b"someone's file"
     tav_run([*argv, "--overwrite"])
@@ -258,7 +261,8 @@ def _rehashed(relative, content):
 def test_malformed_content_is_a_one_line_refusal(engine_dir, tmp_path, edit, message):
     root = edited_copy(engine_dir, tmp_path, edit)
     assert message in load_fails(root)
-    assert message in run_fails(["--engine", str(root), "--prompt", "x", "--out", str(tmp_path / "v.npy"), "--device", "cpu"])
+    assert message in run_fails(["--engine", str(root), "--prompt", "x", "--out", str(tmp_path / "v.npy"),
+                                 "--device", "cpu"])
 
 
 @pytest.mark.parametrize("content", ["[1, 2, 3]", '"text"', "null"])
@@ -320,4 +324,5 @@ def test_outputs_get_the_umask_mode_without_touching_the_umask(tmp_path, monkeyp
 def test_without_onnxruntime_installed_tav_run_says_which_extra_to_install(engine_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # what `pip install .` without [cpu] leaves
     message = run_fails(["--engine", str(engine_dir), "--prompt", "a", "--out", str(tmp_path / "a.npy")])
-    assert message == 'tav-run: error: onnxruntime is not installed (pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)'
+    assert message == ('tav-run: error: onnxruntime is not installed '
+                       '(pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)')

@@ -68,7 +68,8 @@ def test_a_finished_run_is_kept_when_out_fills_up_during_tuning(tiny_sd, clip, t
 # --- defect 6: two runs, one RUN_DIR.partial ----------------------------------------------------------
 
 
-def test_a_second_run_that_loses_the_race_for_partial_fails_and_leaves_it_alone(tiny_sd, clip, tmp_path, monkeypatch, capsys):
+def test_a_second_run_that_loses_the_race_for_partial_fails_and_leaves_it_alone(tiny_sd, clip, tmp_path, monkeypatch,
+                                                                                  capsys):
     out = tmp_path / "run"
     partial = tmp_path / "run.partial"
     real_check = tune_module._check_targets
@@ -122,7 +123,8 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(tiny_sd, clip, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     last = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 130 and last.startswith("tav-tune: error: interrupted at step 1/50"), result.stderr[-2000:]
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert last.startswith("tav-tune: error: interrupted at step 1/50"), result.stderr[-2000:]
     assert "--resume" in last and "Traceback" not in result.stderr
     state = json.loads((tmp_path / "run.partial" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 1 and not out.exists()

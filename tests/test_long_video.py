@@ -37,15 +37,21 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run8(tiny_sd, skiing_clip, root):
-    cfg = TuneConfig(pretrained_model_path=str(tiny_sd), video=str(skiing_clip), prompt="a man is skiing", out=str(root / "run8"),
-                     frames=TUNED, height=SIZE, width=SIZE, steps=1, lr=1e-3, checkpoint_every=0, eval_pairs=1,
-                     inversion_steps=2, gradient_checkpointing=False)
+    cfg = TuneConfig(pretrained_model_path=str(tiny_sd), video=str(skiing_clip), prompt="a man is skiing",
+                     out=str(root / "run8"), frames=TUNED, height=SIZE, width=SIZE, steps=1, lr=1e-3,
+                     checkpoint_every=0, eval_pairs=1, inversion_steps=2, gradient_checkpointing=False)
     return tune(cfg)
 
 
 @pytest.fixture(scope="module")
 def run32(run8, skiing_clip, root):
     return invert_run(run8, skiing_clip, LONG, root / "run32")  # stride 2, start 0: the run's
+
+
+@pytest.fixture(scope="module")
+def window8_sample(run32):
+    """The PyTorch sampler on the 32-frame run with its own window (8), at PROMPT/STEPS: computed once, read twice."""
+    return sample(load_tuned(run32), PROMPT, steps=STEPS)
 
 
 def cli(main, argv, capsys) -> tuple:
@@ -63,13 +69,14 @@ def sample_and_run(run, window, root, capsys, name) -> tuple:
     """uint8 frames of tav-sample and of tav-export + tav-run, both with ``window`` (None: the run's)."""
     flag = [] if window is None else ["--temporal-window", str(window)]
     common = ["--prompt", PROMPT, "--steps", str(STEPS)]
-    code, _, err = cli(tav_sample, ["--weights", str(run), *common, *flag, "--out", str(root / f"{name}_sample.npy")], capsys)
+    sampled, engine, ran = root / f"{name}_sample.npy", root / f"{name}_engine", root / f"{name}_run.npy"
+    code, _, err = cli(tav_sample, ["--weights", str(run), *common, *flag, "--out", str(sampled)], capsys)
     assert code == 0, err
-    code, _, err = cli(tav_export, ["--weights", str(run), *flag, "--out", str(root / f"{name}_engine"), "--quiet"], capsys)
+    code, _, err = cli(tav_export, ["--weights", str(run), *flag, "--out", str(engine), "--quiet"], capsys)
     assert code == 0, err
-    code, _, err = cli(tav_run, ["--engine", str(root / f"{name}_engine"), *common, "--quiet", "--out", str(root / f"{name}_run.npy")], capsys)
+    code, _, err = cli(tav_run, ["--engine", str(engine), *common, "--quiet", "--out", str(ran)], capsys)
     assert code == 0, err
-    return np.load(root / f"{name}_sample.npy"), np.load(root / f"{name}_run.npy"), root / f"{name}_engine"
+    return np.load(sampled), np.load(ran), engine
 
 
 def assert_within_one_level(got, want):
@@ -88,7 +95,8 @@ def temporal_biases(engine) -> list:
 
 def test_invert_writes_a_run_dir_of_the_tuned_weights_and_32_frame_latents(run8, run32, root):
     meta = json.loads((run32 / "run.json").read_text())
-    assert (meta["frames"], meta["tuned_frames"], meta["temporal_window"], meta["stride"], meta["start"]) == (LONG, TUNED, TUNED, 2, 0)
+    assert (meta["frames"], meta["tuned_frames"], meta["temporal_window"], meta["stride"], meta["start"]) == (
+        LONG, TUNED, TUNED, 2, 0)
     assert (run32 / "tuned.safetensors").read_bytes() == (run8 / "tuned.safetensors").read_bytes()
     latents = load_file(str(run32 / "inverted_latents.safetensors"))["latents"]
     assert latents.shape == (1, 4, LONG, SIZE // 8, SIZE // 8) and torch.isfinite(latents).all()
@@ -100,7 +108,8 @@ def test_inverting_the_tuned_frames_again_reproduces_tav_tunes_latents(run8, ski
     """An independent check of the inversion: at the tuned count (W = N, no band) it is tav-tune's own."""
     again = invert_run(run8, skiing_clip, TUNED, root / "run8_again")
     want = load_file(str(run8 / "inverted_latents.safetensors"))["latents"]
-    torch.testing.assert_close(load_file(str(again / "inverted_latents.safetensors"))["latents"], want, atol=1e-5, rtol=0)
+    got = load_file(str(again / "inverted_latents.safetensors"))["latents"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_32_frames_window_8_runs_as_tav_sample(run32, root, capsys):
@@ -114,34 +123,36 @@ def test_32_frames_window_8_runs_as_tav_sample(run32, root, capsys):
     assert all(((b[0, 0] == 0).sum(1) == TUNED).all() for b in biases)  # each frame sees exactly 8 frames
 
 
-def test_32_frames_window_32_is_full_attention_and_runs_as_tav_sample(run32, root, capsys):
+def test_32_frames_window_32_is_full_attention_and_runs_as_tav_sample(run32, window8_sample, root, capsys):
     sampled, ran, engine = sample_and_run(run32, LONG, root, capsys, "w32")
     assert_within_one_level(ran, sampled)
-    assert json.loads((engine / "manifest.json").read_text())["temporal_window"] == LONG and temporal_biases(engine) == []
+    assert json.loads((engine / "manifest.json").read_text())["temporal_window"] == LONG
+    assert temporal_biases(engine) == []
     # Full attention: the same computation as a model that never heard of windows; and not the window-8 result.
     tuned = load_tuned(run32)
     tuned.unet.temporal_window = None
     full = sample(tuned, PROMPT, steps=STEPS)
     np.testing.assert_array_equal(full.frames, sampled)
-    tuned.unet.temporal_window = TUNED
-    assert np.abs(sample(tuned, PROMPT, steps=STEPS).latents - full.latents).max() > 1e-6
+    assert np.abs(window8_sample.latents - full.latents).max() > 1e-6
 
 
-def test_a_base_for_32_frame_packs_with_window_8_runs_the_inverted_run(run32, tiny_sd, root, capsys):
+def test_a_base_for_32_frame_packs_with_window_8_runs_the_inverted_run(run32, window8_sample, tiny_sd, root, capsys):
     """tav-export --base --frames 32 --temporal-window 8, a pack of the 32-frame run, tav-run --video: as tav-sample."""
     base, pack = root / "base32", root / "ski32.tavpack"
-    code, _, err = cli(tav_export, ["--base", str(tiny_sd), "--frames", str(LONG), "--height", str(SIZE), "--width", str(SIZE),
-                                    "--temporal-window", str(TUNED), "--out", str(base), "--quiet"], capsys)
+    code, _, err = cli(tav_export, ["--base", str(tiny_sd), "--frames", str(LONG), "--height", str(SIZE),
+                                    "--width", str(SIZE), "--temporal-window", str(TUNED), "--out", str(base),
+                                    "--quiet"], capsys)
     assert code == 0, err
     section = json.loads((base / "manifest.json").read_text())["base"]
     assert section["temporal_window"] == TUNED and len(temporal_biases(base)) > 0
-    code, _, err = cli(tav_export, ["--weights", str(run32), "--pack-for", str(base), "--out", str(pack), "--quiet"], capsys)
+    code, _, err = cli(tav_export, ["--weights", str(run32), "--pack-for", str(base), "--out", str(pack), "--quiet"],
+                       capsys)
     assert code == 0, err
     out = root / "pack_run.npy"
-    code, _, err = cli(tav_run, ["--engine", str(base), "--video", str(pack), "--prompt", PROMPT, "--steps", str(STEPS), "--quiet",
-                                 "--out", str(out)], capsys)
+    code, _, err = cli(tav_run, ["--engine", str(base), "--video", str(pack), "--prompt", PROMPT, "--steps", str(STEPS),
+                                 "--quiet", "--out", str(out)], capsys)
     assert code == 0, err
-    assert_within_one_level(np.load(out), sample(load_tuned(run32), PROMPT, steps=STEPS).frames)
+    assert_within_one_level(np.load(out), window8_sample.frames)
 
 
 def test_tuned_count_with_w_equal_n_is_todays_result_bit_for_bit(run8):
@@ -161,13 +172,15 @@ def test_tuned_count_with_w_equal_n_is_todays_result_bit_for_bit(run8):
     (["--frames", "0"], "--frames 0 must be a positive integer"),
     (["--frames", "8", "--out-exists"], "exists and is not an empty folder"),
 ])
-def test_tav_invert_refuses_bad_input_in_one_line_and_leaves_nothing(run8, skiing_clip, tmp_path, capsys, args, message):
+def test_tav_invert_refuses_bad_input_in_one_line_and_leaves_nothing(run8, skiing_clip, tmp_path, capsys, args,
+                                                                      message):
     out = tmp_path / "new"
     if "--out-exists" in args:
         out.mkdir()
         (out / "keep.txt").write_text("mine")
     before = sorted(p.name for p in tmp_path.iterdir())
-    argv = ["--weights", str(run8), "--video", str(skiing_clip), "--out", str(out), *(a for a in args if a != "--out-exists")]
+    argv = ["--weights", str(run8), "--video", str(skiing_clip), "--out", str(out),
+            *(a for a in args if a != "--out-exists")]
     code, _, err = cli(tav_invert, argv, capsys)
     assert code == 2 and err.startswith("tav-invert: error: ") and "\n" not in err
     assert message.format(run8=run8) in err, err
@@ -178,8 +191,10 @@ def test_tav_invert_refuses_bad_input_in_one_line_and_leaves_nothing(run8, skiin
 def test_tav_sample_and_tav_export_refuse_a_window_outside_1_to_n(run32, tmp_path, capsys, window):
     code, _, err = cli(tav_sample, ["--weights", str(run32), "--prompt", PROMPT, "--temporal-window", window,
                                     "--out", str(tmp_path / "v.npy")], capsys)
-    assert code == 2 and f"--temporal-window {window} must be an integer from 1 to the frame count 32" in err and "\n" not in err
-    code, _, err = cli(tav_export, ["--weights", str(run32), "--temporal-window", window, "--out", str(tmp_path / "e"), "--quiet"], capsys)
-    assert err.startswith(f"tav-export: error: --temporal-window {window} must be an integer from 1 to the frame count") and "\n" not in err
+    refusal = f"--temporal-window {window} must be an integer from 1 to the frame count"
+    assert code == 2 and f"{refusal} 32" in err and "\n" not in err
+    code, _, err = cli(tav_export, ["--weights", str(run32), "--temporal-window", window, "--out", str(tmp_path / "e"),
+                                    "--quiet"], capsys)
+    assert err.startswith(f"tav-export: error: {refusal}") and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no video, no ENGINE_DIR, no staging folder
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -43,8 +43,8 @@ DECOYS = ["unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.fp16
           "vae/diffusion_pytorch_model.bin", "text_encoder/pytorch_model.bin", "text_encoder/model.fp16.safetensors",
           "v1-5-pruned-emaonly.ckpt", "v1-5-pruned.safetensors", "onnx/unet/model.onnx",
           "safety_checker/model.safetensors", "feature_extractor/preprocessor_config.json", "README.md"]
-TUNE_FLAGS = ["--prompt", "a ball is bouncing", "--frames", "3", "--stride", "1", "--height", "64", "--width", "64", "--steps", "2",
-              "--lr", "1e-3", "--checkpoint-every", "0", "--inversion-steps", "3", "--seed", "0"]
+TUNE_FLAGS = ["--prompt", "a ball is bouncing", "--frames", "3", "--stride", "1", "--height", "64", "--width", "64",
+              "--steps", "2", "--lr", "1e-3", "--checkpoint-every", "0", "--inversion-steps", "3", "--seed", "0"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,8 +92,8 @@ def test_tuning_a_hub_id_offline_equals_tuning_the_folder(hub_cache, tiny_sd, cl
                     "--out", str(tmp_path / "hub"), *TUNE_FLAGS], env)
     assert proc.returncode == 0, proc.stderr
     folder_run = tune(TuneConfig(pretrained_model_path=str(tiny_sd), video=str(clip), prompt="a ball is bouncing",
-                                 out=str(tmp_path / "folder"), frames=3, stride=1, height=64, width=64, steps=2, lr=1e-3,
-                                 checkpoint_every=0, inversion_steps=3, seed=0))
+                                 out=str(tmp_path / "folder"), frames=3, stride=1, height=64, width=64, steps=2,
+                                 lr=1e-3, checkpoint_every=0, inversion_steps=3, seed=0))
     for name in ("tuned.safetensors", "inverted_latents.safetensors"):
         hub_tensors, folder_tensors = load_file(str(tmp_path / "hub" / name)), load_file(str(folder_run / name))
         assert hub_tensors.keys() == folder_tensors.keys()
@@ -126,7 +126,8 @@ def test_hub_ids_resolve_offline_by_branch_or_commit_and_refuse_what_is_not_cach
 def test_an_incomplete_cached_snapshot_is_reported_not_loaded(offline_cache, tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     shutil.copytree(offline_cache, cache, symlinks=True)
-    (cache / "models--tiny-org--tiny-sd" / "snapshots" / COMMIT / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    snapshot = cache / "models--tiny-org--tiny-sd" / "snapshots" / COMMIT
+    (snapshot / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     with pytest.raises(FileNotFoundError, match="not \\(completely\\) in the cache"):
         resolve_base_model(REPO)
@@ -215,7 +216,8 @@ def _state(cls, folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
-def test_single_file_loads_with_exactly_the_folders_weights(tiny_sd, ldm_tiny, file_cache, tmp_path, suffix, monkeypatch):
+def test_single_file_loads_with_exactly_the_folders_weights(tiny_sd, ldm_tiny, file_cache, tmp_path, suffix,
+                                                            monkeypatch):
     checkpoint = write_single_file(ldm_tiny, tmp_path / f"tiny{suffix}")
     resolved = resolve_base_model(checkpoint)
     assert resolved.path.parent == file_cache and resolved.source == {

@@ -16,7 +16,8 @@ MEAN_ERROR_LEVELS = 6
 
 def smooth_frames(count=5, size=48) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size]
-    frames = [np.stack([(x * 5 + 40 * i) % 256, (y * 5) % 256, np.full_like(x, 60 * i % 256)], -1) for i in range(count)]
+    frames = [np.stack([(x * 5 + 40 * i) % 256, (y * 5) % 256, np.full_like(x, 60 * i % 256)], -1)
+              for i in range(count)]
     return np.asarray(frames, dtype=np.uint8)
 
 

@@ -36,6 +36,8 @@ from tav.tuner.model.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
 STEPS = 3
 PROMPT = "a man is skiing"
 
@@ -50,7 +52,9 @@ def cli_export(argv):
 
 @pytest.fixture(scope="session")
 def made(random_runs, base_engine, packs, tmp_path_factory):
-    """Videos A and B (random runs of seeds 0 and 5), the shared fp32 base and their packs; root is this module's own."""
+    """Videos A and B (random runs of seeds 0 and 5), the shared fp32 base and their packs.
+
+    root is this module's own."""
     return {"root": tmp_path_factory.mktemp("packs"), "runs": {"A": random_runs(0), "B": random_runs(5)},
             "base": base_engine, "packs": {"A": packs(0), "B": packs(5)}}
 
@@ -173,7 +177,8 @@ def test_io_bound_base_unet_rebinds_each_videos_weights(made):
     plain = OrtGraph(path, "cpu", weight_inputs=weights)
     rng = np.random.default_rng(0)
     feeds = {"sample": rng.standard_normal((2, 4, FRAMES, HEIGHT // 8, WIDTH // 8), dtype=np.float32),
-             "timestep": np.array([500.0], np.float32), "encoder_hidden_states": rng.standard_normal((2, 77, 32), dtype=np.float32)}
+             "timestep": np.array([500.0], np.float32),
+             "encoder_hidden_states": rng.standard_normal((2, 77, 32), dtype=np.float32)}
     packs = {v: bound.upload(read_pack(made["packs"][v]).tensors) for v in "AB"}
     for video in "ABA":
         want = plain.run(feeds, packs[video])["noise_pred"]
@@ -215,7 +220,8 @@ def test_tensorrt_builds_the_base_unet_with_refittable_tuned_weights(fp16, tmp_p
         shutil.copy(graph_file, tmp_path / "twin" / graph_file.name)
     twin, names = refittable_twin(tmp_path / "twin" / "unet.onnx", read_pack(fp16["pack"]).tensors)
     assert sorted(names) == sorted(t["name"] for t in data["base"]["tunable"])
-    spec = SimpleNamespace(name="unet", inputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data["graphs"]["unet"]["inputs"]])
+    spec = SimpleNamespace(name="unet", inputs=[TensorSpec(t["name"], tuple(t["shape"]), t["dtype"])
+                                                for t in data["graphs"]["unet"]["inputs"]])
     builder = EngineBuilder(require_tensorrt(), optimization_level=0)
     if cuda_rt.gpu_count() > 0:
         info = builder.build(spec, twin, tmp_path / "unet.plan", "fp16", refittable=names)
@@ -264,7 +270,8 @@ def test_official_tune_a_video_output_makes_the_same_pack_as_its_run_dir(made, t
     official = tmp_path / "official"
     shutil.copytree(tiny_sd, official)
     tuned = load_tuned(made["runs"]["A"])
-    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()}, str(official / "unet" / "diffusion_pytorch_model.safetensors"))
+    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
+              str(official / "unet" / "diffusion_pytorch_model.safetensors"))
     train = {"n_sample_frames": FRAMES, "height": HEIGHT, "width": WIDTH, "prompt": "a man is skiing"}
     (official / "config.yaml").write_text(yaml.safe_dump({"train_data": train}))
     (official / "inv_latents").mkdir()
@@ -283,8 +290,8 @@ def test_official_tune_a_video_output_makes_the_same_pack_as_its_run_dir(made, t
 
 def test_tav_run_samples_a_pack_on_a_base(made, pipe, tmp_path, capsys):
     out = tmp_path / "video.npy"
-    tav_run(["--engine", str(made["base"]), "--video", str(made["packs"]["B"]), "--prompt", PROMPT, "--steps", str(STEPS),
-             "--quiet", "--out", str(out)])
+    tav_run(["--engine", str(made["base"]), "--video", str(made["packs"]["B"]), "--prompt", PROMPT,
+             "--steps", str(STEPS), "--quiet", "--out", str(out)])
     assert capsys.readouterr().out.strip() == str(out)
     np.testing.assert_array_equal(np.load(out), pipe(PROMPT, video="B", steps=STEPS).frames)
 
@@ -304,13 +311,16 @@ def test_tav_run_on_a_base_refuses_in_one_line(made, tmp_path, args, message):
 @pytest.mark.parametrize("args, message", [
     (["--base", "{tiny_sd}", "--frames", "3"], "--base needs --frames, --height and --width"),
     (["--base", "{root}/nope", "--frames", "3", "--height", "64", "--width", "64"], "--base: "),
-    (["--weights", "{runA}", "--pack-for", "{base}", "--frames", "3"], "--frames: a pack takes frames, size and precision"),
+    (["--weights", "{runA}", "--pack-for", "{base}", "--frames", "3"],
+     "--frames: a pack takes frames, size and precision"),
     (["--weights", "{runA}", "--pack-for", "{baked}"], "has the tuned weights baked in"),
     (["--weights", "{runA}", "--pack-for", "{base}", "--out-is-dir"], "must end in .tavpack"),
     (["--weights", "{runA}", "--pack-for", "{base}", "--out-exists"], "exists; choose a new name or pass --overwrite"),
-    (["--weights", "{runA}", "--pack-for", "{base}", "--temporal-window", "2"], "--temporal-window: a pack takes frames"),
-    (["--weights", "{runW2}", "--pack-for", "{base}"], "samples with a temporal window of 2 frames, base {base} was exported "
-                                                        "with 3; export a base with --temporal-window 2"),
+    (["--weights", "{runA}", "--pack-for", "{base}", "--temporal-window", "2"],
+     "--temporal-window: a pack takes frames"),
+    (["--weights", "{runW2}", "--pack-for", "{base}"],
+     "samples with a temporal window of 2 frames, base {base} was exported with 3; "
+     "export a base with --temporal-window 2"),
 ])
 def test_tav_export_pack_and_base_refusals_are_one_line(made, baked_a, tiny_sd, tmp_path, args, message):
     fields = dict(tiny_sd=tiny_sd, root=made["root"], runA=made["runs"]["A"], base=made["base"], baked=baked_a,
@@ -323,7 +333,8 @@ def test_tav_export_pack_and_base_refusals_are_one_line(made, baked_a, tiny_sd, 
     argv = [a.format(**fields) for a in args if not a.startswith("--out-")] + ["--out", str(out), "--quiet"]
     with pytest.raises(SystemExit) as done:
         tav_export(argv)
-    assert str(done.value.code).startswith("tav-export: error: ") and message.format(**fields) in str(done.value.code), done.value.code
+    error = str(done.value.code)
+    assert error.startswith("tav-export: error: ") and message.format(**fields) in error, done.value.code
     assert "\n" not in str(done.value.code)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temp file was left behind"
     assert not (out.exists() and "--out-exists" not in args)
@@ -362,7 +373,8 @@ def fresh(made):
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["base"].update(frames=8), "is for 8 frames 64x64, base {base} is 3 frames 64x64"),
     (lambda m: m["base"].update(width=128), "is for 3 frames 128x64, base {base} is 3 frames 64x64"),
-    (lambda m: m["base"].update(unet_frozen_sha256="f" * 64), "was tuned from base UNet ffffffffffff, base {base} holds UNet"),
+    (lambda m: m["base"].update(unet_frozen_sha256="f" * 64),
+     "was tuned from base UNet ffffffffffff, base {base} holds UNet"),
     (lambda m: m["base"].update(id="e" * 64), "was made for base id eeeeeeeeeeee, base {base} is"),
     (lambda m: m.update(schema_version=2), "has schema_version 2, this runtime reads 1"),
     (lambda m: m["base"].update(temporal_window=2), "was made for a temporal window of 2 frames, base {base} has 3"),
@@ -383,13 +395,11 @@ def test_fp16_pack_on_an_fp32_base_is_refused_naming_both(fresh, fp16, made):
     assert list(fresh.videos) == ["A"]
 
 
-def test_pack_for_another_sd_model_is_refused_when_written(made, tmp_path):
-    from tav.tuner.demo.tiny_model import make_tiny
-
-    other_sd = make_tiny(tmp_path / "other_sd", seed=1)
+def test_pack_for_another_sd_model_is_refused_when_written(made, other_sd, tmp_path):
     run = make_run_dir(other_sd, tmp_path / "run")
     with pytest.raises(SystemExit) as done:
-        tav_export(["--weights", str(run), "--pack-for", str(made["base"]), "--out", str(tmp_path / "x.tavpack"), "--quiet"])
+        tav_export(["--weights", str(run), "--pack-for", str(made["base"]), "--out", str(tmp_path / "x.tavpack"),
+                    "--quiet"])
     assert "was tuned from UNet" in str(done.value.code) and f"base {made['base']} holds UNet" in str(done.value.code)
     assert not (tmp_path / "x.tavpack").exists()
 
@@ -399,7 +409,8 @@ def test_pack_for_another_sd_model_is_refused_when_written(made, tmp_path):
     (lambda b: b[:20], "truncated or not a pack"),
     (lambda b: b[:4], "truncated"),
     (lambda b: b[:-8] + bytes(8), "sha256 mismatch"),
-    (lambda b: b.replace(b'\\"frames\\": 3', b'\\"frames\\": 4', 1), "sha256 mismatch"),  # the metadata, not the tensors
+    # The metadata, not the tensors.
+    (lambda b: b.replace(b'\\"frames\\": 3', b'\\"frames\\": 4', 1), "sha256 mismatch"),
 ])
 def test_tampered_or_truncated_pack_is_refused(fresh, made, tmp_path, damage, message):
     bad = tmp_path / "bad.tavpack"
@@ -447,7 +458,8 @@ def test_name_in_use_needs_replace_and_a_failed_replace_keeps_the_old_video(fres
         fresh.add_video("A", bad, replace=True)
     assert fresh.videos["A"]["pack"] == str(made["packs"]["A"])
     info = fresh.add_video("A", made["packs"]["B"], replace=True)
-    assert info["pack"] == str(made["packs"]["B"]) and fresh.videos["A"]["sha256"] == read_pack_metadata(made["packs"]["B"])["sha256"]
+    assert info["pack"] == str(made["packs"]["B"])
+    assert fresh.videos["A"]["sha256"] == read_pack_metadata(made["packs"]["B"])["sha256"]
     fresh.remove_video("A")
     assert fresh.videos == {}
 

@@ -33,7 +33,9 @@ STAND_INS = f"""
 tav-tune() {{ command tav-tune "$@" {SMALL} --steps 2 --inversion-steps 2; }}
 tav-sample() {{ command tav-sample "$@" --steps 2; }}
 tav-run() {{ command tav-run "$@" --steps 2; }}
-tav-export() {{ if [[ " $* " == *" --base "* ]]; then command tav-export "$@" {SMALL}; else command tav-export "$@"; fi; }}
+tav-export() {{
+  if [[ " $* " == *" --base "* ]]; then command tav-export "$@" {SMALL}; else command tav-export "$@"; fi
+}}
 """
 
 

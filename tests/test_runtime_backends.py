@@ -67,7 +67,8 @@ def fake_trt_module(version="1.7.1.116", name="tensorrt_rtx"):
 
 @pytest.mark.parametrize("trt, capability, problem", [
     (fake_trt_module(), "8.9", None),
-    (fake_trt_module(version="1.8.0.1"), "8.9", "built with tensorrt_rtx 1.7.1.116, this runtime has tensorrt_rtx 1.8.0.1"),
+    (fake_trt_module(version="1.8.0.1"), "8.9",
+     "built with tensorrt_rtx 1.7.1.116, this runtime has tensorrt_rtx 1.8.0.1"),
     (fake_trt_module(name="tensorrt", version="1.7.1.116"), "8.9", "this runtime has tensorrt 1.7.1.116"),
     (fake_trt_module(), "9.0", "built for compute capability 8.9 (RTX 4090), this GPU is 9.0"),
 ])
@@ -92,7 +93,8 @@ def test_auto_prefers_tensorrt_then_falls_back_to_ort_cuda(tmp_path, monkeypatch
 
 def test_importing_the_gpu_backends_loads_no_gpu_library():
     code = ("import sys, tav.runtime.backend_trt, tav.runtime.backend_ort, tav.runtime.cuda_rt; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'tensorrt_rtx', 'onnxruntime', 'torch', 'polygraphy')]; "
+            "bad = [m for m in sys.modules "
+            "if m.split('.')[0] in ('tensorrt', 'tensorrt_rtx', 'onnxruntime', 'torch', 'polygraphy')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -107,8 +109,8 @@ class FakeCuda:
         self.calls, self.memory, self.next_ptr, self.capturing = [], {}, 0x1000, False
 
     def install(self, monkeypatch):
-        for name in ("malloc", "free", "copy_to_device", "copy_to_host", "create_stream", "synchronize", "destroy_stream",
-                     "begin_capture", "end_capture", "launch_graph", "destroy_graph", "set_device"):
+        for name in ("malloc", "free", "copy_to_device", "copy_to_host", "create_stream", "synchronize",
+                     "destroy_stream", "begin_capture", "end_capture", "launch_graph", "destroy_graph", "set_device"):
             monkeypatch.setattr(cuda_rt, name, getattr(self, name))
 
     def malloc(self, nbytes):
@@ -172,7 +174,8 @@ class FakeTrt:
         return np.float32
 
     def Runtime(self, logger):
-        return types.SimpleNamespace(deserialize_cuda_engine=lambda data: FakeEngine(self.cuda, next(self.scratch_sizes)))
+        return types.SimpleNamespace(
+            deserialize_cuda_engine=lambda data: FakeEngine(self.cuda, next(self.scratch_sizes)))
 
 
 class FakeEngine:
@@ -238,7 +241,8 @@ def test_engines_share_one_scratch_and_the_unet_replays_a_cuda_graph(tmp_path, m
         outputs.append(unet.run({"x": np.full((2, 3), i, np.float32)})["y"])
     assert [o[0, 0] for o in outputs] == [0, 2, 4] and outputs[0] is not outputs[1]
     kinds = [c[0] for c in cuda.calls if c[0] in ("execute", "begin_capture", "end_capture", "launch")]
-    assert kinds == ["execute", "begin_capture", "execute", "end_capture", "launch", "launch"]  # warm-up, capture, replays
+    # Warm-up, capture, replays.
+    assert kinds == ["execute", "begin_capture", "execute", "end_capture", "launch", "launch"]
 
     cuda.calls.clear()
     text = engines.graphs["text_encoder"]

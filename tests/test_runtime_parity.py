@@ -1,13 +1,15 @@
 """tav-run over exported graphs reproduces the PyTorch reference sampler, and runs without torch.
 
-One tiny RUN_DIR (perturbed tuned tensors, random inverted latents) is exported once per
-session to an fp32 ONNX ENGINE_DIR: 4 frames at 64x64, 4 DDIM steps.
+The suite's shared random RUN_DIR (perturbed tuned tensors, so every tuned path, temporal attention
+included, matters; random inverted latents) and its shared fp32 ONNX ENGINE_DIR (tests/fixtures:
+3 frames at 64x64), sampled with 4 DDIM steps.
 
 Tolerances: ORT's fp32 kernels differ from torch's in summation order (GEMM blocking,
 fused attention/LayerNorm), about 1e-6 relative per UNet call; CFG at 12.5 amplifies the
 difference of the two halves and the DDIM steps carry it forward. Measured: latents max abs
-error <= 6e-5 at |latents| ~ 15-40 (4 and 20 steps), frames differ by at most 1 level in a
-handful of pixels. The asserted 1e-3 / 2 levels leave ~15x headroom for other CPUs' kernels.
+error <= 6e-5 at |latents| ~ 15-40 (4 and 20 steps; 3.6e-5 on the shared 3-frame run), frames
+differ by at most 1 level in a handful of pixels. The asserted 1e-3 / 2 levels leave ~15x headroom
+for other CPUs' kernels.
 """
 
 import json
@@ -20,40 +22,30 @@ import threading
 import numpy as np
 import onnx
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from tav.export import export_engine
 from tav.runtime import VideoPipeline
-from tav.tuner import VideoUNet
 from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import PipelineParts, sample
 
-F, H, W = 4, 64, 64
+from export_fixtures import FRAMES, HEIGHT, WIDTH
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
+
+F, H, W = FRAMES, HEIGHT, WIDTH
 STEPS = 4
 LATENT_TOL = 1e-3
 FRAME_TOL = 2
 
 
-@pytest.fixture(scope="session")
-def run_dir(tiny_sd, tmp_path_factory):
-    """A RUN_DIR as tav-tune writes it, with tuned tensors perturbed so every tuned path (temporal attention) matters."""
-    run = tmp_path_factory.mktemp("runtime_parity") / "run"
-    run.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    unet = VideoUNet.from_pretrained_2d(tiny_sd, seed=0)
-    tuned = set(unet.trainable_parameter_names())
-    state = {k: (v + 0.05 * torch.randn(v.shape, generator=generator)).contiguous() for k, v in unet.state_dict().items() if k in tuned}
-    save_file(state, run / "tuned.safetensors")
-    save_file({"latents": torch.randn(1, 4, F, H // 8, W // 8, generator=generator)}, run / "inverted_latents.safetensors")
-    (run / "run.json").write_text(json.dumps({"pretrained_model_path": str(tiny_sd.absolute()), "frames": F,
-                                              "height": H, "width": W, "seed": 0}))
-    return run
+@pytest.fixture(scope="module")
+def run_dir(random_run):
+    return random_run
 
 
-@pytest.fixture(scope="session")
-def engine_dir(run_dir, tmp_path_factory):
-    return export_engine(run_dir, tmp_path_factory.mktemp("runtime_parity_engine") / "engine", precision="fp32", backend="onnx")
+@pytest.fixture(scope="module")
+def engine_dir(baked_engine):
+    return baked_engine  # random_run exported by tav-export's defaults: fp32 ONNX graphs, fused attention
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +101,8 @@ def test_four_threads_on_exported_graphs_give_the_sequential_results(pipe):
 
 @pytest.fixture(scope="module")
 def standard_engine_dir(run_dir, tmp_path_factory):
-    return export_engine(run_dir, tmp_path_factory.mktemp("standard") / "engine", precision="fp32", attention="standard")
+    return export_engine(run_dir, tmp_path_factory.mktemp("standard") / "engine", precision="fp32",
+                         attention="standard")
 
 
 def test_fused_graphs_sample_what_the_standard_op_graphs_sample(pipe, engine_dir, standard_engine_dir, reference):
@@ -187,7 +180,8 @@ LEAN_RUN = textwrap.dedent("""
 
 def test_tav_run_never_imports_torch_diffusers_or_transformers(engine_dir, pipe, tmp_path):
     out = tmp_path / "video.npy"
-    argv = ["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--seed", "5", "--quiet", "--out", str(out)]
+    argv = ["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--seed", "5", "--quiet",
+            "--out", str(out)]
     done = subprocess.run([sys.executable, "-c", LEAN_RUN, *argv], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "LEAN OK" in done.stdout

@@ -65,9 +65,10 @@ def write_graphs(root: Path, precision: str = "fp32") -> None:
     f32 = TensorProto.FLOAT
     table = numpy_helper.from_array(rng.standard_normal((49408, D)).astype(np.float32) * 0.1, "table")
     _save(root / "text_encoder.onnx", [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"])],
-          [_io("input_ids", TensorProto.INT64, [2, 77])], [_io("last_hidden_state", f32, [2, 77, D])], [table], precision)
-    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
-              (("half", 0.5), ("tscale", 1e-4))] + [numpy_helper.from_array(np.array([2, 1, 1, 1, 1], np.int64), "shape5")]
+          [_io("input_ids", TensorProto.INT64, [2, 77])], [_io("last_hidden_state", f32, [2, 77, D])], [table],
+          precision)
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("half", 0.5), ("tscale", 1e-4))]
+    consts += [numpy_helper.from_array(np.array([2, 1, 1, 1, 1], np.int64), "shape5")]
     _save(root / "unet.onnx", [
         helper.make_node("Mul", ["sample", "half"], ["scaled"]),
         helper.make_node("ReduceMean", ["encoder_hidden_states"], ["text_mean"], axes=[1, 2], keepdims=1),
@@ -78,7 +79,8 @@ def write_graphs(root: Path, precision: str = "fp32") -> None:
     ], [_io("sample", f32, [2, 4, F, h, w]), _io("timestep", f32, [1]), _io("encoder_hidden_states", f32, [2, 77, D])],
         [_io("noise_pred", f32, [2, 4, F, h, w])], consts, precision)
     resize = [numpy_helper.from_array(np.array([1, 1, 8, 8], np.float32), "scales"),
-              numpy_helper.from_array(np.array([0], np.int64), "c0"), numpy_helper.from_array(np.array([3], np.int64), "c3"),
+              numpy_helper.from_array(np.array([0], np.int64), "c0"),
+              numpy_helper.from_array(np.array([3], np.int64), "c3"),
               numpy_helper.from_array(np.array([1], np.int64), "axis1")]
     _save(root / "vae_decoder.onnx", [
         helper.make_node("Slice", ["latents", "c0", "c3", "axis1"], ["rgb"]),
@@ -155,7 +157,8 @@ def test_run_returns_frames_latents_and_timings(pipe):
 def test_callback_sees_each_denoising_step_and_the_final_latents(pipe):
     seen = []
     result = pipe("a man is skiing", steps=3, callback=lambda i, total, t, x: seen.append((i, total, int(t), x.copy())))
-    assert [(i, total, t) for i, total, t, _ in seen] == [(i, 3, int(t)) for i, t in enumerate(pipe.scheduler.timesteps(3))]
+    assert [(i, total, t) for i, total, t, _ in seen] == [
+        (i, 3, int(t)) for i, t in enumerate(pipe.scheduler.timesteps(3))]
     np.testing.assert_array_equal(seen[-1][3], result.latents)
 
 
@@ -203,7 +206,8 @@ def test_loop_is_ddim_with_cfg_over_the_graphs(pipe, engine_dir):
     for t in sched.timesteps(4):
         u, c = run["unet"].run(None, {"sample": np.concatenate([x, x]), "timestep": np.array([t], np.float32),
                                       "encoder_hidden_states": text})[0][:, None]
-        x = sched.step(u + np.float32(7.5) * (c - u), int(t), x, 4, eta=0.3, noise=rng.standard_normal(x.shape, dtype=np.float32))
+        noise = rng.standard_normal(x.shape, dtype=np.float32)
+        x = sched.step(u + np.float32(7.5) * (c - u), int(t), x, 4, eta=0.3, noise=noise)
     result = pipe("a dog", negative_prompt="ugly", steps=4, guidance=7.5, seed=3, init="noise", eta=0.3)
     np.testing.assert_array_equal(result.latents, x)
 
@@ -268,7 +272,8 @@ def test_nan_inverted_latents_file_is_refused(engine_dir, tmp_path):
 
 def test_overflowing_unet_raises_instead_of_writing_a_black_video(pipe, monkeypatch):
     unet = pipe._graphs.graphs["unet"]
-    monkeypatch.setattr(unet, "run", lambda feeds, *_, **__: {"noise_pred": np.full(feeds["sample"].shape, np.inf, np.float32)})
+    monkeypatch.setattr(unet, "run",
+                        lambda feeds, *_, **__: {"noise_pred": np.full(feeds["sample"].shape, np.inf, np.float32)})
     with pytest.raises(NonFiniteError, match=r"step 1/3.*fp16"):
         pipe("a dog", steps=3)
     monkeypatch.setattr(pipe, "manifest", pipe.manifest.__class__(**{**pipe.manifest.__dict__, "precision": "fp16"}))
@@ -317,7 +322,8 @@ def _declare_other_unet_io(root, manifest):
     (_set("schema_version", 3), "schema_version is 3"),
     (_set("precision", "int8"), "precision 'int8'"),
     (_remove_graph_file, "unet.onnx is missing"),
-    (_declare_other_unet_io, r"unet.onnx has sample float32\[2, 4, 3, 4, 6\] instead of sample float32\[2, 4, 4, 4, 6\]"),
+    (_declare_other_unet_io,
+     r"unet.onnx has sample float32\[2, 4, 3, 4, 6\] instead of sample float32\[2, 4, 4, 4, 6\]"),
 ], ids=["tokenizer-hash", "scheduler-hash", "graph-hash", "latents-hash", "wrong-frames", "schema", "precision",
         "missing-graph", "declared-io-vs-onnx"])
 def test_tampered_engine_dir_is_refused_in_one_line(engine_dir, tmp_path, edit, message):
@@ -336,7 +342,8 @@ def test_not_an_engine_dir_is_refused(tmp_path):
 
 
 def test_four_threads_on_one_pipeline_give_the_sequential_results(pipe):
-    jobs = [dict(prompt=f"prompt {i}", seed=i, init="noise" if i % 2 else "inverted", eta=0.2 * i, steps=4) for i in range(4)]
+    jobs = [dict(prompt=f"prompt {i}", seed=i, init="noise" if i % 2 else "inverted", eta=0.2 * i, steps=4)
+            for i in range(4)]
     sequential = [pipe(**job).latents for job in jobs]
     results, errors = [None] * 4, []
 
@@ -362,7 +369,8 @@ def test_four_threads_on_one_pipeline_give_the_sequential_results(pipe):
 
 def test_cli_writes_npy_and_prints_timings(engine_dir, tmp_path, capsys):
     out = tmp_path / "video.npy"
-    tav_run(["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--device", "cpu", "--out", str(out)])
+    tav_run(["--engine", str(engine_dir), "--prompt", "a man is skiing", "--steps", "2", "--device", "cpu",
+             "--out", str(out)])
     frames = np.load(out)
     assert frames.dtype == np.uint8 and frames.shape == (F, H, W, 3)
     captured = capsys.readouterr()

@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 
 from tav.runtime.video_output import frames_to_uint8
 from tav.tuner.cli.sample import main as sample_main
-from tav.tuner.demo.tiny_model import make_tiny
 from tav.tuner.model import sd_folder
 from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import sample
@@ -38,14 +37,18 @@ def tuned(run_dir):
 def hand_loop(tuned, tiny_sd, prompt, negative, steps, guidance, seed, init, eta):
     """docs/CONTRACTS.md written out step by step, calling diffusers' scheduler.step directly."""
     tokenizer, encoder = sd_folder.load_tokenizer(tiny_sd), sd_folder.load_text_encoder(tiny_sd)
-    ids = tokenizer([negative, prompt], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer([negative, prompt], padding="max_length", max_length=77, truncation=True,
+                    return_tensors="pt").input_ids
     scheduler = sd_folder.load_ddim(tiny_sd)
     scheduler.set_timesteps(steps)
     rng = np.random.default_rng(seed)
     shape = (1, 4, 6, 8, 8)
     with torch.no_grad():
         text = encoder(ids).last_hidden_state
-        x = tuned.inverted_latents.clone() if init == "inverted" else torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
+        if init == "inverted":
+            x = tuned.inverted_latents.clone()
+        else:
+            x = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
         for t in scheduler.timesteps:
             uncond, cond = tuned.unet(torch.cat([x, x]), t, text).sample.chunk(2)
             noise = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)) if eta > 0 else None
@@ -132,12 +135,12 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(run_dir, tmp_path, ca
     assert list(out.iterdir()) == []
 
 
-def test_pretrained_replaces_the_base_model_the_run_names(run_dir, tiny_sd, tmp_path, capsys, monkeypatch):
+def test_pretrained_replaces_the_base_model_the_run_names(run_dir, tiny_sd, other_sd, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TAV_SINGLE_FILE_CACHE", str(tmp_path / "converted"))
     single = write_single_file(ldm_state_dict(tiny_sd), tmp_path / "base.safetensors")
-    other = make_tiny(tmp_path / "other", seed=1)
     base = ["--weights", str(run_dir), "--prompt", PROMPT, "--steps", "2"]
-    for name, extra in (("own", []), ("single", ["--pretrained", str(single)]), ("other", ["--pretrained", str(other)])):
+    bases = (("own", []), ("single", ["--pretrained", str(single)]), ("other", ["--pretrained", str(other_sd)]))
+    for name, extra in bases:
         code, _, err = run_sample_cli(base + extra + ["--out", str(tmp_path / f"{name}.npy")], capsys)
         assert code == 0, err
     own, from_single, from_other = (np.load(tmp_path / f"{n}.npy") for n in ("own", "single", "other"))
@@ -156,7 +159,8 @@ def test_official_output_folder_samples_like_the_run_dir(run_dir, tuned, tiny_sd
     (official / "unet" / "config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
               str(official / "unet" / "diffusion_pytorch_model.safetensors"))
-    (official / "config.yaml").write_text(yaml.safe_dump({"train_data": {"n_sample_frames": 6, "height": 64, "width": 64}}))
+    train_data = {"n_sample_frames": 6, "height": 64, "width": 64}
+    (official / "config.yaml").write_text(yaml.safe_dump({"train_data": train_data}))
     (official / "inv_latents").mkdir()
     torch.save(tuned.inverted_latents, official / "inv_latents" / "ddim_latent-2.pt")
     a = sample(load_tuned(official), PROMPT, steps=3)

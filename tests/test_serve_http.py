@@ -89,8 +89,8 @@ def expected(served, tmp_path_factory):
     for video_id in VIDEOS:
         path = out / f"{video_id}.npy"
         tav_run(["--engine", str(served["base"]), "--video", str(served["store"].pack_path(video_id)),
-                 "--prompt", REQUEST["prompt"], "--steps", str(REQUEST["steps"]), "--guidance", str(REQUEST["guidance"]),
-                 "--seed", str(REQUEST["seed"]), "--out", str(path), "--quiet"])
+                 "--prompt", REQUEST["prompt"], "--steps", str(REQUEST["steps"]),
+                 "--guidance", str(REQUEST["guidance"]), "--seed", str(REQUEST["seed"]), "--out", str(path), "--quiet"])
         frames[video_id] = np.load(path)
     return frames
 
@@ -104,7 +104,9 @@ def npy(response) -> np.ndarray:
 
 
 def matches(frames: np.ndarray, reference: np.ndarray) -> bool:
-    return frames.shape == reference.shape and int(np.abs(frames.astype(int) - reference.astype(int)).max()) <= FRAME_TOLERANCE
+    if frames.shape != reference.shape:
+        return False
+    return int(np.abs(frames.astype(int) - reference.astype(int)).max()) <= FRAME_TOLERANCE
 
 
 def test_a_restart_reports_the_interrupted_job_failed_with_the_reason(served, client):
@@ -133,10 +135,12 @@ def test_generate_equals_tav_run_for_each_pack(served, client, expected):
         assert re.search(r"denoise;dur=[0-9.]+.*encode;dur=[0-9.]+", response.headers["server-timing"])
         frames = npy(response)
         assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
-        assert matches(frames, expected[video_id]), f"{video_id}: frames differ from tav-run by more than {FRAME_TOLERANCE}"
+        assert matches(frames, expected[video_id]), (
+            f"{video_id}: frames differ from tav-run by more than {FRAME_TOLERANCE}")
     assert not np.array_equal(expected["vid-a"], expected["vid-b"])  # the packs really differ
     gif = client.post("/v1/videos/vid-a/generate", json={**REQUEST, "format": "gif"})
-    assert gif.status_code == 200 and gif.headers["content-type"] == "image/gif" and gif.content[:6] in (b"GIF89a", b"GIF87a")
+    assert gif.status_code == 200 and gif.headers["content-type"] == "image/gif"
+    assert gif.content[:6] in (b"GIF89a", b"GIF87a")
 
 
 def test_one_json_log_line_per_request_and_prometheus_metrics(served, client):
@@ -149,7 +153,8 @@ def test_one_json_log_line_per_request_and_prometheus_metrics(served, client):
         time.sleep(1)
     assert lines and lines[0]["video_id"] in VIDEOS and lines[0]["ms"] > 0
     assert "\x1b[" not in service.log_text(), "ANSI colour codes in a log that is not a terminal"
-    series = re.compile(r'ray_tav_serve_requests_total\{[^}]*route="/v1/videos/\{video_id\}/generate"[^}]*status="200"[^}]*\} ([0-9.]+)')
+    series = re.compile(r'ray_tav_serve_requests_total\{[^}]*route="/v1/videos/\{video_id\}/generate"'
+                        r'[^}]*status="200"[^}]*\} ([0-9.]+)')
     deadline, served_ok = time.monotonic() + 60, 0.0
     while time.monotonic() < deadline and served_ok < 3:  # Ray exports every few seconds: poll until all 3 show
         try:
@@ -230,7 +235,8 @@ BAD_GENERATE = [
     ("unknown format", "vid-a", {"prompt": "x", "format": "avi"}, 422, "format"),
     ("unknown video", "nope", {"prompt": "x"}, 404, "known videos: vid-a, vid-b, vid-c, zz-broken"),
     ("malformed pack", BROKEN, {"prompt": "x", "steps": 1}, 500, "zz-broken"),
-    ("path-like video id", "%2E%2E", {"prompt": "x"}, 422, "not allowed"),  # '..' once decoded; httpx would fold a bare '..'
+    # '..' once decoded; httpx would fold a bare '..'
+    ("path-like video id", "%2E%2E", {"prompt": "x"}, 422, "not allowed"),
     ("hidden-file video id", ".vid-a", {"prompt": "x"}, 422, "not allowed"),
     ("dotted video id", "vid-a.tavpack", {"prompt": "x"}, 422, "not allowed"),
 ]
@@ -240,7 +246,10 @@ def test_bad_requests_get_a_clear_status_and_write_nothing(served, client, tmp_p
     store = served["store"]
     before = store_snapshot(store)
     for label, video_id, body, status, message in BAD_GENERATE:
-        kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+        if isinstance(body, bytes):
+            kwargs = {"content": body, "headers": {"content-type": "application/json"}}
+        else:
+            kwargs = {"json": body}
         response = client.post(f"/v1/videos/{video_id}/generate", **kwargs)
         assert response.status_code == status, f"{label}: {response.status_code} {response.text}"
         assert message in response.json()["error"], f"{label}: {response.json()}"
@@ -255,9 +264,11 @@ def test_bad_requests_get_a_clear_status_and_write_nothing(served, client, tmp_p
     form = {"video_id": "new-one", "prompt": "a ball", "steps": "2", "stride": "1"}
     bad_uploads = [
         ("oversized", {"clip": ("clip.mp4", b"\0" * (1024 * 1024 + 1), "video/mp4")}, form, 413, "over the limit"),
-        ("not a video", {"clip": ("clip.mp4", b"hello, this is text\n" * 100, "video/mp4")}, form, 422, "could not be decoded"),
+        ("not a video", {"clip": ("clip.mp4", b"hello, this is text\n" * 100, "video/mp4")}, form, 422,
+         "could not be decoded"),
         ("text file", {"clip": ("notes.txt", clip, "text/plain")}, form, 422, "not a video file"),
-        ("path-like id", {"clip": ("clip.mp4", clip, "video/mp4")}, {**form, "video_id": "../evil"}, 422, "not allowed"),
+        ("path-like id", {"clip": ("clip.mp4", clip, "video/mp4")}, {**form, "video_id": "../evil"}, 422,
+         "not allowed"),
         ("taken id", {"clip": ("clip.mp4", clip, "video/mp4")}, {**form, "video_id": "vid-a"}, 409, "is taken"),
         ("bad option", {"clip": ("clip.mp4", clip, "video/mp4")}, {**form, "steps": "0"}, 422, "steps"),
         ("too short", {"clip": ("clip.mp4", clip, "video/mp4")}, {**form, "stride": "4"}, 422, "has 8 frames"),

@@ -22,7 +22,7 @@ import httpx  # noqa: E402
 from tav.serve.config import ServeConfig  # noqa: E402
 from tav.serve.preflight import INGRESS_CPUS, StartError, plan_resources  # noqa: E402
 
-from serve_fixtures import free_port, make_base  # noqa: E402
+from serve_fixtures import free_port  # noqa: E402
 
 STOP_WITHIN_S = 20
 READY_OR_REFUSED_S = 60
@@ -68,7 +68,9 @@ def test_start_up_module_imports_no_ray_and_serve_has_no_import_cycle():
 
 
 class Service:
-    """tav-serve with its default sizing (the machine's CPUs), in its own session; every process it starts is tracked."""
+    """tav-serve with its default sizing (the machine's CPUs), in its own session.
+
+    Every process it starts is tracked."""
 
     def __init__(self, base, store, log, *extra):
         self.port = free_port()
@@ -125,9 +127,9 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def base_and_store(tiny_sd, tmp_path_factory):
-    root = tmp_path_factory.mktemp("startup")
-    return make_base(tiny_sd, root / "base"), root / "store"
+def base_and_store(base_engine, tmp_path_factory):
+    """The suite's shared base (tav-serve only reads it) and a store of this module's own."""
+    return base_engine, tmp_path_factory.mktemp("startup") / "store"
 
 
 def test_two_replicas_with_default_flags_start_listen_on_loopback_and_stop_on_sigterm(base_and_store, tmp_path):

@@ -16,11 +16,12 @@ from tav.serve.store import Store, write_json_atomic  # noqa: E402
 from tav.serve.uploads import UploadRefused, check_declared_size, clip_suffix, probe_clip  # noqa: E402
 from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 
-OPTIONS = {"prompt": "a ball", "steps": 4, "lr": 3e-5, "seed": 0, "stride": 1, "start": 0, "inversion_steps": 2, "eval_pairs": 1}
+OPTIONS = {"prompt": "a ball", "steps": 4, "lr": 3e-5, "seed": 0, "stride": 1, "start": 0, "inversion_steps": 2,
+           "eval_pairs": 1}
 
 
-@pytest.mark.parametrize("video_id", ["..", "../etc", "a/b", "a\\b", "", ".hidden", "-x", "a" * 65, "vidéo", "a b", "a.b",
-                                      "%2e%2e", "x\x00"])
+@pytest.mark.parametrize("video_id", ["..", "../etc", "a/b", "a\\b", "", ".hidden", "-x", "a" * 65, "vidéo", "a b",
+                                      "a.b", "%2e%2e", "x\x00"])
 def test_video_ids_outside_the_safe_charset_are_refused(tmp_path, video_id):
     with pytest.raises(BadId, match="not allowed: use 1-64 characters"):
         check_video_id(video_id)
@@ -114,7 +115,8 @@ def test_job_errors_speak_to_http_clients(tmp_path):
     cause = FileExistsError(f"{tmp_path}/run.partial holds an interrupted run; add --resume to continue it")
     message = client_message(RayTaskError(cause))
     assert message == "run.partial holds an interrupted run", message
-    assert client_message(ValueError(f"pack {tmp_path}/packs/v.tavpack: sha256 mismatch")) == "pack v.tavpack: sha256 mismatch"
+    mismatch = ValueError(f"pack {tmp_path}/packs/v.tavpack: sha256 mismatch")
+    assert client_message(mismatch) == "pack v.tavpack: sha256 mismatch"
 
 
 def test_the_public_view_shows_stage_progress_and_loss_but_no_server_paths(tmp_path):

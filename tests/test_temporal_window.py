@@ -1,4 +1,5 @@
-"""Windowed temporal attention: the band, against a direct per-frame computation; full attention unchanged; the fused graph.
+"""Windowed temporal attention: the band, against a direct per-frame computation; full attention unchanged;
+the fused graph.
 
 The direct reference attends frame i's query only to the keys/values of its window frames (a slice,
 no mask), which is what the band bias must reproduce. Tolerances: fp32 1e-6 absolute (only the
@@ -32,8 +33,10 @@ def _block(frames: int, window=None) -> VideoTransformerBlock:
     torch.manual_seed(0)
     context = FrameContext()
     context.num_frames, context.temporal_window = frames, window
-    block = VideoTransformerBlock.inflate(BasicTransformerBlock(WIDTH, HEADS, HEAD_SIZE, cross_attention_dim=WIDTH), context)
-    torch.nn.init.normal_(block.attn_temp.to_out[0].weight, std=0.2)  # zero at init: give the attention something to show
+    block = VideoTransformerBlock.inflate(BasicTransformerBlock(WIDTH, HEADS, HEAD_SIZE, cross_attention_dim=WIDTH),
+                                          context)
+    # Zero at init: give the attention something to show.
+    torch.nn.init.normal_(block.attn_temp.to_out[0].weight, std=0.2)
     return block.eval()
 
 
@@ -48,7 +51,8 @@ def _direct(attn, x, frames: int, window: int) -> torch.Tensor:
     rows = []
     for i, start in enumerate(window_starts(frames, window)):
         assert start <= i < start + window and 0 <= start and start + window <= frames
-        rows.append(F.scaled_dot_product_attention(q[:, :, i : i + 1], k[:, :, start : start + window], v[:, :, start : start + window]))
+        band = slice(start, start + window)
+        rows.append(F.scaled_dot_product_attention(q[:, :, i : i + 1], k[:, :, band], v[:, :, band]))
     out = torch.cat(rows, dim=2).transpose(1, 2).reshape(batch, frames, WIDTH)
     return attn.to_out[1](attn.to_out[0](out))
 
@@ -97,7 +101,8 @@ def test_window_of_all_frames_is_todays_full_attention_bit_for_bit():
 
 @pytest.mark.parametrize("bad", [0, -1, 9, 2.5, True, "4"])
 def test_a_window_outside_1_to_n_is_refused_in_one_line(bad):
-    with pytest.raises(ValueError, match=r"^--temporal-window .* must be an integer from 1 to the frame count 8") as err:
+    refusal = r"^--temporal-window .* must be an integer from 1 to the frame count 8"
+    with pytest.raises(ValueError, match=refusal) as err:
         check_temporal_window(bad, 8)
     assert "\n" not in str(err.value)
 
@@ -124,8 +129,8 @@ def test_band_becomes_the_attention_bias_of_one_fused_node(window, precision, tm
     dtype = torch.float16 if precision == "fp16" else torch.float32
     path = tmp_path / "temporal.onnx"
     with torch.no_grad():
-        torch.onnx.export(_Temporal(frames, window).to(dtype), (torch.from_numpy(x).to(dtype),), str(path), input_names=["x"],
-                          output_names=["out"], opset_version=17, dynamo=False)
+        torch.onnx.export(_Temporal(frames, window).to(dtype), (torch.from_numpy(x).to(dtype),), str(path),
+                          input_names=["x"], output_names=["out"], opset_version=17, dynamo=False)
     traced = optimise(onnx.load(str(path)), precision)
     standard = ort.InferenceSession(traced.SerializeToString(), providers=["CPUExecutionProvider"])  # TensorRT's twin
     result = fuse_attention(traced)

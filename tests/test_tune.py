@@ -127,7 +127,8 @@ def test_inverted_latents_are_the_tuned_models_inversion_of_the_clip(run_dir, ti
     tuned = load_tuned(run_dir)
     latents = encode_clip(sd_folder.load_vae(tiny_sd), load_clip(skiing_clip, 6, 64, 64, 2), seed=0)
     tokenizer, encoder = sd_folder.load_tokenizer(tiny_sd), sd_folder.load_text_encoder(tiny_sd)
-    empty = encoder(tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids).last_hidden_state
+    ids = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    empty = encoder(ids).last_hidden_state
     again = ddim_inversion(tuned.unet, latents, empty, sd_folder.load_ddim(tiny_sd), 50)
     torch.testing.assert_close(again, tuned.inverted_latents, rtol=1e-4, atol=1e-5)
     base = ddim_inversion(VideoUNet.from_pretrained_2d(tiny_sd), latents, empty, sd_folder.load_ddim(tiny_sd), 50)
@@ -190,7 +191,8 @@ def test_official_config_fields_map_and_flags_override(tmp_path):
         "train_data:\n  video_path: data/man-skiing.mp4\n  prompt: a man is skiing\n  n_sample_frames: 24\n"
         "  width: 512\n  height: 512\n  sample_start_idx: 0\n  sample_frame_rate: 2\n"
         "validation_data:\n  prompts: [mickey mouse is skiing on the snow]\n  video_length: 24\n  width: 512\n"
-        "  height: 512\n  num_inference_steps: 50\n  guidance_scale: 12.5\n  use_inv_latent: True\n  num_inv_steps: 50\n"
+        "  height: 512\n  num_inference_steps: 50\n  guidance_scale: 12.5\n  use_inv_latent: True\n"
+        "  num_inv_steps: 50\n"
         "learning_rate: 3e-5\ntrain_batch_size: 1\nmax_train_steps: 500\ncheckpointing_steps: 1000\n"
         "validation_steps: 100\ntrainable_modules: [attn1.to_q, attn2.to_q, attn_temp]\nseed: 33\n"
         "mixed_precision: fp16\nuse_8bit_adam: False\ngradient_checkpointing: True\n"
@@ -245,5 +247,6 @@ def test_cli_with_an_official_config_tunes_and_prints_a_summary(tiny_sd, skiing_
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == str(tmp_path / "run") and "2 steps on 4 frames 64x64" in out[-2] and "eval loss" in out[-2]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert (run["frames"], run["stride"], run["steps"], run["lr"], run["resolved_precision"]) == (4, 3, 2, 1e-3, "float32")
+    assert (run["frames"], run["stride"], run["steps"], run["lr"], run["resolved_precision"]) == (
+        4, 3, 2, 1e-3, "float32")
     assert load_file(str(tmp_path / "run" / "inverted_latents.safetensors"))["latents"].shape == (1, 4, 4, 8, 8)

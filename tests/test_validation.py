@@ -115,7 +115,8 @@ def test_a_hand_signed_good_header_reads(tmp_path):
     (header_with(tensor={"shape": [4], "data_offsets": [0, 16]}), "two data offsets"),
     (header_with(tensor=["F32", [4], [0, 16]]), "two data offsets"),
     ([{"t": 1}], "a JSON list, not an object"),
-    ({"__metadata__": "tavpack", "t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, "__metadata__ must map"),
+    ({"__metadata__": "tavpack", "t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}},
+     "__metadata__ must map"),
     (header_with(metadata={"tavpack": {"schema_version": 1}, "sha256": "0"}), "__metadata__ must map names to strings"),
     (header_with(meta=["schema_version", 1]), "corrupt pack metadata (a JSON list, not an object)"),
     (header_with(meta={**GOOD_META, "schema_version": True}), "schema_version is True, not an integer"),
@@ -305,7 +306,7 @@ def test_weight_map_shards_stay_inside_the_folder(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def official(tiny_sd, tmp_path_factory) -> Path:
+def official(tiny_sd, random_run, tmp_path_factory) -> Path:
     """An official Tune-A-Video output folder (3D UNet weights with temporal layers, config.yaml, inv_latents/)."""
     import shutil
 
@@ -313,10 +314,8 @@ def official(tiny_sd, tmp_path_factory) -> Path:
 
     from tav.tuner.model.tuned_weights import load_tuned
 
-    from export_fixtures import make_run_dir
-
     root = tmp_path_factory.mktemp("official")
-    tuned = load_tuned(make_run_dir(tiny_sd, root / "run"))
+    tuned = load_tuned(random_run)
     folder = root / "official"
     shutil.copytree(tiny_sd, folder)
     save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
@@ -557,7 +556,8 @@ def test_export_refuses_nan_tuned_tensors_and_latents_before_tracing(poisoned_ru
     from tav.export import export_engine, pipeline
 
     monkeypatch.setattr(pipeline, "_export_graphs", lambda *a, **k: pytest.fail("traced a poisoned run"))
-    for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"), ("latents", "the inverted latents contain NaN")):
+    for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"),
+                          ("latents", "the inverted latents contain NaN")):
         run, key = poisoned_runs[kind]
         with pytest.raises(ExportError) as err:
             export_engine(run, tmp_path / kind)
@@ -568,7 +568,8 @@ def test_export_refuses_nan_tuned_tensors_and_latents_before_tracing(poisoned_ru
 def test_write_pack_refuses_nan_tuned_tensors_and_latents(poisoned_runs, synthetic_base, tmp_path):
     from tav.export.pack_writer import write_pack
 
-    for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"), ("latents", "the inverted latents contain NaN")):
+    for kind, message in (("tensor", "UNet tensor {key} contains NaN/Inf"),
+                          ("latents", "the inverted latents contain NaN")):
         run, key = poisoned_runs[kind]
         with pytest.raises(ExportError) as err:
             write_pack(run, synthetic_base, tmp_path / f"{kind}.tavpack")
