@@ -44,7 +44,8 @@ def trace_to_onnx(spec: GraphSpec, feeds: dict, opset: int, path: Path, plugin_c
     args = tuple(torch.from_numpy(feeds[t.name]).to(device, TORCH_DTYPES[t.dtype]) for t in spec.inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     params, outputs = {}, []
-    fp16_on_cpu = device.type == "cpu" and next(module.parameters()).dtype == torch.float16
+    fp16_on_cpu = (device.type == "cpu" and next(module.parameters()).dtype == torch.float16
+                   and torch.backends.mkldnn.is_available())
     fast_convs = _fp16_convs_computed_in_fp32() if fp16_on_cpu else nullcontext()
     with (warnings.catch_warnings(), torch.no_grad(), plugin_context or nullcontext(),
           _weights_captured(params, outputs), fast_convs):
@@ -91,9 +92,13 @@ def _fp16_convs_computed_in_fp32():
         library._destroy()
 
 
-def _conv2d_in_fp32(x, weight, kernel_size, bias=None, stride=1, padding=0):
+def _conv2d_in_fp32(x, weight, kernel_size, bias=None, stride=(1, 1), padding=(0, 0)):
+    """``_slow_conv2d_forward``'s signature (dilation 1, one group), computed by oneDNN's fp32 convolution: not
+    ``F.conv2d``, which can itself choose ``_slow_conv2d_forward`` (one thread, small convs) and so land here again."""
     bias = None if bias is None else bias.float()
-    return torch.nn.functional.conv2d(x.float(), weight.float(), bias, stride, padding).to(x.dtype)
+    out = torch.ops.aten.mkldnn_convolution(x.float().contiguous(), weight.float().contiguous(), bias, padding, stride,
+                                            (1, 1), 1)
+    return out.to(x.dtype)
 
 
 @contextmanager

@@ -65,7 +65,17 @@ def test_widened_leaves_an_fp32_module_alone(models):
         assert not any(m._forward_pre_hooks for m in rounded.modules())
 
 
-def test_fp16_convolutions_run_in_fp32_only_inside_the_block():
+@pytest.mark.parametrize("threads", [1, 2])  # one thread: fp32 convs can take the slow path too (no recursion)
+def test_fp16_convolutions_run_in_fp32_only_inside_the_block(threads):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_fp16_convolutions()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _check_fp16_convolutions():
     torch.manual_seed(0)
     x, w, b = torch.randn(2, 8, 16, 16).half(), torch.randn(4, 8, 3, 3).half(), torch.randn(4).half()
     reference = torch.nn.functional.conv2d(x.float(), w.float(), b.float(), 2, 1)
@@ -73,6 +83,13 @@ def test_fp16_convolutions_run_in_fp32_only_inside_the_block():
     with _fp16_convs_computed_in_fp32():
         assert registered()
         out = torch.nn.functional.conv2d(x, w, b, 2, 1)
+        # fp32 convs stay PyTorch's, 1x1 ones included (those take _slow_conv2d_forward too: no recursion here)
+        fp32 = torch.nn.functional.conv2d(x.float(), w.float(), b.float(), 2, 1)
+        pointwise = torch.nn.functional.conv2d(x.float(), w[:, :, 1:2, 1:2].float())
+        pointwise_half = torch.nn.functional.conv2d(x, w[:, :, 1:2, 1:2])
+    torch.testing.assert_close(fp32, reference)
+    torch.testing.assert_close(pointwise, torch.nn.functional.conv2d(x.float(), w[:, :, 1:2, 1:2].float()))
+    torch.testing.assert_close(pointwise_half.float(), pointwise, rtol=1e-3, atol=1e-2)
     assert out.dtype == torch.float16 and out.shape == reference.shape
     torch.testing.assert_close(out.float(), reference, rtol=1e-3, atol=1e-2)  # fp32 result rounded to fp16
     assert not registered()  # PyTorch's own kernel again
