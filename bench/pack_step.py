@@ -6,7 +6,7 @@ ratio. Here both ENGINE_DIRs already exist (``tav-export --base`` and ``tav-expo
 of the same run, whose pack is ``tav-export --weights RUN --pack-for BASE_DIR``), both sessions
 are open at once, and the steps alternate (base, baked, base, baked, ...) on the same inputs, so
 each ratio compares two neighbouring steps. Also measured: the switch between two resident
-videos (IOBinding rebinding, what a service does per call) and the outputs' agreement.
+videos (packs.switch_ms: IOBinding rebinding, what a service does per call) and the outputs' agreement.
 """
 
 import argparse
@@ -20,6 +20,8 @@ from tav.runtime.backend_ort import OrtGraph
 from tav.runtime.manifest import read_manifest
 from tav.runtime.packs import read_pack
 
+from .packs import switch_ms
+
 
 def _feeds(graph: OrtGraph, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
@@ -30,23 +32,6 @@ def _feeds(graph: OrtGraph, seed: int = 0) -> dict:
         else:
             feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
     return feeds
-
-
-def _switch_ms(base_dir, pack, repeats: int = 50) -> float:
-    """Median ms to rebind the UNet's per-video inputs between two resident videos (IOBinding, as on a GPU)."""
-    manifest = read_manifest(base_dir)
-    names = [t.name for t in manifest.tunable_inputs]
-    graph = OrtGraph(manifest.path(manifest.graphs["unet"].onnx), "cpu", io_binding=True, weight_inputs=names)
-    try:
-        videos = [graph.upload(pack.tensors), graph.upload(pack.tensors)]
-        samples = []
-        for i in range(repeats):
-            t0 = time.perf_counter()
-            graph.bind_weights(videos[i % 2])
-            samples.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(samples)
-    finally:
-        graph.close()
 
 
 def measure(base_dir, baked_dir, pack_path, repeats: int = 3) -> dict:
@@ -75,7 +60,8 @@ def measure(base_dir, baked_dir, pack_path, repeats: int = 3) -> dict:
             "base_step_s": base_s[1:], "baked_step_s": baked_s[1:], "pair_ratios": ratios,
             "median_ratio": statistics.median(ratios),
             "rel_l2_err": float(np.linalg.norm(diff) / np.linalg.norm(out_baked)),
-            "switch_ms": _switch_ms(base_dir, pack)}
+            # two resident copies of the same pack: distinct dicts, so each switch really rebinds
+            "switch_ms": switch_ms(base_manifest, "cpu", [dict(pack.tensors), dict(pack.tensors)].__getitem__)}
 
 
 def main(argv=None) -> None:

@@ -60,7 +60,6 @@ def measure_packs(cfg, sd_dir, run_dir, engine_dir, inputs, work) -> tuple:
     from tav.export import export_engine
     from tav.export.pack_writer import write_pack
     from tav.runtime import VideoPipeline
-    from tav.runtime.backend_ort import OrtGraph
     from tav.runtime.backends import LoadedGraphs, choose_backend
     from tav.runtime.manifest import read_manifest
     from tav.runtime.packs import read_pack
@@ -109,26 +108,28 @@ def measure_packs(cfg, sd_dir, run_dir, engine_dir, inputs, work) -> tuple:
         if cfg.device == "cpu":  # on the CPU the resident form is the host copy itself
             measured["host_bytes_per_resident_video"] = (_rss_bytes() - rss) / 4
             measured["resident_vs_pack_tensors"] = measured["host_bytes_per_resident_video"] / pack.nbytes
-        measured["switch_ms"] = _switch_ms(pipe, cfg.device, OrtGraph)
+        videos = [pipe._videos.get("v0"), pipe._videos.get("v1")]  # the registry lookup is part of a switch
+        measured["switch_ms"] = switch_ms(pipe.manifest, cfg.device, lambda i: pipe._videos.weights(videos[i]))
     return None, measured
 
 
-def _switch_ms(pipe, device: str, graph_class) -> float:
-    """Median time to switch the UNet between two resident videos: the registry lookup and the rebinding.
+def switch_ms(manifest, device: str, weights_of) -> float:
+    """Median time to switch a base UNet between two resident videos: ``weights_of(i)`` (i = 0, 1: whatever
+    lookup the caller does per switch) and the rebinding of its per-video inputs.
 
-    Measured on an IOBinding graph (what the CUDA path uses; forced on the CPU here), on the
-    pipeline's resident weights; the UNet call itself is the same whichever video is bound.
+    Measured on an IOBinding graph (what the CUDA path uses; forced on the CPU here); the UNet call
+    itself is the same whichever video is bound.
     """
-    manifest = pipe.manifest
+    from tav.runtime.backend_ort import OrtGraph
+
     names = [t.name for t in manifest.tunable_inputs]
-    graph = graph_class(manifest.engine_dir / manifest.graphs["unet"].onnx, device, io_binding=True,
-                        weight_inputs=names)
-    videos = [pipe._videos.get("v0"), pipe._videos.get("v1")]
+    graph = OrtGraph(manifest.engine_dir / manifest.graphs["unet"].onnx, device, io_binding=True,
+                     weight_inputs=names)
     state = {"i": 0}
 
     def switch():
         state["i"] ^= 1
-        graph.bind_weights(pipe._videos.weights(videos[state["i"]]))
+        graph.bind_weights(weights_of(state["i"]))
 
     try:
         return median_ms(switch, "cpu", warmup=2, repeats=50)
