@@ -15,6 +15,11 @@ TEXT_MAX_LENGTH = 77
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8  # SD's VAE down-samples 8x
 GRAPH_NAMES = ("text_encoder", "unet", "vae_decoder")  # an ENGINE_DIR's graphs, in manifest order
+# The VAE decoder's static batch: the runtime decodes F frames in chunks of this many (the last one padded).
+# Each frame decodes on its own, so chunks give the same frames; what they bound is the decoder's activations,
+# which at 32 frames 256x256 are ~1 GB a tensor, and its time per frame, which grew 1.5x from 8 to 32 frames
+# when one arena that size was first touched at every call. 8 is the tuned clip's default length.
+DECODE_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,11 @@ class VaeDecoderGraph(torch.nn.Module):
         return self.vae.decode(latents).sample
 
 
+def decode_batch(frames: int) -> int:
+    """The VAE decoder graph's batch for an F-frame ENGINE_DIR (manifest "decode_batch")."""
+    return min(frames, DECODE_BATCH)
+
+
 def count_attention_layers(module: torch.nn.Module) -> int:
     # diffusers' Attention (attn1/attn2/attn_temp, the VAE mid-block) and CLIP's self-attention.
     return sum(type(m).__name__ in ("Attention", "CLIPAttention") for m in module.modules())
@@ -117,8 +127,9 @@ def graph_spec(name: str, model, frames: int, height: int, width: int, precision
     elif name == "vae_decoder":
         # The VAE's encoder has attention too, but it is not part of the decoder graph.
         module, attention = VaeDecoderGraph(model), model.decoder
-        io = ([TensorSpec("latents", (frames, LATENT_CHANNELS, h, w), fp)],
-              [TensorSpec("images", (frames, 3, height, width), fp)])
+        chunk = decode_batch(frames)
+        io = ([TensorSpec("latents", (chunk, LATENT_CHANNELS, h, w), fp)],
+              [TensorSpec("images", (chunk, 3, height, width), fp)])
     else:
         raise ValueError(f"unknown graph {name!r}")
     batched = {"text_encoder": ("input_ids",), "unet": ("sample", "encoder_hidden_states")}.get(name, ())

@@ -28,6 +28,7 @@ def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather
         "schema_version": SCHEMA_VERSION,
         "frames": frames,
         "temporal_window": temporal_window,
+        "decode_batch": exported.specs["vae_decoder"].inputs[0].shape[0],
         "height": height,
         "width": width,
         "batch": BATCH,

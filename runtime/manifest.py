@@ -116,8 +116,9 @@ def _is_text(*values) -> bool:
 def _check_numbers(raw: dict) -> None:
     """Sizes are positive JSON integers and the VAE factor a positive finite number: int("3"), int(2.5) and
     float(true) would otherwise turn a garbled field into a plausible one."""
-    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels", "temporal_window"):
-        if key == "temporal_window" and key not in raw:  # ENGINE_DIRs from before windows
+    optional = ("temporal_window", "decode_batch")  # ENGINE_DIRs from before windows / chunked decoding lack them
+    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels", *optional):
+        if key in optional and key not in raw:
             continue
         if type(raw[key]) is not int or raw[key] < 1:
             raise TypeError(f"{key} (must be a positive integer, got {raw[key]!r})")
@@ -182,6 +183,11 @@ class Manifest:
         return int(self.raw.get("temporal_window", self.frames))
 
     @property
+    def decode_batch(self) -> int:
+        """Frames the VAE decoder graph takes per run (1..frames); ENGINE_DIRs from before chunks: all of them."""
+        return int(self.raw.get("decode_batch", self.frames))
+
+    @property
     def latent_shape(self) -> tuple:
         return (1, self.latent_channels, self.frames, self.height // 8, self.width // 8)
 
@@ -215,7 +221,8 @@ class Manifest:
             inputs = [TensorSpec("sample", (2, c, F, h, w), f), TensorSpec("timestep", (1,), "float32"),
                       TensorSpec("encoder_hidden_states", text, f)] + self.tunable_inputs
             return inputs, [TensorSpec("noise_pred", (2, c, F, h, w), f)]
-        return [TensorSpec("latents", (F, c, h, w), f)], [TensorSpec("images", (F, 3, self.height, self.width), f)]
+        D = self.decode_batch
+        return [TensorSpec("latents", (D, c, h, w), f)], [TensorSpec("images", (D, 3, self.height, self.width), f)]
 
 
 def read_manifest(engine_dir) -> Manifest:
@@ -258,6 +265,9 @@ def read_manifest(engine_dir) -> Manifest:
         manifest.path(name)  # every name must stay inside the folder, whichever backend reads it
     if not isinstance(manifest.precision, str) or manifest.precision not in FLOAT_DTYPES:
         raise refuse(engine_dir, f"manifest precision {manifest.precision!r} is neither fp32 nor fp16")
+    if manifest.decode_batch > manifest.frames:
+        raise refuse(engine_dir, f"manifest decode_batch {manifest.decode_batch} is more than its "
+                                 f"{manifest.frames} frames; re-export it with tav-export")
     if raw.get("batch", 2) != 2:
         raise refuse(engine_dir, f"manifest batch is {raw['batch']}, the runtime's CFG batch is 2")
     if schema < SCHEMA_VERSION:

@@ -238,14 +238,32 @@ class VideoPipeline:
         lap("denoise")
         timings["denoise_per_step"] = timings["denoise"] / args.steps
 
-        frames_in = (latents[0].transpose(1, 0, 2, 3) / np.float32(self.manifest.vae_scaling_factor))  # [F, 4, h, w]
-        images = self._run("vae_decoder", {"latents": frames_in.astype(self.float_dtype)})["images"]
-        if not np.isfinite(images).all():
-            raise NonFiniteError("the VAE decoder produced NaN/Inf pixels; " + self._overflow_hint())
-        frames = frames_to_uint8(images)
+        frames = self._decode(latents)
         lap("decode")
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
+
+    def _decode(self, latents: np.ndarray) -> np.ndarray:
+        """uint8 frames [F, H, W, 3] of latents [1, 4, F, h, w], decode_batch frames per decoder run.
+
+        The decoder's graph is static at decode_batch frames (export/graphs.DECODE_BATCH): a short last chunk
+        is padded with copies of its last frame, whose pixels are dropped. Frames decode independently, so
+        the chunks give what one F-frame run would.
+        """
+        frames_in = (latents[0].transpose(1, 0, 2, 3) / np.float32(self.manifest.vae_scaling_factor))  # [F, 4, h, w]
+        frames_in = frames_in.astype(self.float_dtype)
+        count, chunk = len(frames_in), self.manifest.decode_batch
+        pixels = []
+        for start in range(0, count, chunk):
+            part = frames_in[start:start + chunk]
+            real = len(part)
+            if real < chunk:
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
+            images = self._run("vae_decoder", {"latents": part}, last=start + chunk >= count)["images"][:real]
+            if not np.isfinite(images).all():
+                raise NonFiniteError("the VAE decoder produced NaN/Inf pixels; " + self._overflow_hint())
+            pixels.append(frames_to_uint8(images))
+        return np.concatenate(pixels)
 
     def _denoise(self, args: CallArgs, latents, text, video, rng, report) -> np.ndarray:
         """The shared loop (runtime/denoise.py) over the UNet engine, CFG and numpy DDIM; ``report`` after each step."""

@@ -117,6 +117,8 @@ def test_32_frames_window_8_runs_as_tav_sample(run32, root, capsys):
     assert_within_one_level(ran, sampled)
     manifest = json.loads((engine / "manifest.json").read_text())
     assert manifest["frames"] == LONG and manifest["temporal_window"] == TUNED
+    # The 32 frames decode in four runs of an 8-frame decoder graph (memory and time per frame flat in N).
+    assert manifest["decode_batch"] == 8 and manifest["graphs"]["vae_decoder"]["inputs"][0]["shape"][0] == 8
     biases = temporal_biases(engine)
     temporal_layers = sum(name.endswith("attn_temp") for name, _ in load_tuned(run32).unet.named_modules())
     assert len(biases) == temporal_layers and all(b.shape == (1, 1, LONG, LONG) for b in biases)

@@ -60,7 +60,7 @@ def _save(path, nodes, inputs, outputs, initializers, precision):
     onnx.save(model, path)
 
 
-def write_graphs(root: Path, precision: str = "fp32") -> None:
+def write_graphs(root: Path, precision: str = "fp32", decode_batch: int = F) -> None:
     rng = np.random.default_rng(0)
     f32 = TensorProto.FLOAT
     table = numpy_helper.from_array(rng.standard_normal((49408, D)).astype(np.float32) * 0.1, "table")
@@ -86,39 +86,40 @@ def write_graphs(root: Path, precision: str = "fp32") -> None:
         helper.make_node("Slice", ["latents", "c0", "c3", "axis1"], ["rgb"]),
         helper.make_node("Resize", ["rgb", "", "scales"], ["big"], mode="nearest"),
         helper.make_node("Tanh", ["big"], ["images"]),
-    ], [_io("latents", f32, [F, 4, h, w])], [_io("images", f32, [F, 3, H, W])], resize, precision)
+    ], [_io("latents", f32, [decode_batch, 4, h, w])], [_io("images", f32, [decode_batch, 3, H, W])], resize, precision)
 
 
 def spec(name, shape, dtype):
     return {"name": name, "shape": list(shape), "dtype": dtype}
 
 
-def write_manifest(root: Path, precision: str = "fp32") -> None:
+def write_manifest(root: Path, precision: str = "fp32", decode_batch: int = F) -> None:
     fp = "float16" if precision == "fp16" else "float32"
     io = {
         "text_encoder": ([spec("input_ids", (2, 77), "int64")], [spec("last_hidden_state", (2, 77, D), fp)]),
         "unet": ([spec("sample", (2, 4, F, h, w), fp), spec("timestep", (1,), "float32"),
                   spec("encoder_hidden_states", (2, 77, D), fp)], [spec("noise_pred", (2, 4, F, h, w), fp)]),
-        "vae_decoder": ([spec("latents", (F, 4, h, w), fp)], [spec("images", (F, 3, H, W), fp)]),
+        "vae_decoder": ([spec("latents", (decode_batch, 4, h, w), fp)], [spec("images", (decode_batch, 3, H, W), fp)]),
     }
     graphs = {name: {"onnx": f"{name}.onnx", "sha256": file_sha256(root / f"{name}.onnx"), "external_data": [],
                      "inputs": i, "outputs": o, "parity": None, "tensorrt": None} for name, (i, o) in io.items()}
     graph_files = {f"{name}.onnx" for name in io}
     files = {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*"))
              if p.is_file() and p.name not in graph_files and p.name != "manifest.json"}
-    manifest = {"schema_version": 2, "frames": F, "height": H, "width": W, "batch": 2, "precision": precision,
+    manifest = {"schema_version": 2, "frames": F, "decode_batch": decode_batch,
+                "height": H, "width": W, "batch": 2, "precision": precision,
                 "text_max_length": 77, "text_dim": D, "latent_channels": 4, "vae_scaling_factor": 0.18215,
                 "source": {}, "tools": {"tensorrt": None}, "kv_gather": "onnx", "graphs": graphs, "files": files}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
-def write_engine_dir(root: Path, tokenizer_dir: Path, precision: str = "fp32") -> Path:
+def write_engine_dir(root: Path, tokenizer_dir: Path, precision: str = "fp32", decode_batch: int = F) -> Path:
     root.mkdir(parents=True)
     shutil.copytree(tokenizer_dir, root / "tokenizer")
     (root / "scheduler_config.json").write_text(json.dumps(SD1_SCHEDULER))
     np.save(root / "inverted_latents.npy", np.random.default_rng(1).standard_normal((1, 4, F, h, w), dtype=np.float32))
-    write_graphs(root, precision)
-    write_manifest(root, precision)
+    write_graphs(root, precision, decode_batch)
+    write_manifest(root, precision, decode_batch)
     return root
 
 
@@ -178,6 +179,22 @@ def test_fp16_graphs_get_fp16_inputs_and_give_float32_latents(engine_dir, tiny_s
     full = pipe("a man is skiing", steps=3, guidance=7.5)
     assert half.latents.dtype == np.float32 and half.frames.dtype == np.uint8
     np.testing.assert_allclose(half.latents, full.latents, atol=0.05)  # fp16 rounding of the graph I/O only
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_frames_decode_in_chunks_of_the_decoders_batch_and_equal_one_batch_of_all(tiny_sd, tmp_path, pipe, chunk):
+    """F = 3 frames through a decoder graph of batch 1 (three runs) or 2 (two runs, the last padded): the frames
+    of one F-frame decoder run, byte for byte (the synthetic decoder, like the VAE's, maps each frame on its own)."""
+    root = write_engine_dir(tmp_path / "chunked", tiny_sd / "tokenizer", decode_batch=chunk)
+    with VideoPipeline.load(root, device="cpu") as chunked:
+        decoder, runs = chunked._graphs.graphs["vae_decoder"], []
+        real_run = decoder.run
+        decoder.run = lambda feeds, *a, **k: runs.append(feeds["latents"].shape[0]) or real_run(feeds, *a, **k)
+        got = chunked("a cat", init="noise", seed=4, steps=2)
+    want = pipe("a cat", init="noise", seed=4, steps=2)
+    assert runs == [chunk] * -(-F // chunk)
+    np.testing.assert_array_equal(got.latents, want.latents)
+    np.testing.assert_array_equal(got.frames, want.frames)
 
 
 def test_empty_prompt_works(pipe):
@@ -302,14 +319,12 @@ def _remove_graph_file(root, manifest):
 
 
 def _declare_other_unet_io(root, manifest):
-    """A manifest consistent with the contract (frames + 1 everywhere) that the real ONNX files do not match."""
+    """A manifest consistent with the contract (frames + 1, the decoder's batch kept) that unet.onnx does not match."""
     manifest["frames"] = F + 1
     for graph in manifest["graphs"].values():
         for tensor in graph["inputs"] + graph["outputs"]:
             if tensor["name"] in ("sample", "noise_pred"):
                 tensor["shape"][2] = F + 1
-            if tensor["name"] in ("latents", "images"):
-                tensor["shape"][0] = F + 1
     manifest["files"].pop("inverted_latents.npy")  # its [.., F, ..] shape would be refused first
 
 
@@ -324,8 +339,13 @@ def _declare_other_unet_io(root, manifest):
     (_remove_graph_file, "unet.onnx is missing"),
     (_declare_other_unet_io,
      r"unet.onnx has sample float32\[2, 4, 3, 4, 6\] instead of sample float32\[2, 4, 4, 4, 6\]"),
+    (_set("decode_batch", F + 1), f"decode_batch {F + 1} is more than its {F} frames"),
+    (_set("decode_batch", 0), r"decode_batch \(must be a positive integer, got 0\)"),
+    (_set("decode_batch", 2),
+     r"vae_decoder graph declares latents float32\[3, 4, 4, 6\] instead of latents float32\[2, 4"),
 ], ids=["tokenizer-hash", "scheduler-hash", "graph-hash", "latents-hash", "wrong-frames", "schema", "precision",
-        "missing-graph", "declared-io-vs-onnx"])
+        "missing-graph", "declared-io-vs-onnx", "decode-batch-over-frames", "decode-batch-zero",
+        "decode-batch-vs-graph"])
 def test_tampered_engine_dir_is_refused_in_one_line(engine_dir, tmp_path, edit, message):
     root = edited_copy(engine_dir, tmp_path, edit)
     with pytest.raises(EngineDirError, match=message) as err:
