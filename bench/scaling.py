@@ -51,7 +51,9 @@ def _per_frame(m: dict) -> dict:
     return dict(m, denoise_step_ms_per_frame=1e3 * m["denoise_per_step_seconds"] / n,
                 first_step_ms_per_frame=1e3 * m["first_step_seconds"] / n,
                 steady_step_ms_per_frame=None if steady is None else 1e3 * steady / n,
-                decode_ms_per_frame=1e3 * m["decode_seconds"] / n, peak_rss_per_frame_bytes=m["peak_rss_bytes"] / n,
+                decode_ms_per_frame=1e3 * m["decode_seconds"] / n,
+                steady_decode_ms_per_frame=1e3 * m["steady_decode_seconds"] / n,
+                peak_rss_per_frame_bytes=m["peak_rss_bytes"] / n,
                 peak_above_load_per_frame_bytes=activations / n)
 
 
@@ -59,7 +61,7 @@ def _ratios(rows: list) -> dict:
     """Each per-frame figure of every N over the smallest N's, and whether the largest stays within LINEAR_WITHIN."""
     first = rows[0]
     keys = ("denoise_step_ms_per_frame", "steady_step_ms_per_frame", "decode_ms_per_frame",
-            "peak_above_load_per_frame_bytes")
+            "steady_decode_ms_per_frame", "peak_above_load_per_frame_bytes")
     ratios = {str(r["frames"]): {k: r[k] / first[k] if first[k] and r[k] is not None else None for k in keys}
               for r in rows}
     last = ratios[str(rows[-1]["frames"])]
@@ -71,15 +73,18 @@ def print_scaling(report: dict) -> None:
     print(f"\ntav-bench --scaling  {report['height']}x{report['width']}, {report['steps']} steps, "
           "ONNX Runtime CPU fp32")
     print(f"{'frames':>7}{'window':>8}{'step ms':>10}{'ms/frame':>10}{'first/fr':>10}{'steady/fr':>10}"
-          f"{'decode ms/fr':>14}{'peak MB':>10}{'above load MB/fr':>18}{'x smallest (step, steady, mem)':>33}")
+          f"{'decode ms/fr':>14}{'again/fr':>10}{'peak MB':>10}{'above load MB/fr':>18}"
+          f"{'x smallest (step, steady, decode again, mem)':>44}")
     for r in report["rows"]:
         ratio = report["ratios_vs_smallest"][str(r["frames"])]
         steady = "-" if r["steady_step_ms_per_frame"] is None else f"{r['steady_step_ms_per_frame']:.2f}"
         print(f"{r['frames']:>7}{r['temporal_window']:>8}{1e3 * r['denoise_per_step_seconds']:>10.1f}"
               f"{r['denoise_step_ms_per_frame']:>10.2f}{r['first_step_ms_per_frame']:>10.2f}{steady:>10}"
-              f"{r['decode_ms_per_frame']:>14.2f}{r['peak_rss_bytes'] / 1e6:>10.0f}"
+              f"{r['decode_ms_per_frame']:>14.2f}{r['steady_decode_ms_per_frame']:>10.2f}"
+              f"{r['peak_rss_bytes'] / 1e6:>10.0f}"
               f"{r['peak_above_load_per_frame_bytes'] / 1e6:>18.1f}"
               f"{_x(ratio['denoise_step_ms_per_frame']):>11}{_x(ratio['steady_step_ms_per_frame']):>11}"
+              f"{_x(ratio['steady_decode_ms_per_frame']):>11}"
               f"{_x(ratio['peak_above_load_per_frame_bytes']):>11}")
     linear = report["ratios_vs_smallest"]["linear"]
     print(f"  linear within {LINEAR_WITHIN}x at the largest N: " + ", ".join(f"{k}={v}" for k, v in linear.items()))

@@ -238,18 +238,23 @@ class VideoPipeline:
         lap("denoise")
         timings["denoise_per_step"] = timings["denoise"] / args.steps
 
-        frames = self._decode(latents)
+        frames = self.decode(latents)
         lap("decode")
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
 
-    def _decode(self, latents: np.ndarray) -> np.ndarray:
-        """uint8 frames [F, H, W, 3] of latents [1, 4, F, h, w], decode_batch frames per decoder run.
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """uint8 frames [F, H, W, 3] of latents [1, 4, F, h, w] (a result's, or a callback's), decode_batch
+        frames per decoder run.
 
         The decoder's graph is static at decode_batch frames (export/graphs.DECODE_BATCH): a short last chunk
         is padded with copies of its last frame, whose pixels are dropped. Frames decode independently, so
         the chunks give what one F-frame run would.
         """
+        latents = np.asarray(latents)
+        if latents.shape != self.manifest.latent_shape:
+            raise ValueError(f"latents of shape {list(latents.shape)} cannot be decoded by this ENGINE_DIR, "
+                             f"which decodes {list(self.manifest.latent_shape)}")
         frames_in = (latents[0].transpose(1, 0, 2, 3) / np.float32(self.manifest.vae_scaling_factor))  # [F, 4, h, w]
         frames_in = frames_in.astype(self.float_dtype)
         count, chunk = len(frames_in), self.manifest.decode_batch

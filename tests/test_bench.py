@@ -78,13 +78,14 @@ def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp
     assert rows[2]["temporal_window"] == rows[4]["temporal_window"] == 2  # baked into each export
     for row in rows.values():
         assert row["denoise_step_ms_per_frame"] > 0 and row["decode_ms_per_frame"] > 0
+        assert row["steady_decode_ms_per_frame"] > 0
         assert row["first_step_ms_per_frame"] > 0 and row["steady_step_ms_per_frame"] > 0  # 2 steps: one of each
         assert row["peak_rss_bytes"] >= row["rss_after_load_bytes"] > 0
         assert row["peak_rss_per_frame_bytes"] == pytest.approx(row["peak_rss_bytes"] / row["frames"])
     ratios = report["ratios_vs_smallest"]
     assert ratios["2"]["denoise_step_ms_per_frame"] == 1.0 and ratios["4"]["denoise_step_ms_per_frame"] > 0
     assert set(ratios["linear"]) == {"denoise_step_ms_per_frame", "steady_step_ms_per_frame", "decode_ms_per_frame",
-                                     "peak_above_load_per_frame_bytes"}
+                                     "steady_decode_ms_per_frame", "peak_above_load_per_frame_bytes"}
     assert "linear within 1.25x" in capsys.readouterr().out
 
 

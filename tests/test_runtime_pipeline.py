@@ -195,6 +195,12 @@ def test_frames_decode_in_chunks_of_the_decoders_batch_and_equal_one_batch_of_al
     assert runs == [chunk] * -(-F // chunk)
     np.testing.assert_array_equal(got.latents, want.latents)
     np.testing.assert_array_equal(got.frames, want.frames)
+    np.testing.assert_array_equal(pipe.decode(got.latents), want.frames)  # decode alone: a result's latents again
+
+
+def test_decode_refuses_latents_of_another_shape(pipe):
+    with pytest.raises(ValueError, match=rf"latents of shape \[1, 4, {F + 1}, {h}, {w}\] cannot be decoded"):
+        pipe.decode(np.zeros((1, 4, F + 1, h, w), np.float32))
 
 
 def test_empty_prompt_works(pipe):
