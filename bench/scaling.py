@@ -74,7 +74,7 @@ def print_scaling(report: dict) -> None:
           "ONNX Runtime CPU fp32")
     print(f"{'frames':>7}{'window':>8}{'step ms':>10}{'ms/frame':>10}{'first/fr':>10}{'steady/fr':>10}"
           f"{'decode ms/fr':>14}{'again/fr':>10}{'peak MB':>10}{'above load MB/fr':>18}"
-          f"{'x smallest (step, steady, decode again, mem)':>44}")
+          f"  {'x smallest (step, steady, decode again, mem)'}")
     for r in report["rows"]:
         ratio = report["ratios_vs_smallest"][str(r["frames"])]
         steady = "-" if r["steady_step_ms_per_frame"] is None else f"{r['steady_step_ms_per_frame']:.2f}"
