@@ -198,6 +198,13 @@ def test_frames_decode_in_chunks_of_the_decoders_batch_and_equal_one_batch_of_al
     np.testing.assert_array_equal(pipe.decode(got.latents), want.frames)  # decode alone: a result's latents again
 
 
+def test_an_engine_dir_from_before_chunked_decoding_decodes_all_frames_in_one_run(engine_dir, tmp_path, pipe):
+    root = edited_copy(engine_dir, tmp_path, lambda root, manifest: manifest.pop("decode_batch"))
+    with VideoPipeline.load(root, device="cpu") as old:
+        assert old.manifest.decode_batch == F
+        np.testing.assert_array_equal(old("a cat", steps=2).frames, pipe("a cat", steps=2).frames)
+
+
 def test_decode_refuses_latents_of_another_shape(pipe):
     with pytest.raises(ValueError, match=rf"latents of shape \[1, 4, {F + 1}, {h}, {w}\] cannot be decoded"):
         pipe.decode(np.zeros((1, 4, F + 1, h, w), np.float32))
