@@ -41,8 +41,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Two pytest-xdist workers (tests/conftest.py keeps each module, and modules sharing a costly artefact, on one
+# worker); `make test TEST_WORKERS=0` runs in this process, one test at a time.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The end-to-end checks left out of `make test`: the bench, the README's blocks, the lean install, two Ray nodes.
 test-slow: $(STAMP)
