@@ -38,8 +38,8 @@ def ort_session(onnx_path, precision: str = "fp32"):
     An fp16 graph on the CPU provider runs unoptimised: ONNX Runtime has no fp16 kernels for most
     CPU ops, wraps them in Casts to fp32, and its constant folding would then keep an fp32 copy of
     every weight beside the fp16 originals (measured: 2.8x the fp32 weight bytes for the session).
-    Unfolded, each Cast runs per call and its output is freed after use (no arena: see below); the
-    graph's arithmetic, which is what parity measures, is the same.
+    Unfolded, each Cast runs per call, next to its consumer, and its output is freed after use (no arena:
+    see below); the graph's arithmetic, which is what parity measures, is the same.
     """
     import onnxruntime as ort
 
@@ -57,6 +57,10 @@ def ort_session(onnx_path, precision: str = "fp32"):
         providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": 0}))
     elif precision == "fp16":
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # The default order runs every weight's Cast as soon as it can, at the start: all the fp32 copies at once.
+        # By priority, each runs next to the node that needs it. Measured on the SD-1.5 fp16 UNet at 8x256x256
+        # (one run, 2026-12-02): peak 6.57 GB -> 4.70 GB, run 24.7 s -> 18.2 s. fp32 graphs (no Casts): no change.
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     return ort.InferenceSession(str(onnx_path), options, providers=providers)
 
 
