@@ -27,8 +27,8 @@ def main(engine_dir: str, steps: int) -> dict:
         begun = time.perf_counter()
         result = pipe(PROMPT, steps=steps, guidance=12.5, seed=0, init="inverted",
                       callback=lambda *_: step_ends.append(time.perf_counter()))
-        # Decoding again: the decoder's arena is warm, as for every chunk after the first (the call's decode pays
-        # the first touch of one chunk's activations, the same at every N).
+        # The same latents decoded once more: a second sample of the decode time, which is one run per N and
+        # varies run to run on a shared machine.
         decode_start = time.perf_counter()
         pipe.decode(result.latents)
         steady_decode = time.perf_counter() - decode_start

@@ -16,9 +16,10 @@ LATENT_CHANNELS = 4
 VAE_FACTOR = 8  # SD's VAE down-samples 8x
 GRAPH_NAMES = ("text_encoder", "unet", "vae_decoder")  # an ENGINE_DIR's graphs, in manifest order
 # The VAE decoder's static batch: the runtime decodes F frames in chunks of this many (the last one padded).
-# Each frame decodes on its own, so chunks give the same frames; what they bound is the decoder's activations,
-# which at 32 frames 256x256 are ~1 GB a tensor, and its time per frame, which grew 1.5x from 8 to 32 frames
-# when one arena that size was first touched at every call. 8 is the tuned clip's default length.
+# Each frame decodes on its own, so chunks give the same frames; what they bound is the decoder's activations
+# (at 32 frames 256x256, ~1 GB a tensor in one run). Measured (docs/PERF.md "Long videos"): decode time per
+# frame at 32 frames went from 1.47-1.50x that at 8 frames to 0.86-1.11x, and the peak fell. 8 is the tuned
+# clip's default length.
 DECODE_BATCH = 8
 
 
