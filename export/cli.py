@@ -9,6 +9,7 @@ import logging
 import sys
 
 from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.runtime.host_memory import map_large_blocks
 from tav.runtime.one_line import first_line
 from tav.tuner.cli.common import quiet_environment
 
@@ -77,6 +78,8 @@ def main(argv=None):
     if not (args.weights or args.base):
         parser.error("one of the arguments --weights --base is required")
     quiet_environment()
+    # This process is the exporter's own: large blocks go back to the system as soon as they are freed.
+    map_large_blocks()
     try:
         import diffusers
         import onnxruntime

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .feed_forward_chunks import chunk_feed_forwards
+
 BATCH = 2  # the CFG batch: [uncond; cond]
 TEXT_MAX_LENGTH = 77
 LATENT_CHANNELS = 4
@@ -19,8 +21,10 @@ GRAPH_NAMES = ("text_encoder", "unet", "vae_decoder")  # an ENGINE_DIR's graphs,
 # Each frame decodes on its own, so chunks give the same frames; what they bound is the decoder's activations
 # (at 32 frames 256x256, ~1 GB a tensor in one run). Measured (docs/PERF.md "Long videos"): decode time per
 # frame at 32 frames went from 1.47-1.50x that at 8 frames to 0.86-1.11x, and the peak fell. 8 is the tuned
-# clip's default length.
+# clip's default length. Larger frame sizes get fewer frames a chunk, at most the pixels of 8 at 256x256: at
+# 512x512 an 8-frame SD-1.5 decoder's fp16 trace peaked at 10.1 GiB (2026-12-02).
 DECODE_BATCH = 8
+DECODE_PIXELS = DECODE_BATCH * 256 * 256
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,15 @@ class VaeDecoderGraph(torch.nn.Module):
         return self.vae.decode(latents).sample
 
 
-def decode_batch(frames: int) -> int:
-    """The VAE decoder graph's batch for an F-frame ENGINE_DIR (manifest "decode_batch")."""
-    return min(frames, DECODE_BATCH)
+def decode_batch(frames: int, height: int, width: int) -> int:
+    """The VAE decoder graph's batch for an F-frame ENGINE_DIR (manifest "decode_batch").
+
+    At most DECODE_BATCH frames and DECODE_PIXELS pixels a chunk, and as few chunks as that allows, evened
+    out so the last one pads the fewest frames: 8 frames at 256x320 (6 fit) decode as 4 + 4, not 6 + 6.
+    """
+    most = max(1, min(frames, DECODE_BATCH, DECODE_PIXELS // (height * width)))
+    chunks = -(-frames // most)
+    return -(-frames // chunks)
 
 
 def count_attention_layers(module: torch.nn.Module) -> int:
@@ -122,13 +132,14 @@ def graph_spec(name: str, model, frames: int, height: int, width: int, precision
               [TensorSpec("last_hidden_state", (BATCH, TEXT_MAX_LENGTH, text_dim), fp)])
     elif name == "unet":
         module, attention = UNetGraph(model), model
+        chunk_feed_forwards(model, frames, BATCH, h, w)  # a no-op where they fit whole, as at 8 frames 256x256
         io = ([TensorSpec("sample", latents, fp), TensorSpec("timestep", (1,), "float32"),
                TensorSpec("encoder_hidden_states", (BATCH, TEXT_MAX_LENGTH, text_dim), fp)],
               [TensorSpec("noise_pred", latents, fp)])
     elif name == "vae_decoder":
         # The VAE's encoder has attention too, but it is not part of the decoder graph.
         module, attention = VaeDecoderGraph(model), model.decoder
-        chunk = decode_batch(frames)
+        chunk = decode_batch(frames, height, width)
         io = ([TensorSpec("latents", (chunk, LATENT_CHANNELS, h, w), fp)],
               [TensorSpec("images", (chunk, 3, height, width), fp)])
     else:

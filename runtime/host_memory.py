@@ -13,3 +13,21 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+# glibc's mallopt parameter number for the mmap threshold (malloc.h).
+M_MMAP_THRESHOLD = -3
+LARGE_BLOCK_BYTES = 2**20
+
+
+def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> None:
+    """From now on, have glibc give every block of ``threshold`` bytes or more its own mapping, returned to the
+    system the moment it is freed. By default glibc raises this threshold up to 32 MB as blocks are freed, and
+    puts everything below it on heaps it seldom gives back: ONNX Runtime's CPU provider, running a large graph
+    without an arena, then grew the process by every tensor it ever freed. Measured on the SD-1.5 fp16 UNet at
+    24x512x512 (one parity session run, VmHWM, 2026-12-02): 13.9 GiB by default, 5.5 GiB with 1 MiB. Fixing the
+    threshold also ends its dynamic adjustment, for the life of the process. No-op elsewhere than glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
+        pass

@@ -247,7 +247,7 @@ class VideoPipeline:
         """uint8 frames [F, H, W, 3] of latents [1, 4, F, h, w] (a result's, or a callback's), decode_batch
         frames per decoder run.
 
-        The decoder's graph is static at decode_batch frames (export/graphs.DECODE_BATCH): a short last chunk
+        The decoder's graph is static at decode_batch frames (export/graphs.decode_batch): a short last chunk
         is padded with copies of its last frame, whose pixels are dropped. Frames decode independently, so
         the chunks give what one F-frame run would.
         """

@@ -405,3 +405,55 @@ def test_official_output_folder_is_accepted_with_its_frames_and_size(tiny_sd, ru
         export_engine(official, tmp_path / "engine")
     assert seen["inputs"] == [(2, 4, FRAMES, HEIGHT // 8, WIDTH // 8), (1,), (2, 77, D)] and seen["same_weights"]
     assert not (tmp_path / "engine").exists() and not list(tmp_path.glob(".engine.*"))
+
+
+def test_feed_forward_parts_at_sd15_sizes():
+    """SD 1.5's GEGLU widths per level (2560, 5120, 10240, 10240) at 64x64 / 32x32 latents, CFG batch 2."""
+    from tav.export.feed_forward_chunks import FEED_FORWARD_PART_BYTES, frames_per_part
+
+    widths = (2560, 5120, 10240, 10240)
+    official = [frames_per_part(24, 2, (64 >> level) ** 2, width) for level, width in enumerate(widths)]
+    assert official == [6, 12, 24, None]  # 8, 4 and 2 parts of the 48-row input; the mid block whole
+    for level, part in enumerate(official[:3]):
+        assert 24 % part == 0 and part * (64 >> level) ** 2 * widths[level] * 4 <= FEED_FORWARD_PART_BYTES
+    # The default clip is not split: its graphs are the ones exported before parts existed.
+    assert [frames_per_part(8, 2, (32 >> level) ** 2, width) for level, width in enumerate(widths)] == [None] * 4
+    assert frames_per_part(7, 2, 4096, 2560, budget=1) == 1  # nothing fits: one frame a part
+
+
+def test_decode_batch_bounds_frames_and_pixels():
+    from tav.export.graphs import decode_batch
+
+    assert decode_batch(FRAMES, HEIGHT, WIDTH) == FRAMES
+    assert [decode_batch(f, 256, 256) for f in (7, 8, 31, 32, 48)] == [7, 8, 8, 8, 8]
+    assert decode_batch(24, 512, 512) == 2 and decode_batch(1, 512, 512) == 1
+    assert decode_batch(8, 256, 320) == 4  # 6 fit; 4 + 4 pads nothing, 6 + 6 would decode 4 copies
+
+
+@pytest.fixture(scope="module")
+def parted_engine(run_dir, tmp_path_factory):
+    """The fp32 export with every transformer block's feed-forward split into one-frame parts."""
+    import tav.export.feed_forward_chunks as parts
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parts, "FEED_FORWARD_PART_BYTES", 1)
+        return export_engine(run_dir, tmp_path_factory.mktemp("parted") / "engine")
+
+
+def test_feed_forward_parts_trace_to_split_graphs_with_the_same_output(parted_engine, fp32_engine, torch_models):
+    model = onnx.load(parted_engine / "unet.onnx")
+    blocks = sum(type(m).__name__ == "VideoTransformerBlock" for m in torch_models[0].modules())
+    # Each block's feed-forward: static Slices of its input into 2 x FRAMES one-frame rows, one GEGLU per part,
+    # a Concat; plain ops (no sequence ops, which TensorRT lacks).
+    whole = onnx.load(fp32_engine / "unet.onnx", load_external_data=False)
+    concats, matmuls = ([sum(n.op_type == op for n in m.graph.node) for m in (model, whole)]
+                        for op in ("Concat", "MatMul"))
+    assert concats[0] - concats[1] == blocks
+    assert not {n.op_type for n in model.graph.node} & {"SplitToSequence", "SequenceAt", "Loop"}
+    assert matmuls[0] - matmuls[1] == blocks * 2 * (2 * FRAMES - 1)  # two Linears per part
+    parity = manifest(parted_engine)["graphs"]["unet"]["parity"]
+    assert parity["rel_l2_err"] <= 1e-4, parity
+    feeds = independent_inputs()["unet"]
+    output = run_onnx(parted_engine / "unet.onnx", feeds)
+    assert rel_l2(output, torch_reference(torch_models, "unet", feeds)) <= 1e-4
+    assert rel_l2(output, run_onnx(fp32_engine / "unet.onnx", feeds)) <= 1e-5  # same maths, per-token GEMM order
