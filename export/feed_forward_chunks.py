@@ -2,8 +2,9 @@
 
 Every transformer block's feed-forward (GEGLU: Linear to 8x the width, gate, Linear back) acts on each token
 alone. At the official 24 frames 512x512 with CFG, its first Linear writes a [48 x 4096 tokens, 2560] tensor
-at the top level: 2 GB in fp32, and ONNX Runtime's CPU provider computes fp16 graphs in fp32. The reference,
-the trace and the parity run then peaked on those tensors (measured: UNet parity 8.75 GiB, trace 7.74 GiB).
+at the top level: 2 GB in fp32, and ONNX Runtime's CPU provider computes fp16 graphs in fp32. Measured on the
+SD-1.5 fp16 export at that size (2026-12-02): the UNet reference's peak fell from 5.63 to 4.95 GiB; the trace
+and parity peaks were then held up by glibc's heaps instead (runtime/host_memory.map_large_blocks).
 
 Each such feed-forward is re-classed as ``PartedFeedForward``: it runs on a few rows of the block's
 [batch x frames, tokens, C] input at a time and concatenates the results. Traced, that is static Slices, one
@@ -39,10 +40,9 @@ def frames_per_part(frames: int, batch: int, tokens: int, hidden_width: int, bud
 
 
 def chunk_feed_forwards(unet, frames: int, batch: int, latent_height: int, latent_width: int,
-                        budget: int | None = None) -> int:
-    """Give each of ``unet``'s transformer blocks the parts its level needs; returns how many blocks were split."""
+                        budget: int | None = None) -> None:
+    """Give each of ``unet``'s transformer blocks the parts its level needs (none where it fits whole)."""
     levels = _block_levels(unet)
-    split = 0
     for name, block in unet.named_modules():
         if not isinstance(block, VideoTransformerBlock):
             continue
@@ -51,8 +51,6 @@ def chunk_feed_forwards(unet, frames: int, batch: int, latent_height: int, laten
         part = frames_per_part(frames, batch, tokens, block.ff.net[0].proj.out_features, budget)
         block.ff.__class__ = FeedForward if part is None else PartedFeedForward
         block.ff.rows = part
-        split += part is not None
-    return split
 
 
 class PartedFeedForward(FeedForward):

@@ -9,10 +9,7 @@ def release_freed_memory() -> None:
     ONNX Runtime session or a dropped torch model stays in the process (and in its RSS) for good:
     most weights and activations are allocated below glibc's mmap threshold. No-op elsewhere."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    _glibc("malloc_trim", 0)
 
 
 # glibc's mallopt parameter number for the mmap threshold (malloc.h).
@@ -27,7 +24,12 @@ def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> None:
     without an arena, then grew the process by every tensor it ever freed. Measured on the SD-1.5 fp16 UNet at
     24x512x512 (one parity session run, VmHWM, 2026-12-02): 13.9 GiB by default, 5.5 GiB with 1 MiB. Fixing the
     threshold also ends its dynamic adjustment, for the life of the process. No-op elsewhere than glibc."""
+    _glibc("mallopt", M_MMAP_THRESHOLD, threshold)
+
+
+def _glibc(function: str, *args) -> None:
+    """Call one of glibc's malloc tuning functions; nothing where the C library is not glibc."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
     except (OSError, AttributeError):
         pass
