@@ -92,13 +92,27 @@ def _fp16_convs_computed_in_fp32():
         library._destroy()
 
 
+# fp32 bytes of one slice of a convolution's input that _conv2d_in_fp32 upcasts at a time. At 24 frames
+# 512x512 a UNet conv sees [48, 640, 64, 64]: upcast whole, that is 0.5 GB in and 0.5 GB out on top of
+# the trace's own memory; a few samples at a time it is tens of MB.
+CONV_SLICE_BYTES = 64 << 20
+
+
 def _conv2d_in_fp32(x, weight, kernel_size, bias=None, stride=(1, 1), padding=(0, 0)):
     """``_slow_conv2d_forward``'s signature (dilation 1, one group), computed by oneDNN's fp32 convolution: not
-    ``F.conv2d``, which can itself choose ``_slow_conv2d_forward`` (one thread, small convs) and so land here again."""
+    ``F.conv2d``, which can itself choose ``_slow_conv2d_forward`` (one thread, small convs) and so land here again.
+    Samples are independent, so the batch is computed a slice at a time (``CONV_SLICE_BYTES``)."""
+    weight = weight.float().contiguous()
     bias = None if bias is None else bias.float()
-    out = torch.ops.aten.mkldnn_convolution(x.float().contiguous(), weight.float().contiguous(), bias, padding, stride,
-                                            (1, 1), 1)
-    return out.to(x.dtype)
+    step = max(1, CONV_SLICE_BYTES // max(1, x[:1].numel() * 4))
+    out = None
+    for start in range(0, x.shape[0], step):
+        part = torch.ops.aten.mkldnn_convolution(x[start:start + step].float().contiguous(), weight, bias, padding,
+                                                 stride, (1, 1), 1)
+        if out is None:  # the output's shape is known once a slice has run
+            out = x.new_empty((x.shape[0], *part.shape[1:]))
+        out[start:start + step] = part
+    return out
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from tav.export import onnx_export
 from tav.export.onnx_export import _fp16_convs_computed_in_fp32
 from tav.export.widened_module import widened
 
@@ -93,3 +94,16 @@ def _check_fp16_convolutions():
     assert out.dtype == torch.float16 and out.shape == reference.shape
     torch.testing.assert_close(out.float(), reference, rtol=1e-3, atol=1e-2)  # fp32 result rounded to fp16
     assert not registered()  # PyTorch's own kernel again
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 3 * 8 * 16 * 16 * 4])  # one sample a slice; 3 (a ragged last slice)
+def test_fp16_convolutions_in_batch_slices_equal_the_whole_batch(monkeypatch, slice_bytes):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(7, 8, 16, 16).half(), torch.randn(4, 8, 3, 3).half(), torch.randn(4).half()
+    with _fp16_convs_computed_in_fp32():
+        whole = torch.nn.functional.conv2d(x, w, b, 2, 1)
+        monkeypatch.setattr(onnx_export, "CONV_SLICE_BYTES", slice_bytes)
+        sliced = torch.nn.functional.conv2d(x, w, b, 2, 1)
+    assert sliced.dtype == torch.float16 and sliced.shape == whole.shape == (7, 4, 8, 8)
+    # the same fp32 kernel on independent samples; oneDNN may block a batch of 1 differently, so allow an fp16 ulp
+    torch.testing.assert_close(sliced, whole, rtol=1e-3, atol=1e-3)
