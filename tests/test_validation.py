@@ -565,6 +565,18 @@ def test_export_refuses_nan_tuned_tensors_and_latents_before_tracing(poisoned_ru
         assert not (tmp_path / kind).exists()
 
 
+@pytest.mark.parametrize("position", [0, 37, 99], ids=["first-part", "middle-part", "last-element"])
+def test_the_finite_check_sees_nan_and_inf_in_every_part_of_a_tensor(monkeypatch, position):
+    from tav.export import finite_check
+
+    monkeypatch.setattr(finite_check, "FINITE_PART", 8)  # 100 elements: 13 parts, the last one short
+    assert finite_check._all_finite(torch.zeros(10, 10).t())
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        poisoned = torch.zeros(100)
+        poisoned[position] = bad
+        assert not finite_check._all_finite(poisoned.view(10, 10).t())  # not contiguous: parts of a copy
+
+
 def test_write_pack_refuses_nan_tuned_tensors_and_latents(poisoned_runs, synthetic_base, tmp_path):
     from tav.export.pack_writer import write_pack
 
