@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test test-slow lint install clean
+.PHONY: demo test test-slow test-sd15 lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,11 @@ test: lint
 # The end-to-end checks left out of `make test`: the bench, the README's blocks, the lean install, two Ray nodes.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Every stage at SD-1.5 size within its memory bound (tests/test_real_size.py): about an hour on 2 cores, 8 GB
+# of host memory, 15 GB of disk; TAV_SD15_WORK=DIR keeps the model and tuned run for the next time.
+test-sd15: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m sd15
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
