@@ -58,6 +58,7 @@ def run_real_size(model: str, frames: int, height: int, width: int, work: Path, 
         if not needed:
             measured.append({"stage": name, "skipped": "exists in --work"})
             continue
+        print(f"{name:45s} running ...", flush=True)  # tune and exports are minutes each at SD-1.5 size
         result = child_peak(cmd, env=os.environ.copy())
         if result["returncode"] != 0:
             raise RuntimeError(f"{name} failed ({result['returncode']}): {result['stderr_tail']}")

@@ -61,6 +61,7 @@ def test_fp16_export_at_the_official_24_frames_512x512_within_8_gb(work):
                         "make_random_run(sys.argv[1], sys.argv[2], 24, 512, 512)", str(sd), str(partial)], check=True)
         partial.rename(run)
     engine = work / "engine_fp16_24x512"
+    print("tav-export fp16 24x512x512 running (22-24 min on 2 cores) ...", flush=True)
     result = child_peak([sys.executable, "-m", "tav.export.cli", "--weights", str(run), "--out", str(engine),
                          "--precision", "fp16", "--overwrite"])
     assert result["returncode"] == 0, result["stderr_tail"]
