@@ -1,14 +1,22 @@
 """The HTTP API (FastAPI), built per ingress replica around its ``IngressService``.
 
 Routes:
-    GET  /healthz, /readyz                      no token
-    GET  /v1/videos, /v1/videos/{video_id}      the packs and their metadata
-    POST /v1/videos/{video_id}/generate         JSON -> video bytes, per-stage Server-Timing
-    POST /v1/videos                             multipart clip + caption + options -> 202 + job id
-    GET  /v1/jobs/{job_id}                      state, progress, error, video id
-Every request leaves one JSON log line and per-route metrics.
+    GET    /healthz, /readyz                    no token
+    GET    /, /docs, /static/...                the studio page and the API reference: static files, no token
+                                                (they hold no data; every call they make sends the token)
+    GET    /openapi.json                        the OpenAPI document
+    GET    /v1/service                          the base's frames and size, whether it tunes, request defaults
+    GET    /v1/videos, /v1/videos/{video_id}    the packs and their metadata
+    GET    /v1/videos/{video_id}/preview        a small gif of the frames the video was tuned on
+    POST   /v1/videos/{video_id}/generate       JSON -> video bytes, per-stage Server-Timing
+    POST   /v1/videos                           multipart clip + caption + options -> 202 + job id
+    GET    /v1/jobs, /v1/jobs/{job_id}          records, newest first: state, progress, loss curve, times, error
+    DELETE /v1/jobs/{job_id}                    cancel: the task stops, its files go, the record says cancelled
+Every request leaves one JSON log line and per-route metrics; every response carries a strict
+Content-Security-Policy (the studio's scripts are files of this origin, never inline).
 """
 
+import asyncio
 import hmac
 import json
 import logging
@@ -20,16 +28,20 @@ from fastapi.responses import JSONResponse, Response
 
 from .errors import ApiError, error_response, install_handlers
 from .schemas import GenerateRequest
+from .static_pages import SECURITY_HEADERS, add_static_routes
 
 log = logging.getLogger("tav.serve.access")
 
 
 def create_app(service) -> FastAPI:
+    # FastAPI's own /docs loads its assets from a CDN and its /openapi.json needs no token: both are ours instead.
     app = FastAPI(title="tav-serve", summary="Tune-A-Video: edit tuned videos from prompts, tune new ones",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=None)
     install_handlers(app)
     _install_access_log(app, service)
-    _add_routes(app, service, Depends(_token_check(service)))
+    token = Depends(_token_check(service))
+    _add_routes(app, service, token)
+    add_static_routes(app, token)
     return app
 
 
@@ -67,6 +79,7 @@ def _install_access_log(app: FastAPI, service) -> None:
                                                f"under request id {request_id}")
             status = response.status_code
             response.headers["X-Request-ID"] = request_id
+            response.headers.update(SECURITY_HEADERS)
             return response
         finally:
             seconds = time.perf_counter() - started
@@ -90,6 +103,10 @@ def _add_routes(app: FastAPI, service, token) -> None:
         await service.check_ready()
         return {"status": "ready"}
 
+    @app.get("/v1/service", dependencies=[token])
+    async def describe_service():
+        return await asyncio.to_thread(service.describe_service)
+
     @app.get("/v1/videos", dependencies=[token])
     async def list_videos():
         return {"videos": await service.list_videos()}
@@ -108,12 +125,25 @@ def _add_routes(app: FastAPI, service, token) -> None:
 
     @app.post("/v1/videos", status_code=202, dependencies=[token])
     async def upload_video(request: Request):
-        job = await service.submit_upload(request)
+        job = await service.jobs.submit(request)
         return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['job_id']}"})
+
+    @app.get("/v1/videos/{video_id}/preview", dependencies=[token])
+    async def get_preview(video_id: str):
+        return Response(await service.preview(video_id), media_type="image/gif",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/v1/jobs", dependencies=[token])
+    async def list_jobs():
+        return {"jobs": await service.jobs.listing()}
 
     @app.get("/v1/jobs/{job_id}", dependencies=[token])
     async def get_job(job_id: str):
-        return await service.job_status(job_id)
+        return await service.jobs.status(job_id)
+
+    @app.delete("/v1/jobs/{job_id}", dependencies=[token])
+    async def cancel_job(job_id: str):
+        return await service.jobs.cancel(job_id)
 
 
 def _request_id(given: str | None) -> str:

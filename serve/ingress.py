@@ -10,27 +10,23 @@ replica loss come back as 503 with Retry-After, never as a hang: the handle's
 import asyncio
 import json
 import logging
+import time
 
-import ray
-from pydantic import ValidationError
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 
 from .config import ServeConfig
 from .errors import ApiError, busy, client_message, root_cause
-from .ids import BadId, check_job_id, check_video_id, new_job_id
-from .jobs import create_job, fail_interrupted, fail_job, public_view, read_job, reserved_video_ids, update_job
+from .ids import BadId, check_video_id
+from .job_desk import JobDesk
+from .jobs import fail_interrupted
 from .metrics import RequestMetrics
 from .residency import VideoNotFound, VideoUnusable
-from .schemas import GenerateRequest, TuneOptions, one_line
+from .schemas import GenerateRequest, TuneOptions
 from .store import Store
-from .tuning_job import run_tuning_job
-from .uploads import UploadRefused, accept, check_declared_size, clip_suffix, discard, probe_clip, save_incoming
 
 log = logging.getLogger("tav.serve")
 
-FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
-SCHEDULING_POLL_S = 5.0  # how often a queued job's record is told why it waits
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
 SERVER_PATH_KEYS = ("weights", "video", "pretrained_model_path", "pack")
 
@@ -48,10 +44,7 @@ class IngressService:
         self.store = Store(config.store).create()
         self.metrics = RequestMetrics()
         self._base = None
-        self._upload_lock = asyncio.Lock()
-        self._watchers = {}  # job id -> the asyncio task watching its Ray task (a reference keeps it alive)
-        self._tuning_task = ray.remote(run_tuning_job).options(
-            num_cpus=config.job_cpus, num_gpus=config.job_gpus, max_retries=0, name="tav-serve-tuning-job")
+        self.jobs = JobDesk(config, self.store, self.base, self._video_id)
         # One ingress replica, and its tuning tasks die with it: an unfinished job found now was this ingress's
         # before Ray restarted it (at a tav-serve start, preflight.prepare_store already failed them).
         orphans = fail_interrupted(self.store, "the tav-serve ingress restarted")
@@ -87,14 +80,38 @@ class IngressService:
 
         path = self.store.pack_path(video_id)
         try:
-            meta = {"video_id": video_id, "usable": True, "bytes": path.stat().st_size,
+            stat = path.stat()
+            meta = {"video_id": video_id, "usable": True, "bytes": stat.st_size,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime)),
+                    "preview": (f"/v1/videos/{video_id}/preview" if self.store.preview_path(video_id).is_file()
+                                else None),
                     "metadata": without_paths(read_pack_metadata(path))}
-            json.dumps(meta)  # a header that parses but holds what JSON cannot carry is as unusable as a broken one
+            # A header that parses but holds what the response encoder refuses (NaN, Infinity) is as unusable as
+            # a broken one: checked with the same rule, so one pack never fails the listing.
+            json.dumps(meta, allow_nan=False)
             return meta
         except Exception as err:
             # any broken pack (removed meanwhile, malformed header): listed and marked, never a 500
             log.warning("video %s is unusable: %r", video_id, err)
             return {"video_id": video_id, "usable": False, "error": client_message(err)}
+
+    def describe_service(self) -> dict:
+        """What a client needs before its first request: the base's fixed frames and size, whether it tunes, and
+        the request fields with their defaults (the same schemas that check the requests)."""
+        base = self.base()
+        return {"base": {"frames": base.frames, "height": base.height, "width": base.width,
+                         "precision": base.precision},
+                "tuning": self.config.sd_dir is not None,
+                "max_upload_bytes": self.config.limits.max_upload_bytes,
+                "defaults": {"generate": GenerateRequest.defaults(), "tune": TuneOptions.defaults()}}
+
+    async def preview(self, video_id: str) -> bytes:
+        video_id = self._known_video(video_id)
+        try:
+            return await asyncio.to_thread(self.store.preview_path(video_id).read_bytes)
+        except FileNotFoundError:
+            raise ApiError(404, f"video {video_id!r} has no preview (packs made outside a tuning job have none)"
+                           ) from None
 
     def _check_steps(self, steps: int) -> None:
         """The base's scheduler bound (999 for SD 1.x), which the schema cannot know: the runtime's own check, early."""
@@ -152,7 +169,7 @@ class IngressService:
         except (asyncio.TimeoutError, BackPressureError, *REPLICA_GONE) as err:
             raise busy(f"no model replica answered ({type(err).__name__})", self.config.limits.retry_after_s) from None
 
-    # -- tuning jobs ----------------------------------------------------------------------------
+    # -- tuning jobs: tav.serve.job_desk ------------------------------------------------------
 
     def base(self):
         if self._base is None:
@@ -160,112 +177,3 @@ class IngressService:
 
             self._base = read_manifest(self.config.base_dir)
         return self._base
-
-    async def submit_upload(self, request) -> dict:
-        """Check the upload, stage its clip in STORE, write the job record, start the tuning task: 202's body."""
-        if self.config.sd_dir is None:
-            raise ApiError(501, "this server cannot tune: start tav-serve with --sd SD_FOLDER "
-                                "(the base model's diffusers folder)")
-        limits = self.config.limits
-        try:
-            check_declared_size(request.headers.get("content-length"), limits.max_upload_bytes + FORM_OVERHEAD_BYTES)
-            form = await request.form(max_files=1, max_fields=16)
-        except UploadRefused as err:
-            raise ApiError(err.status, str(err)) from None
-        except Exception as err:  # starlette's multipart errors: malformed body, too many parts
-            raise ApiError(422, f"the body is not a valid multipart form ({client_message(err)}); "
-                                "send the clip as file field 'clip' and the options as fields") from None
-        try:
-            try:
-                options = TuneOptions.model_validate({k: v for k, v in form.multi_items() if k != "clip"})
-            except ValidationError as err:
-                raise ApiError(422, "invalid upload: " + one_line(err.errors())) from None
-            video_id = self._video_id(options.video_id)
-            clip_file = form.get("clip")
-            if clip_file is None or isinstance(clip_file, str):
-                raise ApiError(422, "no clip: send the video as the multipart file field 'clip' "
-                                    "(curl -F clip=@video.mp4)")
-            try:
-                record = await self._stage_job(clip_file, video_id, options)
-            except UploadRefused as err:
-                raise ApiError(err.status, str(err)) from None
-        finally:
-            await form.close()  # the spooled upload's temp file
-        job_id = record["job_id"]
-        try:
-            ref = self._tuning_task.remote(self.config, job_id)
-        except Exception as err:  # Ray refused the task: the record must not stay "queued"
-            await asyncio.to_thread(fail_job, self.store, job_id,
-                                    f"could not start the tuning task: {client_message(err)}")
-            raise busy("could not start the tuning task; retry later", limits.retry_after_s) from None
-        self._watchers[job_id] = asyncio.create_task(self._watch(job_id, ref))
-        log.info("job %s queued for video %s (%d steps)", job_id, video_id, options.steps)
-        return {**public_view(record), "status_url": f"/v1/jobs/{job_id}"}
-
-    async def _stage_job(self, clip_file, video_id: str, options: TuneOptions) -> dict:
-        """Reserve the id, copy and probe the clip, move it under a new job id, write the record.
-
-        Nothing stays on refusal.
-        """
-        suffix = clip_suffix(clip_file.filename)
-        frames_needed = options.start + options.stride * (self.base().frames - 1) + 1
-        async with self._upload_lock:  # check-and-reserve of the id, one upload at a time on this replica
-            if video_id in await asyncio.to_thread(reserved_video_ids, self.store):
-                raise ApiError(409, f"video id {video_id!r} is taken (by a pack or a running job); choose another")
-            clip = await asyncio.to_thread(save_incoming, clip_file.file, self.store.uploads, suffix,
-                                           self.config.limits.max_upload_bytes)
-            try:
-                await asyncio.to_thread(probe_clip, clip, frames_needed)
-                job_id = new_job_id()
-                clip = accept(clip, self.store.upload_dir(job_id))
-            except BaseException:
-                discard(clip)
-                raise
-            return create_job(self.store, job_id, video_id, clip.name, options.model_dump(exclude={"video_id"}))
-
-    async def _watch(self, job_id: str, ref) -> None:
-        """A task that dies without writing its record (worker killed, node lost) still ends its job as failed.
-
-        While Ray has not started the task, the record says why it waits (``scheduling``).
-        """
-        try:
-            outcome = asyncio.wrap_future(ref.future())
-            while not (await asyncio.wait({outcome}, timeout=SCHEDULING_POLL_S))[0]:
-                await asyncio.to_thread(self._note_waiting, job_id)
-            outcome.result()
-        except Exception as err:
-            cause = root_cause(err)
-            log.warning("job %s: the tuning task ended abnormally: %s", job_id, err)
-            reason = (f"the tuning task ended abnormally ({type(cause).__name__}: {client_message(cause)}); "
-                      "upload the clip again")
-            await asyncio.to_thread(fail_job, self.store, job_id, reason)
-        finally:
-            self._watchers.pop(job_id, None)
-
-    def _note_waiting(self, job_id: str) -> None:
-        """A queued job's record gets the reason it is not running yet: what it needs against what is free."""
-        try:
-            record = read_job(self.store, job_id)
-            if record.get("state") != "queued":
-                return
-            free = ray.available_resources()
-            needs = {"CPU": self.config.job_cpus, "GPU": self.config.job_gpus}
-            short = [f"{need:g} {kind} (free now: {free.get(kind, 0):g})" for kind, need in needs.items()
-                     if need and free.get(kind, 0) < need]
-            reason = ("waiting for " + " and ".join(short) + ": other tuning jobs or replicas hold them"
-                      if short else "waiting for Ray to start the task")
-            if record.get("scheduling") != reason:
-                update_job(self.store, job_id, scheduling=reason)
-        except Exception as err:  # a note, never a reason to fail the job
-            log.warning("job %s: could not record why it waits: %s", job_id, err)
-
-    async def job_status(self, job_id: str) -> dict:
-        try:
-            check_job_id(job_id)
-        except BadId as err:
-            raise ApiError(422, str(err)) from None
-        try:
-            return public_view(await asyncio.to_thread(read_job, self.store, job_id))
-        except FileNotFoundError:
-            raise ApiError(404, f"no job {job_id}") from None
-

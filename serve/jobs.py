@@ -1,34 +1,57 @@
 """Tuning-job records in STORE/jobs: created by the ingress, advanced by the job's Ray task, read by anyone.
 
-A record's ``state`` is queued -> running -> done | failed. Every change rewrites the whole
-record atomically (tav.serve.store.write_json_atomic). A service stop, and a start after a
+A record's ``state`` is queued -> running -> done | failed | cancelled. Every change is a
+read-modify-write of the whole record under the STORE's job lock (``job_lock``), then an
+atomic rewrite (tav.serve.store.write_json_atomic): the ingress (scheduling notes, cancel)
+and the task (progress) never undo each other's writes. A service stop, and a start after a
 crash, mark every job that is not finished as failed with the reason (``fail_interrupted``):
 a job is never left "running" with nobody running it, and a task that outlived its service
-sees its record failed at its next progress write and stops. A job marked failed loses its
+sees its record finished at its next progress write and stops. A finished job loses its
 upload and work folders at once; a start sweeps the ones a crash left (``sweep_orphans``).
+
+Times are kept as epoch seconds in ``record["times"]`` (created, started, and when each stage
+began); tav.serve.job_view turns them into elapsed time and an estimate of what remains.
 """
 
+import fcntl
 import shutil
 import time
+from contextlib import contextmanager
 
 from .store import Store, read_json, write_json_atomic
 
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "cancelled")
+LOSS_CURVE_POINTS = 512  # past this the curve keeps every other point: a record stays small at 100k steps
 
 
 class JobAbandoned(RuntimeError):
-    """The record was finished by someone else (a restart marked it failed): the task must stop."""
+    """The record was finished by someone else (cancelled, or a restart marked it failed): the task must stop."""
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+@contextmanager
+def job_lock(store: Store):
+    """One writer of job records at a time, across processes (the ingress and every tuning task).
+
+    A lock file, not the folder: flock on NFS needs a file open for writing.
+    """
+    with open(store.jobs / ".lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def create_job(store: Store, job_id: str, video_id: str, clip: str, options: dict) -> dict:
     record = {"job_id": job_id, "video_id": video_id, "state": "queued", "stage": "queued",
               "progress": {"step": 0, "total": options["steps"]}, "error": None, "clip": clip,
-              "options": options, "created": _now(), "updated": _now()}
-    write_json_atomic(store.job_path(job_id), record)
+              "options": options, "created": _now(), "updated": _now(), "times": {"created": time.time()}}
+    with job_lock(store):
+        write_json_atomic(store.job_path(job_id), record)
     return record
 
 
@@ -36,12 +59,47 @@ def read_job(store: Store, job_id: str) -> dict:
     return read_json(store.job_path(job_id))
 
 
-def update_job(store: Store, job_id: str, **changes) -> dict:
-    """Apply ``changes`` unless the record is already finished (then JobAbandoned)."""
+def list_jobs(store: Store) -> list:
+    """Every readable record, newest first (an unreadable one is skipped: GET of its id reports it)."""
+    records = []
+    for job_id in store.job_ids():
+        try:
+            records.append(read_job(store, job_id))
+        except (OSError, ValueError):
+            continue
+    return sorted(records, key=lambda r: (r.get("times") or {}).get("created") or 0, reverse=True)
+
+
+def update_job(store: Store, job_id: str, *, only_if=None, stage_started=False, **changes) -> dict:
+    """Apply ``changes`` unless the record is already finished (then JobAbandoned).
+
+    ``only_if``: a state the record must still be in, else nothing is written (a note about a queued job
+    must not land on a running one). ``stage_started``: record now as the start of ``changes["stage"]``.
+    """
+    with job_lock(store):
+        return update_held(store, job_id, only_if=only_if, stage_started=stage_started, **changes)
+
+
+def update_held(store: Store, job_id: str, *, only_if=None, stage_started=False, **changes) -> dict:
+    """``update_job`` for a caller that holds ``job_lock`` already (flock does not nest: a second take would wait)."""
     record = read_job(store, job_id)
     if record["state"] in TERMINAL:
         raise JobAbandoned(f"job {job_id} is already {record['state']}: {record.get('error') or ''}".rstrip(": "))
+    if only_if is not None and record["state"] != only_if:
+        return record
+    if "loss" in changes:  # a tuning step: the curve grows by one point, thinned past LOSS_CURVE_POINTS
+        curve = [*(record.get("loss_curve") or []), [changes["progress"]["step"], changes["loss"]]]
+        if len(curve) > LOSS_CURVE_POINTS:
+            curve = curve[::2] + ([curve[-1]] if len(curve) % 2 == 0 else [])  # the newest point kept
+        changes["loss_curve"] = curve
     record.update(changes, updated=_now())
+    times = record.setdefault("times", {})
+    if stage_started:
+        times[changes["stage"]] = time.time()
+    if changes.get("state") == "running" and "started" not in times:
+        times["started"] = time.time()
+    if changes.get("state") in TERMINAL:
+        times["finished"] = time.time()
     write_json_atomic(store.job_path(job_id), record)
     return record
 
@@ -49,7 +107,7 @@ def update_job(store: Store, job_id: str, **changes) -> dict:
 def fail_job(store: Store, job_id: str, reason: str) -> bool:
     """Mark the job failed with ``reason`` if it is not finished, and remove its files; False if it already was."""
     try:
-        update_job(store, job_id, state="failed", stage="failed", error=reason)
+        update_job(store, job_id, state="failed", stage="failed", error=reason, scheduling=None)
     except JobAbandoned:
         return False
     finally:
@@ -57,9 +115,21 @@ def fail_job(store: Store, job_id: str, reason: str) -> bool:
     return True
 
 
+def cancel_job(store: Store, job_id: str) -> dict:
+    """Mark the job cancelled (JobAbandoned if it had already finished) and remove its files; the caller stops
+    its task. A task that is still running sees the record at its next write and stops without publishing."""
+    try:
+        return update_job(store, job_id, state="cancelled", stage="cancelled", error=None, scheduling=None)
+    finally:
+        remove_job_files(store, job_id)
+
+
 def remove_job_files(store: Store, job_id: str) -> None:
     shutil.rmtree(store.upload_dir(job_id), ignore_errors=True)
     shutil.rmtree(store.work_dir(job_id), ignore_errors=True)
+    # what the task was writing when it was stopped
+    for staged in (*store.packs.glob(f".*.{job_id}.tavpack"), *store.previews.glob(f".*.{job_id}.gif")):
+        staged.unlink(missing_ok=True)
 
 
 RESTARTED = "tav-serve restarted"
@@ -76,7 +146,8 @@ def fail_interrupted(store: Store, why: str = RESTARTED) -> list:
             # A job that never started was cancelled, not interrupted: say which, so nobody looks for a partial run.
             what = ("interrupted: {} while this job ran" if state == "running"
                     else "cancelled: {} before this job started")
-            if fail_job(store, job_id, what.format(why) + "; upload the clip again"):
+            # For an HTTP client: nothing of the job survives a restart, so the next step is a new upload.
+            if fail_job(store, job_id, what.format(why) + "; upload the clip again (POST /v1/videos)"):
                 failed.append(job_id)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # an unreadable record is reported by GET, not fixed here
@@ -95,7 +166,7 @@ def sweep_orphans(store: Store) -> int:
     leftovers = [p for folder in (store.uploads, store.work) for p in folder.iterdir() if p.name not in live]
     # Staged packs are ".<video_id>.<job_id>.tavpack" (ids hold no dots).
     leftovers += [p for p in store.packs.glob(".*.tavpack") if (p.name.split(".") + ["", ""])[2] not in live]
-    leftovers += list(store.jobs.glob(".*.tmp"))
+    leftovers += list(store.jobs.glob(".*.tmp")) + list(store.previews.glob(".*"))  # temp files of atomic writes
     for path in leftovers:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -115,10 +186,3 @@ def reserved_video_ids(store: Store) -> set:
         if record.get("state") not in TERMINAL:
             taken.add(record.get("video_id"))
     return taken
-
-
-def public_view(record: dict) -> dict:
-    """What GET /v1/jobs/{id} shows: no server paths."""
-    return {k: record[k] for k in ("job_id", "video_id", "state", "stage", "scheduling", "progress", "loss", "error",
-                                   "options", "created", "updated")
-            if k in record}

@@ -3,6 +3,7 @@
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticUndefined
 
 from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS, MAX_SEED
 
@@ -11,7 +12,14 @@ from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS, MAX_
 MAX_STEPS = 1000
 
 
-class GenerateRequest(BaseModel):
+class Defaults:
+    @classmethod
+    def defaults(cls) -> dict:
+        """Each optional field's default, for clients that show them (GET /v1/service)."""
+        return {name: f.default for name, f in cls.model_fields.items() if f.default is not PydanticUndefined}
+
+
+class GenerateRequest(BaseModel, Defaults):
     """The body of POST /v1/videos/{video_id}/generate; defaults are tav-run's."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -30,7 +38,7 @@ class GenerateRequest(BaseModel):
         return self.model_dump(include={"prompt", "negative_prompt", "steps", "guidance", "seed", "eta", "init"})
 
 
-class TuneOptions(BaseModel):
+class TuneOptions(BaseModel, Defaults):
     """The form fields of POST /v1/videos besides the clip; frames and size come from the base ENGINE_DIR."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -5,6 +5,7 @@
     STORE/uploads/<job_id>/<clip>    an accepted upload until its job ends
     STORE/work/<job_id>/             a job's RUN_DIR while it tunes: here, not in a worker's /tmp, so
                                      whoever marks the job failed (any node) can remove it
+    STORE/previews/<video_id>.gif    a small gif of the frames a job tuned on, for listings (optional)
 
 Every write goes to a temp file in the same folder and is renamed over the target, so a
 reader (another replica, another node on a shared mount, a restarted service) sees the old
@@ -29,14 +30,25 @@ class Store:
         self.jobs = self.root / "jobs"
         self.uploads = self.root / "uploads"
         self.work = self.root / "work"
+        self.previews = self.root / "previews"
 
     def create(self) -> "Store":
-        for folder in (self.packs, self.jobs, self.uploads, self.work):
+        for folder in (self.packs, self.jobs, self.uploads, self.work, self.previews):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
     def pack_path(self, video_id: str) -> Path:
         return self.packs / f"{check_video_id(video_id)}{PACK_SUFFIX}"
+
+    def preview_path(self, video_id: str) -> Path:
+        return self.previews / f"{check_video_id(video_id)}.gif"
+
+    def staged_pack_path(self, video_id: str, job_id: str) -> Path:
+        """Where job ``job_id`` writes ``video_id``'s pack before renaming it in; listings skip dot-names."""
+        return self.packs / f".{check_video_id(video_id)}.{check_job_id(job_id)}{PACK_SUFFIX}"
+
+    def staged_preview_path(self, video_id: str, job_id: str) -> Path:
+        return self.previews / f".{check_video_id(video_id)}.{check_job_id(job_id)}.gif"
 
     def job_path(self, job_id: str) -> Path:
         return self.jobs / f"{check_job_id(job_id)}.json"

@@ -46,11 +46,12 @@ class TuneInterrupted(Exception):
     """Ctrl-C: the message says what was saved and how to resume."""
 
 
-def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None) -> Path:
+def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None, on_inversion_step=None) -> Path:
     """Tune, invert and write RUN_DIR (= cfg.out); returns its path. ``on_step(step, loss)`` runs after each step.
 
     ``progress``: bars and timed stage lines on stderr; ``on_stage(name)`` hears each stage start
-    ("evaluating", "tuning", "inverting", "saving").
+    ("evaluating", "tuning", "inverting", "saving"); ``on_inversion_step(step, total)`` runs after each
+    DDIM inversion step (a service's job record follows both).
     """
     started = time.perf_counter()
     check_config(cfg)
@@ -67,7 +68,8 @@ def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None)
     del settings["resume"]
     if cfg.resume:
         check_resume_matches(partial, settings)
-    job = _Job(cfg, settings, sd_dir, run_dir, partial, started, Progress("tav-tune", progress, on_stage))
+    job = _Job(cfg, settings, sd_dir, run_dir, partial, started, Progress("tav-tune", progress, on_stage),
+               on_inversion_step)
     with claim_partial(partial, cfg.resume) as created:  # one run per RUN_DIR.partial, claimed atomically
         try:
             with InterruptFlag() as stop:
@@ -90,6 +92,7 @@ class _Job:
     partial: Path
     started: float
     shown: Progress  # stage lines and bars on stderr (or nothing), and the on_stage hook
+    on_inversion_step: object = None  # (step, total) -> None
 
 
 @dataclass
@@ -180,12 +183,18 @@ def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -
                 shown.bar(cfg.inversion_steps, "inversion") as inversion_bar:
             inverted = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(job.sd_dir),
                                       cfg.inversion_steps, s.autocast,
-                                      callback=lambda *_: (inversion_bar.update(1), stop.check()))
+                                      callback=lambda i, total, *_: (inversion_bar.update(1), stop.check(),
+                                                                     _report(job.on_inversion_step, i + 1, total)))
         return inverted, eval_after, time.perf_counter() - tick
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
         raise _interrupted(job, p, in_step, checkpoint) from None
+
+
+def _report(hook, step: int, total: int) -> None:
+    if hook is not None:
+        hook(step, total)
 
 
 def _passes(cfg: TuneConfig) -> str:
