@@ -6,12 +6,11 @@ only on a GPU. Results print as a table and go to ``--json``.
 """
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
+from tav.runtime.atomic_files import write_json_atomic
 from tav.runtime.help_format import DefaultsHelpFormatter
 
 
@@ -78,9 +77,7 @@ def main(argv=None):
     else:
         print_table(report)
     if args.json:
-        tmp = Path(args.json).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, report)
         print(f"results: {args.json}")
 
 

@@ -86,6 +86,8 @@ def build(include_dir=None, archs=DEFAULT_ARCHS, out=None, verbose=False) -> Pat
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"nvcc failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    # Its own rename, not tav.runtime.atomic_files: cpp_ext imports nothing of ours (tuner and export import it).
+    # The library sits in this user's build cache, so it keeps the mode the linker gave it.
     os.replace(partial, out)
     return out
 

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tav.runtime.atomic_files import publish_folder, staging_folder
+from tav.runtime.manifest import EngineDirError, read_manifest, verify_files
+from tav.runtime.manifest_schema import INVERTED_LATENTS
+
 from .errors import ExportError
 from .owned_files import foreign_entries
 from .stale_exports import OLD, PARTIAL, lock_folder
@@ -48,31 +52,39 @@ def make_staging(out_dir: Path) -> Path:
     """The hidden sibling the ENGINE_DIR is built in; the same file system, so the final rename is atomic.
     Its name carries our pid; lock it with ``lock_folder`` while building."""
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{PARTIAL}{os.getpid()}-", dir=out_dir.parent))
+        return staging_folder(out_dir, prefix=f".{out_dir.name}{PARTIAL}{os.getpid()}-")
     except OSError as err:
         raise ExportError(f"cannot write next to --out {out_dir}: {err.strerror or err}") from None
 
 
 def move_into_place(staging: Path, out_dir: Path, overwrite: bool):
-    """Swap the finished ENGINE_DIR in. What is at ``out_dir`` is re-checked now: the export took
-    minutes, and only an existing ENGINE_DIR (with --overwrite) or an empty folder may be replaced."""
+    """Swap the finished ENGINE_DIR in (atomic_files.publish_folder: the modes every output gets, fsynced).
+    What is at ``out_dir`` is re-checked now: the export took minutes, and only an existing ENGINE_DIR
+    (with --overwrite) or an empty folder may be replaced."""
     check_output(out_dir, overwrite)
-    staging.chmod(0o755)  # mkdtemp makes it private; an ENGINE_DIR is read by services under other users
     with _signals_deferred(out_dir):
         if out_dir.exists() and any(out_dir.iterdir()):  # --overwrite of an existing ENGINE_DIR
             trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{OLD}{os.getpid()}-", dir=out_dir.parent))
-            with lock_folder(trash):  # a killed swap leaves the old ENGINE_DIR here: stale_exports restores it
-                os.rename(out_dir, trash / "engine")
-                try:
-                    os.rename(staging, out_dir)
-                except OSError:
-                    os.rename(trash / "engine", out_dir)  # put the previous ENGINE_DIR back rather than lose it
+            try:
+                with lock_folder(trash):  # a killed swap leaves the old ENGINE_DIR here: stale_exports restores it
+                    publish_folder(staging, out_dir, replace=True, aside=trash / "engine")
+            finally:
+                if not (trash / "engine").exists():  # swapped, or put back: nothing in it to keep
                     shutil.rmtree(trash, ignore_errors=True)
-                    raise
-            shutil.rmtree(trash, ignore_errors=True)
         else:
-            os.rename(staging, out_dir)  # replaces an empty folder in one step
+            publish_folder(staging, out_dir)  # replaces an empty folder in one step
+
+
+def check_as_the_runtime_does(staging: Path, out_dir: Path) -> None:
+    """Read the staged ENGINE_DIR back with the runtime's own reader and file check (for every backend its
+    manifest offers): an ENGINE_DIR that tav-run would refuse is never published."""
+    try:
+        manifest = read_manifest(staging)
+        for backend in ("onnx", "tensorrt") if manifest.has_plans else ("onnx",):
+            verify_files(manifest, backend)
+    except EngineDirError as err:
+        raise ExportError(f"the ENGINE_DIR built for --out {out_dir} fails the runtime's own check ({err.problem}), "
+                          "so it was not published; this is an exporter bug, please report it") from None
 
 
 @contextmanager
@@ -112,4 +124,4 @@ def write_assets(tuned, staging: Path):
                           f"is {tuned.base_dir}/tokenizer intact?")
     shutil.copyfile(Path(tuned.base_dir) / "scheduler" / "scheduler_config.json", staging / "scheduler_config.json")
     if tuned.inverted_latents is not None:
-        np.save(staging / "inverted_latents.npy", np.ascontiguousarray(tuned.inverted_latents.float().numpy()))
+        np.save(staging / INVERTED_LATENTS, np.ascontiguousarray(tuned.inverted_latents.float().numpy()))

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tav.runtime.manifest_schema import TensorSpec  # the manifest's own type: graphs declare their I/O with it
+
 from .feed_forward_chunks import chunk_feed_forwards
 
 BATCH = 2  # the CFG batch: [uncond; cond]
 TEXT_MAX_LENGTH = 77
 LATENT_CHANNELS = 4
 VAE_FACTOR = 8  # SD's VAE down-samples 8x
-GRAPH_NAMES = ("text_encoder", "unet", "vae_decoder")  # an ENGINE_DIR's graphs, in manifest order
 # The VAE decoder's static batch: the runtime decodes F frames in chunks of this many (the last one padded).
 # Each frame decodes on its own, so chunks give the same frames; what they bound is the decoder's activations
 # (at 32 frames 256x256, ~1 GB a tensor in one run). Measured (docs/PERF.md "Long videos"): decode time per
@@ -25,16 +26,6 @@ GRAPH_NAMES = ("text_encoder", "unet", "vae_decoder")  # an ENGINE_DIR's graphs,
 # 512x512 an 8-frame SD-1.5 decoder's fp16 trace peaked at 10.1 GiB (2026-12-02).
 DECODE_BATCH = 8
 DECODE_PIXELS = DECODE_BATCH * 256 * 256
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple
-    dtype: str  # numpy name: float32, float16, int64
-
-    def as_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclass

@@ -3,18 +3,18 @@
 Schema 2 (issue 10): a graph's ``onnx`` is the graph ONNX Runtime loads, with fused attention
 (``attention.fused`` MultiHeadAttention nodes); when TensorRT plans were built from a different,
 standard-op graph, ``tensorrt.onnx`` pins that one and its own parity.
+
+Written through the runtime's schema (tav.runtime.manifest_schema: version, names, TensorSpec), and read
+back with the runtime's own reader before the ENGINE_DIR is published (engine_dir.check_as_the_runtime_does).
 """
 
-import json
-import os
 from pathlib import Path
 
+from tav.runtime.manifest_schema import GRAPHS, MANIFEST, SCHEMA_VERSION
 from tav.tuner.model.sd_folder import file_sha256, folder_hash
 
-from .graphs import BATCH, GRAPH_NAMES, LATENT_CHANNELS, TEXT_MAX_LENGTH
+from .graphs import BATCH, LATENT_CHANNELS, TEXT_MAX_LENGTH
 
-SCHEMA_VERSION = 2
-MANIFEST = "manifest.json"
 TIMING_CACHE = "timing.cache"  # TensorRT's, reused by the next --overwrite export
 
 
@@ -23,7 +23,7 @@ def build_manifest(weights, tuned, exported, root: Path, *, precision, kv_gather
     """The whole manifest of the ENGINE_DIR being written in ``root``: call it last, every file hashed is final."""
     frames, height, width = exported.shape
     entries = {name: graph_entry(exported.specs[name], root / f"{name}.onnx", root=root, **exported.graphs[name])
-               for name in GRAPH_NAMES}
+               for name in GRAPHS}
     return {
         "schema_version": SCHEMA_VERSION,
         "frames": frames,
@@ -91,14 +91,3 @@ def other_files(root: Path, graphs: dict) -> dict:
             named.add(entry["tensorrt"]["plan"])
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.relative_to(root).as_posix() not in named)
     return {f.relative_to(root).as_posix(): file_sha256(f) for f in files}
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write then rename: a reader never sees half a manifest."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

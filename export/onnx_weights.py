@@ -131,6 +131,7 @@ def save_graph(model: onnx.ModelProto, path: Path, weights_dir: Path, inline: bo
     if target.parent != path.parent:
         raise ValueError(f"{path.name}: its data file {target} must sit in the same folder")
     if not target.exists():
+        # A move within the staging ENGINE_DIR (published whole later by atomic_files), not a publish itself.
         os.replace(Path(weights_dir) / sources.pop(), target)
     for tensor in tensors:
         for entry in tensor.external_data:

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 from tav.runtime.engine_paths import UnsafeName, resolve_inside
+from tav.runtime.manifest_schema import MANIFEST
 from tav.runtime.plugin_library import PLUGIN_FILE
 
-from .manifest import MANIFEST, TIMING_CACHE
+from .manifest import TIMING_CACHE
 
 KNOWN_OUTPUTS = {MANIFEST, TIMING_CACHE, PLUGIN_FILE}
 # Keys of a graph entry whose string values are file names, at any depth: "file" in external_data,

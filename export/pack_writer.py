@@ -8,14 +8,13 @@ the format). Written to a hidden temp file, read back and verified, then renamed
 
 import io
 import json
-import os
-import tempfile
 from importlib import metadata as package_metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tav.runtime.atomic_files import atomic_file
 from tav.runtime.host_memory import release_freed_memory
 from tav.runtime.manifest import EngineDirError, read_manifest
 from tav.runtime.packs import (
@@ -143,23 +142,15 @@ def _write_atomic(out: Path, tensors: dict, meta: dict) -> None:
     blob = _serialise(tensors, meta, digest)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
+        with atomic_file(out) as tmp:
+            with open(tmp, "xb") as fh:
+                fh.write(blob)
+            read_pack(tmp)  # the bytes on disk verify: a pack that leaves here always loads
+    except PackError as err:
+        raise ExportError(f"the written pack did not verify ({err}); "
+                          "this is an exporter bug, please report it") from None
     except OSError as err:
         raise ExportError(f"cannot write next to --out {out}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; services read packs under other users
-        read_pack(tmp)  # the bytes on disk verify: a pack that leaves here always loads
-        os.replace(tmp, out)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, PackError):
-            raise ExportError(f"the written pack did not verify ({err}); "
-                              "this is an exporter bug, please report it") from None
-        raise
 
 
 def _version(package: str) -> str | None:

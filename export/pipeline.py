@@ -1,8 +1,8 @@
 """``export_engine``: tuned weights -> ENGINE_DIR (docs/CONTRACTS.md), stage by stage, all or nothing.
 
 Stages: load -> per graph (reference -> trace -> optimise -> check -> parity, graph_export.py)
--> assets -> TensorRT builds -> manifest. Everything is written into a hidden sibling
-folder that is renamed into place last, so an interrupted or failed export
+-> assets -> TensorRT builds -> manifest -> check (read back as tav-run reads it). Everything is written
+into a hidden sibling folder that is renamed into place last, so an interrupted or failed export
 leaves no folder with a manifest.json (and no half-written one at all).
 Cheap checks (arguments, output folder, TensorRT present) run before the
 minutes of tracing, so bad invocations fail in a second.
@@ -17,16 +17,18 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextConfig
 
+from tav.runtime.atomic_files import write_json_atomic
 from tav.runtime.backend_trt import PLUGIN_FILE
+from tav.runtime.manifest_schema import GRAPHS, MANIFEST
 
 from .base_engine import base_section, load_base_model, refittable_twin, tunable_values, with_tunable_inputs
-from .engine_dir import check_output, make_staging, move_into_place, write_assets
+from .engine_dir import check_as_the_runtime_does, check_output, make_staging, move_into_place, write_assets
 from .errors import ExportError
 from .finite_check import refuse_non_finite_model
 from .graph_export import Exported, GraphOptions, export_graph
-from .graphs import GRAPH_NAMES, LATENT_CHANNELS, VAE_FACTOR, graph_spec
+from .graphs import LATENT_CHANNELS, VAE_FACTOR, graph_spec
 from .kv_gather_plugin import kv_gather_plugin
-from .manifest import MANIFEST, TIMING_CACHE, build_manifest, write_json_atomic
+from .manifest import TIMING_CACHE, build_manifest
 from .onnx_hygiene import EXTERNAL_DATA_THRESHOLD
 from .stages import stage
 from .stale_exports import hold_lock, leftovers
@@ -87,7 +89,8 @@ def export_engine(
     ``temporal_window``: frames each temporal attention sees, 1..frames (default: the run's; a base's: all).
 
     Phases: check -> load -> one graph at a time (graph_export.py) -> assets -> TensorRT plans ->
-    manifest -> publish (rename into place). Cheap checks run before the minutes of tracing.
+    manifest -> the runtime's own read and file check -> publish (rename into place). Cheap checks run
+    before the minutes of tracing.
     """
     _check_choices(precision, backend, opset, kv_gather, attention, frames, height, width, optimization_level)
     check_window_early(temporal_window, frames if base else None)
@@ -123,6 +126,8 @@ def export_engine(
             opset=opset, tools=_tool_versions(trt), timings=timings, temporal_window=window,
         )
         write_json_atomic(staging / MANIFEST, manifest)
+        with stage(timings, "check"):
+            check_as_the_runtime_does(staging, out_dir)  # what tav-run would refuse is never published
         move_into_place(staging, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -185,7 +190,7 @@ def _build_plans(trt, exported: Exported, staging: Path, old_dir, optimization_l
                  timings: dict) -> None:
     """One TensorRT plan per graph, from the ONNX files alone (the torch models are gone by now)."""
     builder = EngineBuilder(trt, optimization_level, old_dir / TIMING_CACHE if old_dir else None)
-    for name in GRAPH_NAMES:
+    for name in GRAPHS:
         spec, fields = exported.specs[name], exported.graphs[name]
         plugins = [plugin.library] if plugin and name == "unet" else []
         with stage(timings, "build", name):

@@ -74,7 +74,7 @@ def clean(out_dir: Path) -> list:
             continue
         previous = path / "engine"
         if OLD in path.name and previous.is_dir() and not out_dir.exists():
-            os.rename(previous, out_dir)
+            os.rename(previous, out_dir)  # restores a published ENGINE_DIR as it was: a move back, not a publish
             done.append(f"restored {out_dir} from {path}")
         shutil.rmtree(path, ignore_errors=True)
         done.append(f"removed {path}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import TensorSpec
+from .manifest_schema import TensorSpec
 from .one_line import first_line
 
 log = logging.getLogger("tav.runtime")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cuda_rt
-from .manifest import TensorSpec
+from .manifest_schema import TensorSpec
 from .plugin_library import PLUGIN_ENV, PLUGIN_FILE, UNTRUSTED_PLUGIN, load_plugin_library  # noqa: F401 (re-exported)
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")

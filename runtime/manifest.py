@@ -4,6 +4,8 @@ Every refusal is an ``EngineDirError`` with a one-line message: what differs, an
 re-export. Checks here need no backend: schema, the graphs' declared I/O against the contract
 (so an edited frame count is caught), and the sha256 of every file the run will read. The
 backends then compare the declared I/O with what the loaded graph or plan really has.
+The schema itself (version, names, typed entries) is manifest_schema.py, which the exporter writes through;
+tav-export runs ``read_manifest`` and ``verify_files`` on every ENGINE_DIR before publishing it.
 """
 
 import hashlib
@@ -15,139 +17,38 @@ from pathlib import Path
 import numpy as np
 
 from .engine_paths import UnsafeName, resolve_inside
+from .manifest_schema import (
+    FLOAT_DTYPES,
+    GRAPHS,
+    INVERTED_LATENTS,
+    MANIFEST,
+    READABLE_SCHEMAS,
+    SCHEMA_VERSION,
+    GraphEntry,
+    TensorSpec,
+    check_base_section,
+    check_numbers,
+    describe_io_mismatch,
+    is_text,
+)
 from .one_line import first_line
 from .regular_files import NotRegularFile, open_regular
 
 log = logging.getLogger("tav.runtime")
 
-SCHEMA_VERSION = 2
-# Schema 1 (before fused attention) still loads: the same contract, standard-op graphs only, which
-# run correctly but hold every attention score tensor (several x the memory at 512x512).
-READABLE_SCHEMAS = (1, SCHEMA_VERSION)
-GRAPHS = ("text_encoder", "unet", "vae_decoder")
-INVERTED_LATENTS = "inverted_latents.npy"
-FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16"}
-
 
 class EngineDirError(ValueError):
-    """An ENGINE_DIR that does not match its manifest, the contract, or this runtime."""
+    """An ENGINE_DIR that does not match its manifest, the contract, or this runtime.
+    ``problem``: what is wrong, without the folder's path and the re-export hint of the message."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 def refuse(engine_dir, what: str) -> EngineDirError:
-    return EngineDirError(f"{engine_dir}: {what}; re-export it with `tav-export --weights RUN_DIR --out {engine_dir}`")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple
-    dtype: str
-
-    def __str__(self):
-        return f"{self.name} {self.dtype}{list(self.shape)}"
-
-
-def describe_io_mismatch(declared: list, actual: list) -> str | None:
-    """None when the two I/O lists agree, else a short description of the first difference."""
-    declared_by_name = {t.name: t for t in declared}
-    actual_by_name = {t.name: t for t in actual}
-    if set(declared_by_name) != set(actual_by_name):
-        return f"tensors {sorted(actual_by_name)} instead of {sorted(declared_by_name)}"
-    for name, want in declared_by_name.items():
-        have = actual_by_name[name]
-        if tuple(have.shape) != tuple(want.shape) or have.dtype != want.dtype:
-            return f"{have} instead of {want}"
-    return None
-
-
-@dataclass(frozen=True)
-class GraphEntry:
-    name: str
-    onnx: str
-    sha256: str
-    external_data: tuple  # ((file, sha256), ...)
-    inputs: tuple
-    outputs: tuple
-    tensorrt: dict | None  # {"plan", "sha256", "flavour", "version", "gpu", "compute_capability", ["onnx"]} or None
-    fused_attention: int = 0  # com.microsoft.MultiHeadAttention nodes in ``onnx`` (schema 2)
-
-    @classmethod
-    def from_json(cls, name: str, entry: dict) -> "GraphEntry":
-        """Raises KeyError/TypeError/ValueError on a missing or wrongly typed field (read_manifest words them)."""
-        def specs(items) -> tuple:  # typed before describe_io_mismatch hashes and sorts the names
-            if not all(isinstance(t, dict) and _is_text(t.get("name"), t.get("dtype"))
-                       and isinstance(t.get("shape"), list) and all(type(n) is int for n in t["shape"])
-                       for t in items):
-                raise TypeError(f"graphs.{name} inputs/outputs "
-                                "(each needs a string name and dtype and an integer shape)")
-            return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
-
-        if not isinstance(entry, dict):
-            raise TypeError(f"graphs.{name} is not an object")
-        tensorrt = entry.get("tensorrt")
-        if tensorrt is not None and not (isinstance(tensorrt, dict)
-                                         and _is_text(tensorrt.get("plan"), tensorrt.get("sha256"))):
-            raise TypeError(f"graphs.{name}.tensorrt needs a plan file name and its sha256")
-        external = tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ())
-        if not _is_text(entry["onnx"], entry["sha256"], *(x for pair in external for x in pair)):
-            raise TypeError(f"graphs.{name} has a file name or sha256 that is not a string")
-        attention = entry.get("attention") or {}
-        if not isinstance(attention, dict):
-            raise TypeError(f"graphs.{name}.attention is not an object")
-        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]),
-                   tensorrt, int(attention.get("fused", 0)))
-
-    def file_names(self) -> list:
-        """Every file this entry names: ONNX, external data, plan, the plan's standard-op ONNX twin, plugin libs."""
-        names = [self.onnx, *(f for f, _ in self.external_data)]
-        if self.tensorrt:
-            twin = self.tensorrt.get("onnx") or {}  # schema 2: {"onnx": "<name>.trt.onnx", "external_data": [...]}
-            if not isinstance(twin, dict):
-                raise TypeError(f"graphs.{self.name}.tensorrt.onnx is not an object")
-            names += [self.tensorrt["plan"], *(self.tensorrt.get("plugins") or ())]
-            names += [twin["onnx"], *(e["file"] for e in twin.get("external_data") or ())] if twin else []
-        return names
-
-
-def _is_text(*values) -> bool:
-    return all(isinstance(v, str) for v in values)
-
-
-def _check_numbers(raw: dict) -> None:
-    """Sizes are positive JSON integers and the VAE factor a positive finite number: int("3"), int(2.5) and
-    float(true) would otherwise turn a garbled field into a plausible one."""
-    optional = ("temporal_window", "decode_batch")  # ENGINE_DIRs from before windows / chunked decoding lack them
-    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels", *optional):
-        if key in optional and key not in raw:
-            continue
-        if type(raw[key]) is not int or raw[key] < 1:
-            raise TypeError(f"{key} (must be a positive integer, got {raw[key]!r})")
-    factor = raw["vae_scaling_factor"]
-    if type(factor) not in (int, float) or not 0 < factor < float("inf"):
-        raise TypeError(f"vae_scaling_factor (must be a positive number, got {factor!r})")
-    source = raw.get("source") or {}  # informational, but services read source.base_model
-    if not isinstance(source, dict) or not isinstance(source.get("base_model", ""), (str, type(None))):
-        raise TypeError("source (must be an object whose base_model is a path string)")
-
-
-def _check_base_section(base) -> None:
-    """A base ENGINE_DIR's "base" section, typed as packs and backends index it (TypeError naming the field)."""
-    if base is None:
-        return
-    if not isinstance(base, dict):
-        raise TypeError(f"base (a JSON {type(base).__name__}, not an object)")
-    if not _is_text(base.get("id"), base.get("unet_frozen_sha256")):
-        raise TypeError("base.id / base.unet_frozen_sha256 (not strings)")
-    tunable = base.get("tunable")
-    if not isinstance(tunable, list) or not tunable:
-        raise TypeError("base.tunable (not a non-empty list)")
-    for i, t in enumerate(tunable):
-        shape = t.get("shape") if isinstance(t, dict) else None
-        if not (isinstance(t, dict) and _is_text(t.get("name"), t.get("param"))
-                and t.get("dtype") in FLOAT_DTYPES.values() and t.get("layout") in ("as_is", "transposed")
-                and isinstance(shape, list) and all(type(n) is int and n > 0 for n in shape)):
-            raise TypeError(f"base.tunable[{i}] "
-                            "(needs name, param, a float dtype, a layout and a shape of positive integers)")
+    return EngineDirError(f"{engine_dir}: {what}; re-export it with `tav-export --weights RUN_DIR --out {engine_dir}`",
+                          what)
 
 
 @dataclass(frozen=True)
@@ -229,7 +130,7 @@ def read_manifest(engine_dir) -> Manifest:
     """The parsed manifest, refused unless its schema and declared graph I/O follow the contract."""
     engine_dir = Path(engine_dir)
     try:
-        path = resolve_inside(engine_dir, "manifest.json")
+        path = resolve_inside(engine_dir, MANIFEST)
     except UnsafeName:
         raise refuse(engine_dir, "manifest.json is a link out of the folder") from None
     if not path.is_file():
@@ -245,7 +146,7 @@ def read_manifest(engine_dir) -> Manifest:
         readable = " or ".join(map(str, READABLE_SCHEMAS))
         raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
     try:
-        _check_numbers(raw)
+        check_numbers(raw)
         manifest = Manifest(
             engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
             int(raw["text_max_length"]), int(raw["text_dim"]), int(raw["latent_channels"]),
@@ -253,9 +154,9 @@ def read_manifest(engine_dir) -> Manifest:
             {name: GraphEntry.from_json(name, raw["graphs"][name]) for name in GRAPHS},
             raw["files"], raw,
         )
-        if not isinstance(manifest.files, dict) or not all(_is_text(k, v) for k, v in manifest.files.items()):
+        if not isinstance(manifest.files, dict) or not all(is_text(k, v) for k, v in manifest.files.items()):
             raise TypeError("files maps a name to something other than a sha256 string")
-        _check_base_section(raw.get("base"))
+        check_base_section(raw.get("base"))
         names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]
     except (KeyError, TypeError, ValueError) as err:
         raise refuse(engine_dir, f"manifest.json lacks or garbles {err}") from None

@@ -2,18 +2,17 @@
 
 Shared by the PyTorch reference sampler (``tav-sample``) and the torch-free
 runtime (``tav-run``), so both turn decoder output into bytes the same way.
-Every write is atomic: a temp file (or temp folder) next to the target, renamed
-into place, so a crash never leaves a half-written video under the real name.
+Every write is atomic (runtime/atomic_files.py): a temp file (or temp folder) next to the target,
+renamed into place, so a crash never leaves a half-written video under the real name.
 """
 
 import os
 import re
-import secrets
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from .atomic_files import atomic_file, atomic_folder, temp_path
 from .mp4_writer import NoMp4Encoder, mp4_encoder, write_mp4
 
 FORMATS = (".mp4", ".gif", ".npy", "a folder of PNGs (a path without suffix, or ending in /)")
@@ -102,7 +101,7 @@ def check_output_path(path, overwrite: bool = False) -> Path:
     elif (target.exists() or target.is_symlink()) and not overwrite:
         raise VideoOutputError(f"cannot write {target}: it exists; "
                                "pass --overwrite to replace it, or choose another name")
-    probe = _temp_name(target, ".probe")
+    probe = temp_path(target, ".probe")
     try:  # writable? (permissions, read-only mounts): find out now, not after minutes of sampling
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         probe.unlink()
@@ -130,21 +129,13 @@ def write_video(frames: np.ndarray, path, fps: float = 8, overwrite: bool = Fals
         raise VideoOutputError(f"cannot write {target}: {err.strerror or err}") from None
 
 
-def _temp_name(target: Path, suffix: str) -> Path:
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
-
-
 def _is_png_frames_folder(folder: Path) -> bool:
     return folder.is_dir() and not folder.is_symlink() and all(
         PNG_FRAME.fullmatch(f.name) and f.is_file() and not f.is_symlink() for f in folder.iterdir())
 
 
 def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
-    # Created with mode 0666 and O_EXCL: the kernel applies the umask, so the video gets the mode a
-    # plain open() would give (others may need to read it) without touching the process-wide umask.
-    tmp = _temp_name(target, f".tmp.{kind}")
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
+    with atomic_file(target, suffix=f".{kind}") as tmp:  # the writers choose the format by the extension
         if kind == "npy":
             np.save(tmp, frames, allow_pickle=False)
         elif kind == "gif":
@@ -154,34 +145,15 @@ def _write_file(frames, target: Path, kind: str, fps: float) -> Path:
             iio.imwrite(tmp, frames, extension=".gif", plugin="pillow", duration=1000.0 / fps, loop=0)
         else:
             write_mp4(frames, tmp, fps)  # whichever encoder this install has (tav.runtime.mp4_writer)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target
 
 
 def _write_png_dir(frames, target: Path) -> Path:
     import imageio.v3 as iio
 
-    staging = _temp_name(target, ".tmp")
-    staging.mkdir(0o777)  # umask applies, as for the files above
-    try:
+    # What is at ``target`` is empty, or (with overwrite) only our frames: checked above. It is moved aside
+    # while the new folder is renamed in, so a failure keeps it.
+    with atomic_folder(target, replace=True) as staging:
         for i, frame in enumerate(frames):
             iio.imwrite(staging / f"frame_{i:04d}.png", frame, extension=".png")
-        if target.exists():
-            # Empty, or (with overwrite) only our frames: checked above. Moved aside first, so a failure keeps it.
-            trash = _temp_name(target, ".old")
-            target.rename(trash)
-            try:
-                staging.rename(target)
-            except BaseException:
-                trash.rename(target)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target

@@ -7,16 +7,17 @@
                                      whoever marks the job failed (any node) can remove it
     STORE/previews/<video_id>.gif    a small gif of the frames a job tuned on, for listings (optional)
 
-Every write goes to a temp file in the same folder and is renamed over the target, so a
+Every write goes to a temp file in the same folder and is renamed over the target
+(tav.runtime.atomic_files, re-exported here as ``write_json_atomic`` for job records), so a
 reader (another replica, another node on a shared mount, a restarted service) sees the old
 file or the new one, never half of one. Ids are checked (tav.serve.ids) before they reach
 a path.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from tav.runtime.atomic_files import write_json_atomic  # noqa: F401  (re-exported: serve/jobs.py writes records)
 
 from .ids import check_job_id, check_video_id
 
@@ -69,21 +70,6 @@ class Store:
 
     def job_ids(self) -> list:
         return sorted(p.stem for p in self.jobs.glob("*.json") if not p.name.startswith("."))
-
-
-def write_json_atomic(path: Path, record: dict) -> None:
-    """Write ``record`` to a temp file beside ``path``, fsync, rename over it."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict:

@@ -111,6 +111,42 @@ def test_interrupted_export_leaves_no_folder(run_dir, tmp_path, monkeypatch, cap
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
+def _stub_graphs(monkeypatch):
+    """Graph export stubbed out (a few bytes per graph, the real specs): the tests using it are about the folder."""
+    def fake_graph(spec, staging, *args):
+        (staging / f"{spec.name}.onnx").write_bytes(b"stub")
+        return {"external_files": [], "tensorrt": None, "parity": None}
+
+    monkeypatch.setattr(tav.export.pipeline, "export_graph", fake_graph)
+
+
+def _tamper_after_the_manifest(monkeypatch, tamper):
+    """``tamper(staging, manifest)`` runs once the manifest is built, before it is written and published."""
+    real_build = tav.export.pipeline.build_manifest
+
+    def build_then_tamper(*args, **kwargs):
+        manifest = real_build(*args, **kwargs)
+        tamper(args[3], manifest)
+        return manifest
+
+    monkeypatch.setattr(tav.export.pipeline, "build_manifest", build_then_tamper)
+
+
+@pytest.mark.parametrize("tamper, problem", [
+    (lambda staging, manifest: manifest.update(frames=manifest["frames"] + 1), "graph declares"),
+    (lambda staging, manifest: manifest.update(schema_version=99), "schema_version is 99"),
+    (lambda staging, manifest: (staging / "unet.onnx").write_bytes(b"changed"), "unet.onnx does not match"),
+    (lambda staging, manifest: (staging / "scheduler_config.json").unlink(), "scheduler_config.json is missing"),
+])
+def test_an_engine_dir_the_runtime_would_refuse_is_never_published(run_dir, tmp_path, monkeypatch, tamper, problem):
+    _stub_graphs(monkeypatch)
+    _tamper_after_the_manifest(monkeypatch, tamper)
+    out = tmp_path / "engine"
+    message = fails_in_one_line(["--weights", str(run_dir)], out)
+    assert "fails the runtime's own check" in message and problem in message and "not published" in message
+    assert list(tmp_path.iterdir()) == []  # no --out folder, no staging folder
+
+
 def test_console_script_reports_errors_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tav.export.cli", "--weights", str(tmp_path / "nope"), "--out", str(tmp_path / "e")],
@@ -122,12 +158,7 @@ def test_console_script_reports_errors_in_one_line(tmp_path):
 
 
 def test_overwrite_replaces_an_engine_dir_and_nothing_else(run_dir, tmp_path, monkeypatch):
-    # Graph export stubbed out: this is about the folder swap, not the graphs.
-    def fake_graph(spec, staging, *args):
-        (staging / f"{spec.name}.onnx").write_bytes(b"stub")
-        return {"external_files": [], "tensorrt": None, "parity": None}
-
-    monkeypatch.setattr(tav.export.pipeline, "export_graph", fake_graph)
+    _stub_graphs(monkeypatch)  # this is about the folder swap, not the graphs
     out = tmp_path / "engine"
     main(["--weights", str(run_dir), "--out", str(out), "--quiet"])
     first = (out / "manifest.json").stat().st_ino

@@ -1,6 +1,7 @@
 """tav-serve's STORE without Ray: safe ids, atomic job records, restart handling, upload checks."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,6 @@ pytest.importorskip("ray.serve", reason="tav-serve needs the [serve] extra (make
 
 from tav.runtime.video_output import write_video  # noqa: E402
 from tav.serve import jobs  # noqa: E402
-from tav.serve import store as store_module
 from tav.serve.ids import BadId, check_job_id, check_video_id, new_job_id  # noqa: E402
 from tav.serve.job_view import public_view  # noqa: E402
 from tav.serve.store import Store, write_json_atomic  # noqa: E402
@@ -46,11 +46,10 @@ def test_a_failed_record_write_keeps_the_old_record_and_leaves_no_temp_file(tmp_
     jobs.create_job(store, job_id, "vid", "clip.mp4", OPTIONS)
     before = store.job_path(job_id).read_bytes()
 
-    def broken_dump(record, f, **kwargs):
-        f.write('{"job_id": "half')  # a crash in the middle of writing
-        raise OSError("disk full")
+    def full_disk(fd):
+        raise OSError("disk full")  # the new record is in the temp file, but cannot reach the disk
 
-    monkeypatch.setattr(store_module.json, "dump", broken_dump)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="disk full"):
         jobs.update_job(store, job_id, state="running")
     assert store.job_path(job_id).read_bytes() == before

@@ -7,11 +7,11 @@ The tokenizer is CLIP's real BPE tokenizer, so prompts tokenize as with real SD.
 """
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from tav.runtime.atomic_files import atomic_folder
 from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.tuner.model.clip_tokenizer_files import write_clip_tokenizer_files
 from tav.tuner.model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
@@ -28,9 +28,7 @@ def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:  # an empty out_dir is replaced by the rename; a non-empty one refused
         with tempfile.TemporaryDirectory() as vocab_dir:
             write_clip_tokenizer_files(Path(vocab_dir))
             tokenizer = CLIPTokenizer.from_pretrained(vocab_dir)
@@ -46,12 +44,6 @@ def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
             requires_safety_checker=False,
         )
         pipe.save_pretrained(staging, safe_serialization=True)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -14,13 +14,13 @@ Reading is offline and safe: only the header or a memory-mapped, tensors-only
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from tav.runtime.atomic_files import atomic_folder
 from tav.runtime.manifest import file_sha256
 from tav.runtime.one_line import first_line
 
@@ -52,20 +52,19 @@ def convert_single_file(path) -> tuple[Path, str, str]:
     shapes = read_shapes(path)
     check_sd1_checkpoint(shapes, path)
     architecture = architecture_of(shapes, path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}.", dir=target.parent))
     try:
-        try:
-            _convert_into(staging, path, architecture)
-        except Exception as err:  # a tensor that does not fit SD 1.x's architecture, or an unreadable file
-            raise ValueError(f"cannot convert {path} as Stable Diffusion 1.x ({type(err).__name__}: "
-                             f"{first_line(err)})") from None
-        record = {"file_sha256": digest, "architecture": architecture, "converter": _converter_versions()}
-        (staging / RECORD).write_text(json.dumps(record, indent=1))  # last: marks the folder complete
-        _publish(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with atomic_folder(target, prefix=f".{digest[:16]}.") as staging:
+            try:
+                _convert_into(staging, path, architecture)
+            except Exception as err:  # a tensor that does not fit SD 1.x's architecture, or an unreadable file
+                raise ValueError(f"cannot convert {path} as Stable Diffusion 1.x ({type(err).__name__}: "
+                                 f"{first_line(err)})") from None
+            record = {"file_sha256": digest, "architecture": architecture, "converter": _converter_versions()}
+            (staging / RECORD).write_text(json.dumps(record, indent=1))  # last: marks the folder complete
+    except OSError:
+        if not (target / RECORD).is_file():
+            raise
+        # The rename failed because a concurrent conversion of the same file put its folder there first: use it.
     return target, digest, architecture
 
 
@@ -100,15 +99,6 @@ def _convert_into(staging: Path, path: Path, architecture: str):
             str(path), config=config_dir, local_files_only=True, torch_dtype=torch.float32,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(staging, safe_serialization=True)
-
-
-def _publish(staging: Path, target: Path):
-    try:
-        staging.rename(target)  # atomic; fails if another process already put a non-empty folder there
-    except OSError:
-        if not (target / RECORD).is_file():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)  # a concurrent conversion of the same file won: use it
 
 
 def _converter_versions() -> dict:

@@ -11,12 +11,13 @@ Written as tav-tune writes a run: into a hidden sibling folder, renamed into pla
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from tav.runtime.atomic_files import atomic_folder
 from tav.tuner.model import sd_folder
 from tav.tuner.model.temporal_window import check_temporal_window, default_temporal_window
 from tav.tuner.model.text_encoding import encode_prompts
@@ -24,7 +25,6 @@ from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIG
 from tav.tuner.progress import Progress, counted
 from tav.tuner.tuning.config import TuneConfig
 from tav.tuner.tuning.inversion import ddim_inversion
-from tav.tuner.tuning.saved_files import current_umask, save_tensors
 from tav.tuner.tuning.session import encode_clip, resolve_device
 from tav.tuner.tuning.video_input import load_clip
 
@@ -114,21 +114,14 @@ def _invert(tuned, pixels, window: int, steps: int, seed: int, device, shown: Pr
 
 
 def _write_run(out: Path, weights: Path, tuned, latents: torch.Tensor, run: dict) -> Path:
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        staging.chmod(0o777 & ~current_umask(out.parent))  # mkdtemp makes 0700; a RUN_DIR is shared like tav-tune's
+    # out is absent or empty (checked at the start); the rename fails if something appeared in it since.
+    with atomic_folder(out, prefix=f".{out.name}.partial-") as staging:
         if is_run_dir(weights):
             shutil.copyfile(weights / TUNED_WEIGHTS, staging / TUNED_WEIGHTS)
         else:  # an official output: its tuned tensors, under the official names
             state = tuned.unet.state_dict()
-            save_tensors({k: state[k].detach().float().cpu().contiguous()
-                          for k in tuned.unet.trainable_parameter_names()}, staging / TUNED_WEIGHTS)
-        save_tensors({"latents": latents.float().contiguous()}, staging / INVERTED_LATENTS)
+            save_file({k: state[k].detach().float().cpu().contiguous()
+                       for k in tuned.unet.trainable_parameter_names()}, str(staging / TUNED_WEIGHTS))
+        save_file({"latents": latents.float().contiguous()}, str(staging / INVERTED_LATENTS))
         (staging / RUN_JSON).write_text(json.dumps(run, indent=1))
-        if out.exists():
-            out.rmdir()  # empty at the start; fails if something appeared in it since
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tav.runtime.atomic_files import publish_folder
+
 CHECKPOINT = "checkpoint"
 
 
@@ -63,9 +65,8 @@ def save_checkpoint(partial: Path, trainable: dict, optimizer, scaler, generator
     (staging / "state.json").write_text(json.dumps(state))  # written last: its presence marks a complete checkpoint
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    # The previous checkpoint waits at .old until the new one is in place: load_checkpoint falls back to it.
+    publish_folder(staging, final, replace=True, aside=old)
 
 
 def load_checkpoint(partial: Path, optimizer, scaler, generator: torch.Generator) -> tuple:

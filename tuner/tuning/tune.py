@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
+from tav.runtime.atomic_files import publish_folder
 from tav.tuner.model import sd_folder
 from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
 from tav.tuner.model_sources import resolve_base_model
@@ -33,7 +35,6 @@ from tav.tuner.tuning.resume_state import (
     remove_checkpoints,
     save_checkpoint,
 )
-from tav.tuner.tuning.saved_files import save_tensors
 from tav.tuner.tuning.session import TuningSession, eval_loss, prepare, train_step
 from tav.tuner.tuning.tune_checks import TUNE_CONFIG, check_config, check_resume_matches
 from tav.tuner.tuning.tune_checks import check_targets as _check_targets  # the seam tests patch to stage a race
@@ -221,9 +222,9 @@ def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, m
     """tuned.safetensors, inverted_latents.safetensors, then run.json (last: its presence marks a finished run)."""
     partial = job.partial
     with job.shown.stage("saving", f"saving to {partial.name}/"):
-        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()},
-                     partial / TUNED_WEIGHTS)
-        save_tensors({"latents": inverted.float().cpu().contiguous()}, partial / INVERTED_LATENTS)
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in s.trainable.items()},
+                  str(partial / TUNED_WEIGHTS))
+        save_file({"latents": inverted.float().cpu().contiguous()}, str(partial / INVERTED_LATENTS))
     peak, peak_kind = _peak_memory(s.device)
     run = dict(
         job.settings,
@@ -257,10 +258,8 @@ def _publish(job: _Job) -> Path:
     partial, run_dir = job.partial, job.run_dir
     remove_checkpoints(partial)
     (partial / TUNE_CONFIG).unlink(missing_ok=True)
-    try:
-        if run_dir.exists():
-            run_dir.rmdir()  # empty at the start; fails if something appeared in it since
-        partial.rename(run_dir)
+    try:  # run_dir was absent or empty at the start; the rename fails if something appeared in it since
+        publish_folder(partial, run_dir)  # and gives the run the modes every output gets
     except OSError as err:
         raise FileExistsError(
             f"the run finished but cannot become {run_dir} "
