@@ -13,6 +13,7 @@ job ends either way.
 import os
 import shutil
 
+from tav.runtime.atomic_files import publish_file
 from tav.runtime.manifest import read_manifest
 
 from .config import ServeConfig
@@ -98,6 +99,6 @@ def _publish(store: Store, job_id: str, video_id: str, staged_pack, staged_previ
         if target.exists():
             raise FileExistsError(f"a video {video_id!r} appeared in the store while this job ran; "
                                   "upload under another id")
-        os.replace(staged_preview, store.preview_path(video_id))  # first: a listed video has its preview
-        os.replace(staged_pack, target)
+        publish_file(staged_preview, store.preview_path(video_id))  # first: a listed video has its preview
+        publish_file(staged_pack, target)
         update_held(store, job_id, state="done", stage="done")
