@@ -1,0 +1,131 @@
+"""tav.client against a real tav-serve (tests/fixtures/studio_service.py): tune and wait with a progress bar,
+generate npy and mp4, one exception type for 401/404/422, a real 503 retried, cancel; frames equal tav-run's."""
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tav.client import ApiError, Client, JobFailed
+from tav.client import api as client_api
+from tav.runtime.cli import main as tav_run
+
+from serve_fixtures import TOKEN
+
+SETTINGS = {"steps": 3, "guidance": 7.5, "seed": 11}
+PROMPT = "a red ball is bouncing"
+FRAME_TOLERANCE = 1  # replicas run ONNX Runtime on 1 thread, tav-run on all: float sums may round 1 level apart
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    with Client(studio.url, token=TOKEN, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tuned(studio, client):
+    """One video tuned through the client (a short job), waited for with the progress bar."""
+    job = client.tune(studio.clip, "client-tuned", "a ball is bouncing", steps=6, stride=1, inversion_steps=4)
+    return job, job.wait(progress=True, poll_s=0.5, timeout=300)
+
+
+def tav_run_frames(studio, video_id, tmp_path) -> np.ndarray:
+    out = tmp_path / f"{video_id}.npy"
+    tav_run(["--engine", str(studio.base), "--video", str(studio.store.pack_path(video_id)), "--prompt", PROMPT,
+             *[f"--{k}={v}" for k, v in SETTINGS.items()], "--out", str(out), "--quiet"])
+    return np.load(out)
+
+
+def test_tune_waits_and_returns_the_listed_video_with_its_record_complete(tuned, client):
+    job, video = tuned
+    assert video["video_id"] == "client-tuned" and video["usable"] and video["preview"]
+    assert video["metadata"]["prompt"] == "a ball is bouncing"
+    record = job.refresh()
+    assert record["state"] == "done" and record["progress"] == {"step": 6, "total": 6}
+    assert record["inversion"] == {"step": 4, "total": 4} and len(record["loss_curve"]) == 6
+    assert record["result"]["video_id"] == "client-tuned" and record["elapsed_s"] > 0
+    assert client.preview("client-tuned")[:6] == b"GIF89a"
+    assert [j["job_id"] for j in client.jobs()][0] == job.id  # newest first
+
+
+def test_wait_shows_a_tqdm_bar_of_the_steps(studio, client, capsys):
+    job = client.tune(studio.clip, "client-bar", "a ball", steps=3, stride=1, inversion_steps=2)
+    job.wait(progress=True, poll_s=0.2, timeout=300)
+    bar = capsys.readouterr().err
+    assert "tuning client-bar" in bar and "step" in bar, bar
+
+
+def test_generated_frames_equal_tav_runs_and_mp4_is_a_real_file(studio, client, tuned, tmp_path):
+    result = client.generate("client-tuned", PROMPT, **SETTINGS)
+    assert result.frames.dtype == np.uint8 and result.frames.shape == (3, 64, 64, 3)
+    reference = tav_run_frames(studio, "client-tuned", tmp_path)
+    assert np.abs(result.frames.astype(int) - reference.astype(int)).max() <= FRAME_TOLERANCE
+    assert {"denoise", "decode", "encode"} <= set(result.timings) and result.request_id
+    mp4 = client.generate("client-tuned", PROMPT, format="mp4", **SETTINGS)
+    assert mp4.data[4:8] == b"ftyp"
+    with pytest.raises(ValueError, match="format='npy'"):
+        mp4.frames  # noqa: B018  (the property raises)
+
+
+def test_every_http_error_is_one_exception_with_the_servers_line(studio, client):
+    with pytest.raises(ApiError) as err:
+        client.video("no-such-video")
+    assert err.value.status == 404 and "known videos" in err.value.message
+    with pytest.raises(ApiError) as err:
+        client.generate("client-tuned", PROMPT, steps=0)
+    assert err.value.status == 422 and err.value.message.startswith("invalid request: steps")
+    with Client(studio.url, token="wrong") as stranger, pytest.raises(ApiError) as err:
+        stranger.videos()
+    assert err.value.status == 401 and err.value.message == "wrong bearer token"
+    with Client("http://127.0.0.1:9", timeout=2) as nowhere, pytest.raises(ApiError) as err:
+        nowhere.videos()
+    assert err.value.status is None and "no answer" in err.value.message
+
+
+def test_a_real_503_is_retried_after_retry_after(studio, client, monkeypatch):
+    """Long requests fill the replica (2 at once) and the queue (4): a generate gets 503 until they drain."""
+    long_request = {"prompt": PROMPT, "steps": 999, "guidance": 7.5, "format": "npy"}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{studio.url}/v1/videos/client-tuned/generate"
+
+    def block():
+        httpx.post(url, json=long_request, headers=headers, timeout=300)
+
+    blockers = [threading.Thread(target=block) for _ in range(8)]
+    for thread in blockers:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while httpx.post(url, json={**long_request, "steps": 1}, headers=headers, timeout=120).status_code != 503:
+        assert time.monotonic() < deadline, "the service never got busy"
+    with Client(studio.url, token=TOKEN, busy_retries=0) as impatient, pytest.raises(ApiError) as err:
+        impatient.generate("client-tuned", PROMPT, **SETTINGS)
+    assert err.value.status == 503 and "busy" in err.value.message
+    waits = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(client_api.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
+    with Client(studio.url, token=TOKEN, timeout=300, busy_retries=50) as patient:
+        result = patient.generate("client-tuned", PROMPT, **SETTINGS)
+    assert waits and all(w == 5 for w in waits), waits  # the server's Retry-After
+    assert result.frames.shape == (3, 64, 64, 3)
+    for thread in blockers:
+        thread.join()
+
+
+def test_cancel_stops_a_running_job_and_its_files_go(studio, client):
+    job = client.tune(studio.clip, "client-cancelled", "a ball", steps=5000, stride=1)
+    deadline = time.monotonic() + 120
+    while job.refresh()["progress"]["step"] < 1:
+        assert time.monotonic() < deadline, job.record
+        time.sleep(0.3)
+    record = client.cancel(job.id)
+    assert record["state"] == "cancelled"
+    assert not studio.store.upload_dir(job.id).exists() and not studio.store.work_dir(job.id).exists()
+    with pytest.raises(JobFailed, match="cancelled"):
+        job.wait(progress=False)
+    with pytest.raises(ApiError) as err:
+        client.cancel(job.id)
+    assert err.value.status == 409
+    assert "client-cancelled" not in [v["video_id"] for v in client.videos()]
