@@ -74,6 +74,7 @@ def export_engine(
     allow_base_mismatch=False,
     base=False,
     temporal_window=None,
+    plugin_library=None,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
@@ -85,6 +86,8 @@ def export_engine(
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     ``temporal_window``: frames each temporal attention sees, 1..frames (default: the run's; a base's: all).
+    ``plugin_library``: the KVGather TensorRT plugin library for ``kv_gather="plugin"`` plans (default: cpp_ext's
+    cached build; tav-export passes $TAV_TRT_PLUGIN).
 
     Phases: check -> load -> one graph at a time (graph_export.py) -> assets -> TensorRT plans ->
     manifest -> publish (rename into place). Cheap checks run before the minutes of tracing.
@@ -99,7 +102,7 @@ def export_engine(
         log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
                     "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")
     trt = require_tensorrt() if backend != "onnx" else None
-    plugin = kv_gather_plugin(trt) if kv_gather == "plugin" else None
+    plugin = kv_gather_plugin(trt, plugin_library) if kv_gather == "plugin" else None
     options = GraphOptions(precision, int(opset), attention, trt is not None, external_data_threshold)
     timings = {}
     staging = make_staging(out_dir)
