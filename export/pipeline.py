@@ -109,7 +109,7 @@ def export_engine(
     staging_lock = hold_lock(staging)  # tells stale_exports that this folder's export is alive
     try:
         with stage(timings, "load"):
-            from tav.tuner.model.tuned_weights import load_tuned
+            from tav.tuner.tuned_weights import load_tuned
 
             tuned = (load_base_model(weights, frames, height, width) if base
                      else load_tuned(weights, allow_base_mismatch=allow_base_mismatch))

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tav.export import export_engine
 from tav.export.parity import TOLERANCE_REL_L2
 from tav.tuner.model.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
-from tav.tuner.model.tuned_weights import load_tuned
+from tav.tuner.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH
 
