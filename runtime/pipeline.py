@@ -107,14 +107,13 @@ class VideoPipeline:
         ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
         caller trusts this ENGINE_DIR enough to run its native KVGather plugin library (plugin-mode
         TensorRT plans need it); without it no code from the folder is ever loaded (docs/SECURITY.md).
-        ``plugin_library``: the operator's plugin library for a plugin-mode folder that ships none (tav-run
-        passes $TAV_TRT_PLUGIN). ``max_resident_videos`` caps the packs kept on the device (None: no cap); it
-        matters only for a base ENGINE_DIR. ``keep_graphs=False`` (ONNX Runtime): load each graph when it first
-        runs and close it when its stage of a call is over, so a one-shot call holds one graph at a time (tav-run
-        does this); a service keeps them (the default), paying the load once. ``ort_threads``: ONNX Runtime's
-        intra-op threads per graph (None: one per core); several processes sharing a CPU (tav-serve replicas)
-        each want few. ``ort_profile_dir``: ONNX Runtime writes its per-node traces there (tav-run: $TAV_ORT_PROFILE).
-        """
+        ``plugin_library``: the operator's plugin library for a plugin-mode folder that ships none ($TAV_TRT_PLUGIN).
+        ``max_resident_videos`` caps the packs kept on the device (None: no cap; base ENGINE_DIRs only).
+        ``keep_graphs=False`` (ONNX Runtime): load each graph when it first runs and close it when its stage of a
+        call is over, so a one-shot call holds one graph at a time (tav-run does this); a service keeps them (the
+        default), paying the load once. ``ort_threads``: ONNX Runtime's intra-op threads per graph (None: one per
+        core); several processes sharing a CPU (tav-serve replicas) each want few. ``ort_profile_dir``: ONNX
+        Runtime writes its per-node traces there ($TAV_ORT_PROFILE)."""
         start = time.perf_counter()
         if ort_threads is not None and (not is_integer(ort_threads) or ort_threads < 1):
             raise ValueError(f"ort_threads must be a positive integer or None (one per core), got {ort_threads!r}")
@@ -127,17 +126,16 @@ class VideoPipeline:
         verify_files(manifest, choice.name)
         tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
+        graph_options = {"keep_loaded": keep_graphs, "ort_threads": ort_threads, "ort_profile_dir": ort_profile_dir}
         try:
-            graphs = LoadedGraphs(manifest, choice, allow_plugin, keep_loaded=keep_graphs, ort_threads=ort_threads,
-                                  plugin_library=plugin_library, ort_profile_dir=ort_profile_dir)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin, plugin_library=plugin_library, **graph_options)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
             log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", first_line(err, None))
             choice = choose_backend(manifest, "onnxruntime", device)
             verify_files(manifest, choice.name)
-            graphs = LoadedGraphs(manifest, choice, keep_loaded=keep_graphs, ort_threads=ort_threads,
-                                  ort_profile_dir=ort_profile_dir)
+            graphs = LoadedGraphs(manifest, choice, **graph_options)
         try:
             return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start,
                        max_resident_videos)
