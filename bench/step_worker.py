@@ -26,7 +26,7 @@ def measure(args: dict, out_path: str) -> dict:
     inputs = StepInputs.seeded(args["frames"], tuple(args["latent_hw"]), args["text_dim"])
     with step_memory(device) as memory:
         if backend.startswith("torch"):
-            from tav.tuner.model.tuned_weights import load_tuned
+            from tav.tuner.tuned_weights import load_tuned
 
             dtype = torch.float16 if device == "cuda" else torch.float32
             step, output, *resources = torch_step(load_tuned(args["run_dir"]).unet, inputs, device, dtype,

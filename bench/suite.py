@@ -191,7 +191,7 @@ def _export_measured(engine_dir: Path, measured: dict):
 def _unet_backends(cfg, report, run_dir, engine_dir, inputs, flops):
     """Each backend timed in its own process (bench/step_worker.py); accuracy against PyTorch fp32 here."""
     from tav.export.parity import no_tf32
-    from tav.tuner.model.tuned_weights import load_tuned
+    from tav.tuner.tuned_weights import load_tuned
 
     from .unet_backends import torch_step
 

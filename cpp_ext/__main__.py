@@ -5,16 +5,17 @@ without a compiler the pure-PyTorch reference is used and the tests that need th
 compiled op skip.
 """
 
-import tav.cpp_ext as ext  # importing builds and loads the library
+import tav.cpp_ext as ext
 
 
 def main() -> None:
-    active = [d for d in ("cpu", "cuda") if ext.compiled_backend_available(d)]
+    backend = ext.load()
+    active = [d for d in ("cpu", "cuda") if d in backend.devices]
     if active:
-        took = ext._load_seconds
-        print(f"tav.cpp_ext: compiled kv_gather for {', '.join(active)} ready in {took:.1f} s: {ext.loaded_library()}")
+        print(f"tav.cpp_ext: compiled kv_gather for {', '.join(active)} ready in {backend.load_seconds:.1f} s: "
+              f"{backend.library}")
     else:
-        print(f"tav.cpp_ext: no compiled kv_gather ({ext.fallback_reason()}); using the PyTorch reference")
+        print(f"tav.cpp_ext: no compiled kv_gather ({backend.fallback_reason}); using the PyTorch reference")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """ONNX forms of the KV gather: standard ops by default, one ``tav::KVGather`` node on request.
 
-The default export (slices, expand, concat) runs on any ONNX backend. Under
-``kv_gather_as_plugin()`` the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``)
+The default export (slices, expand, concat) runs on any ONNX backend. With ``plugin=True``
+(``kv_gather(k, v, num_frames, plugin=True)``; the video UNet passes its FrameContext's
+``kv_gather_plugin``) the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``)
 writes one custom node instead, which TensorRT's ONNX parser maps to the ``KVGather``
 plugin (see tensorrt_plugin.py): the parser looks plugins up by op type, version "1"
 and the empty namespace, and hands the node's attributes over as plugin fields.
@@ -13,7 +14,6 @@ and the empty namespace, and hands the node's attributes over as plugin fields.
 Pass ``custom_opsets={ONNX_DOMAIN: ONNX_OPSET}`` to torch.onnx.export with it.
 """
 
-import contextlib
 import logging
 
 import torch
@@ -26,32 +26,15 @@ ONNX_OPSET = 1
 
 logger = logging.getLogger(__name__)
 
-_plugin_depth = 0
 
-
-@contextlib.contextmanager
-def kv_gather_as_plugin():
-    """Within this block, ONNX exports of kv_gather emit the tav::KVGather plugin node."""
-    global _plugin_depth
-    _plugin_depth += 1
-    try:
-        yield
-    finally:
-        _plugin_depth -= 1
-
-
-def plugin_mode() -> bool:
-    return _plugin_depth > 0
-
-
-def export_kv_gather(k: torch.Tensor, v: torch.Tensor, num_frames: int):
-    """What kv_gather traces to during ONNX export."""
-    if plugin_mode():
+def export_kv_gather(k: torch.Tensor, v: torch.Tensor, num_frames: int, plugin: bool = False):
+    """What kv_gather traces to during ONNX export: standard ops, or with ``plugin`` one tav::KVGather node."""
+    if plugin:
         if torch.compiler.is_compiling():
             # The dynamo exporter traces through autograd.Function.forward and never calls symbolic():
             # it would silently write standard ops instead of the plugin node.
             # The dynamo exporter retries other strategies and may bury this error: log it too.
-            message = "kv_gather_as_plugin() needs the TorchScript exporter: torch.onnx.export(..., dynamo=False)"
+            message = "kv_gather(..., plugin=True) needs the TorchScript exporter: torch.onnx.export(..., dynamo=False)"
             logger.error(message)
             raise RuntimeError(message)
         # int(): traced through the video UNet, num_frames comes from sample.shape, a 0-d tensor

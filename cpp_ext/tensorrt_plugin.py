@@ -7,8 +7,8 @@ nothing from TensorRT, so one library serves ``tensorrt`` and ``tensorrt_rtx``.
 
     python -m tav.cpp_ext.tensorrt_plugin build [--trt-include DIR] [--archs 80,86,...] [--out FILE]
 
-The exporter calls ``register(trt)`` before parsing ONNX written under
-``kv_gather_as_plugin()``; a runtime calls it (or, without torch, just
+The exporter calls ``register(trt, library)`` before parsing ONNX written with
+``kv_gather(..., plugin=True)``; a runtime calls it (or, without torch, just
 ``trt.get_plugin_registry().load_library(path)``) before deserialising the engine.
 """
 
@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .build import CSRC, cache_root
+from .build import CSRC, default_cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -31,37 +31,36 @@ LIBRARY_NAME = "libtav_kv_gather_trt.so"
 SOURCES = ["kv_gather_trt_plugin.cu", "kv_gather_kernels.h", "kv_gather_index.h"]
 # CUDA 13 builds SM75+; SASS for the common GPUs, PTX of the oldest for anything newer.
 DEFAULT_ARCHS = ("75", "80", "86", "89", "90", "100", "120")
+# Read by this module's command only (main), passed down as arguments.
 INCLUDE_ENV = "TENSORRT_INCLUDE_DIR"
-LIBRARY_ENV = "TAV_TRT_PLUGIN"
+TRT_ROOT_ENV = "TRT_ROOT"
+SYSTEM_INCLUDE_DIRS = ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
+                       "/usr/local/tensorrt/include", "/opt/tensorrt/include")
 
 
 def find_include_dir(explicit=None):
-    """The folder holding NvInferRuntime.h: the argument, $TENSORRT_INCLUDE_DIR, $TRT_ROOT/include or system paths."""
-    candidates = [explicit, os.environ.get(INCLUDE_ENV)]
-    if os.environ.get("TRT_ROOT"):
-        candidates.append(Path(os.environ["TRT_ROOT"]) / "include")
-    candidates += ["/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
-                   "/usr/local/tensorrt/include", "/opt/tensorrt/include"]
-    for folder in candidates:
+    """The folder holding NvInferRuntime.h: ``explicit``, else the usual system paths; None if none has it."""
+    for folder in (explicit, *SYSTEM_INCLUDE_DIRS):
         if folder and (Path(folder) / "NvInferRuntime.h").is_file():
             return Path(folder)
     return None
 
 
 def find_nvcc():
-    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-    nvcc = Path(cuda_home) / "bin" / "nvcc"
+    """nvcc of the CUDA toolkit torch builds with (torch resolves $CUDA_HOME), else the one on PATH."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = Path(CUDA_HOME or "/usr/local/cuda") / "bin" / "nvcc"
     return str(nvcc) if nvcc.exists() else shutil.which("nvcc")
 
 
-def library_path() -> Path:
-    """$TAV_TRT_PLUGIN, else the cached build of these sources."""
-    if os.environ.get(LIBRARY_ENV):
-        return Path(os.environ[LIBRARY_ENV])
+def library_path(cache_dir=None) -> Path:
+    """The cached build of these sources (``cache_dir``: the cache folder, default build.default_cache_root())."""
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((CSRC / name).read_bytes())
-    return cache_root() / f"trt-plugin-{digest.hexdigest()[:16]}" / LIBRARY_NAME
+    root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    return root / f"trt-plugin-{digest.hexdigest()[:16]}" / LIBRARY_NAME
 
 
 def build(include_dir=None, archs=DEFAULT_ARCHS, out=None, verbose=False) -> Path:
@@ -95,6 +94,7 @@ def build(include_dir=None, archs=DEFAULT_ARCHS, out=None, verbose=False) -> Pat
 def register(trt, library=None) -> Path:
     """Loads the plugin library into ``trt``'s plugin registry (``tensorrt`` or ``tensorrt_rtx`` module).
 
+    ``library``: the plugin library's path (default: the cached build, ``library_path()``).
     Idempotent. Call it before parsing a plugin-mode ONNX graph and before deserialising
     an engine built from one. Returns the library path (ship it next to the engines).
     """
@@ -145,15 +145,23 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tav.cpp_ext.tensorrt_plugin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="compile the plugin library with nvcc")
-    b.add_argument("--trt-include", help=f"folder with NvInferRuntime.h (default: ${INCLUDE_ENV} or system paths)")
+    b.add_argument("--trt-include", default=_include_dir_from_environment(),
+                   help=f"folder with NvInferRuntime.h (default: ${INCLUDE_ENV}, ${TRT_ROOT_ENV}/include, "
+                   "system paths)")
     b.add_argument("--archs", default=",".join(DEFAULT_ARCHS), help="comma-separated SM versions")
     b.add_argument("--out", help="library path (default: the cache)")
-    sub.add_parser("path", help="print where the library is expected")
+    sub.add_parser("path", help="print where the library is cached")
     args = parser.parse_args(argv)
     if args.command == "path":
         print(library_path())
         return
     print(build(args.trt_include, tuple(args.archs.split(",")), args.out, verbose=True))
+
+
+def _include_dir_from_environment():
+    if os.environ.get(INCLUDE_ENV):
+        return os.environ[INCLUDE_ENV]
+    return str(Path(os.environ[TRT_ROOT_ENV]) / "include") if os.environ.get(TRT_ROOT_ENV) else None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ the scores. The rewrite happens after tracing because ORT's own UNet fuser does 
 sparse-causal attention (the frame gather sits between to_k/to_v and the heads).
 
 A constant additive score bias of shape [1, 1, S, L] between the scores MatMul and the Softmax
-(the band of windowed temporal attention, tuner/temporal_window.py) becomes MultiHeadAttention's
+(the band of windowed temporal attention, tuner/model/temporal_window.py) becomes MultiHeadAttention's
 ``attention_bias`` input. Only these exact forms are rewritten; anything else (CLIP's causal-masked
 attention, a scale after the MatMul, a computed mask) is left as it is and counted, so the caller can
 require that every attention of a graph was fused. The tensors q/k/v/out keep their names and

@@ -173,8 +173,8 @@ def check_no_transpose(model: onnx.ModelProto, spec) -> None:
 def load_base_model(sd_folder, frames, height, width):
     """The base SD model as a TunedModel (no tuned weights, no inverted latents) for ``export_engine(base=True)``."""
     from tav.tuner.model.sd_folder import folder_hash
-    from tav.tuner.model.tuned_weights import TunedModel
     from tav.tuner.model.video_unet import VideoUNet
+    from tav.tuner.tuned_weights import TunedModel
 
     if None in (frames, height, width):
         raise ExportError("--base needs --frames, --height and --width: "

@@ -6,11 +6,13 @@ tensors as inputs, and ``--weights RUN_DIR --pack-for BASE_DIR --out NAME.tavpac
 
 import argparse
 import logging
+import os
 import sys
 
 from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.host_memory import map_large_blocks
 from tav.runtime.one_line import first_line
+from tav.runtime.plugin_library import PLUGIN_ENV
 from tav.tuner.cli.common import quiet_environment
 
 
@@ -100,7 +102,7 @@ def main(argv=None):
                 _backend_for_this_machine(args.backend),
                 args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
                 overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
-                temporal_window=args.temporal_window,
+                temporal_window=args.temporal_window, plugin_library=os.environ.get(PLUGIN_ENV),
             )
     except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it
         print("tav-export: error: interrupted; nothing was written", file=sys.stderr)

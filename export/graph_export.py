@@ -64,8 +64,8 @@ def export_graph(spec, staging: Path, options: GraphOptions, timings: dict, plug
     """Write ``<name>.onnx`` (and its twin) into ``staging``; return the graph's manifest fields.
 
     Takes ownership of ``spec.module``: it is released once traced (with ``plugin_context``, the
-    KVGather plugin's exporter hook, once its standard-op twin is traced too), so the caller must hold
-    no other reference to the model if its memory is to come back.
+    KVGather plugin's exporter hook ``plugin_context(module)``, once its standard-op twin is traced too), so
+    the caller must hold no other reference to the model if its memory is to come back.
     """
     work = staging / ".trace" / spec.name
     traced = work / f"{spec.name}.onnx"
@@ -77,7 +77,8 @@ def export_graph(spec, staging: Path, options: GraphOptions, timings: dict, plug
     else:  # fp32: the trace runs the fp32 module on the same inputs; its output is the reference
         feeds, expected = graph_feeds(spec), None
     with stage(timings, "trace", spec.name):
-        output = trace_to_onnx(spec, feeds, options.opset, traced, plugin_context() if plugin_context else None)
+        output = trace_to_onnx(spec, feeds, options.opset, traced,
+                               plugin_context(spec.module) if plugin_context else None)
         expected = output if expected is None else expected
         if plugin_context is None:
             release_module(spec)

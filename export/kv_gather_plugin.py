@@ -1,11 +1,14 @@
 """``--kv-gather plugin``: the UNet's sparse-causal KV gather as cpp_ext's ``tav::KVGather`` node.
 
-cpp_ext (issue 6) provides the exporter hook (``kv_gather_as_plugin``) and the
-TensorRT plugin library (``tensorrt_plugin.register``). ONNX Runtime has no
-kernel for the node, so the plugin graph's parity is recorded as null with the
-reason, and the same graph traced with standard ops (its twin) is checked instead:
-that proves the weights, the shapes and every other op of the graph.
+cpp_ext provides the node (``kv_gather(..., plugin=True)``, which the video UNet passes while
+``kv_gather_nodes`` has set its FrameContext's flag) and the TensorRT plugin library
+(``tensorrt_plugin.register``). ONNX Runtime has no kernel for the node, so the plugin
+graph's parity is recorded as null with the reason, and the same graph traced with
+standard ops (its twin) is checked instead: that proves the weights, the shapes and every
+other op of the graph.
 """
+
+from contextlib import contextmanager
 
 from tav.runtime.one_line import first_line
 
@@ -35,33 +38,40 @@ def plugin_parity(spec, path, work, feeds, expected, options) -> dict:
                                                     options.precision)}
 
 
+@contextmanager
+def kv_gather_nodes(module):
+    """While ``module`` is traced to ONNX, its video UNets' KV gathers become tav::KVGather nodes."""
+    from tav.tuner.model.video_unet import VideoUNet
+
+    contexts = [m.frame_context for m in module.modules() if isinstance(m, VideoUNet)]
+    for context in contexts:
+        context.kv_gather_plugin = True
+    try:
+        yield
+    finally:
+        for context in contexts:
+            context.kv_gather_plugin = False
+
+
 class KVGatherPlugin:
-    def __init__(self, context, library):
-        self.context = context  # cpp_ext's kv_gather_as_plugin
+    def __init__(self, library):
+        self.context = kv_gather_nodes  # context(module): the trace of module writes the KVGather node
         self.library = library  # the TensorRT plugin library, registered; None without TensorRT
 
 
-def kv_gather_plugin(trt) -> KVGatherPlugin:
-    """cpp_ext's KVGather exporter hook, and its TensorRT plugin registered when building engines; else a clear
-    error."""
-    from tav import cpp_ext
-
-    context = getattr(cpp_ext, "kv_gather_as_plugin", None)
-    if context is None:
-        raise ExportError(
-            "--kv-gather plugin needs tav.cpp_ext.kv_gather_as_plugin (the KVGather custom op), "
-            "which this install lacks; export with --kv-gather onnx"
-        )
+def kv_gather_plugin(trt, library=None) -> KVGatherPlugin:
+    """The KVGather exporter hook, and cpp_ext's TensorRT plugin registered when building engines; else a clear
+    error. ``library``: the plugin library to register (default: cpp_ext's cached build)."""
     if trt is None:
-        return KVGatherPlugin(context, None)
+        return KVGatherPlugin(None)
     try:
         from tav.cpp_ext import tensorrt_plugin
 
         # Registered now, before minutes of tracing; the parser then maps tav::KVGather onto it.
-        library = tensorrt_plugin.register(trt.module)
+        library = tensorrt_plugin.register(trt.module, library)
     except Exception as err:
         raise ExportError(
             f"--kv-gather plugin: the KVGather TensorRT plugin is not available ({first_line(err, None)}); "
             "build it on a CUDA machine (python -m tav.cpp_ext.tensorrt_plugin build), or use --kv-gather onnx"
         ) from None
-    return KVGatherPlugin(context, library)
+    return KVGatherPlugin(library)

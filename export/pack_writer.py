@@ -43,7 +43,7 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
     """Write the pack of ``weights`` for base ENGINE_DIR ``base_dir`` to ``out_path`` (``NAME.tavpack``)."""
-    from tav.tuner.model.tuned_weights import load_tuned
+    from tav.tuner.tuned_weights import load_tuned
 
     out = Path(out_path).absolute()
     if out.suffix != PACK_SUFFIX:

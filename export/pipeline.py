@@ -76,6 +76,7 @@ def export_engine(
     allow_base_mismatch=False,
     base=False,
     temporal_window=None,
+    plugin_library=None,
 ) -> Path:
     """Export RUN_DIR (or an official Tune-A-Video output folder) ``weights`` to ENGINE_DIR ``out_dir``.
 
@@ -87,6 +88,8 @@ def export_engine(
     ``base=True``: ``weights`` is a base SD model and the UNet takes the tuned tensors as inputs
     (refittable weights in TensorRT): a base ENGINE_DIR for per-video packs (export/base_engine.py).
     ``temporal_window``: frames each temporal attention sees, 1..frames (default: the run's; a base's: all).
+    ``plugin_library``: the KVGather TensorRT plugin library for ``kv_gather="plugin"`` plans (default: cpp_ext's
+    cached build; tav-export passes $TAV_TRT_PLUGIN).
 
     Phases: check -> load -> one graph at a time (graph_export.py) -> assets -> TensorRT plans ->
     manifest -> the runtime's own read and file check -> publish (rename into place). Cheap checks run
@@ -102,14 +105,14 @@ def export_engine(
         log.warning("--kv-gather plugin with --backend onnx: ONNX Runtime cannot run the KVGather node and no "
                     "TensorRT plan is built, so tav-run will refuse this ENGINE_DIR; add --backend tensorrt")
     trt = require_tensorrt() if backend != "onnx" else None
-    plugin = kv_gather_plugin(trt) if kv_gather == "plugin" else None
+    plugin = kv_gather_plugin(trt, plugin_library) if kv_gather == "plugin" else None
     options = GraphOptions(precision, int(opset), attention, trt is not None, external_data_threshold)
     timings = {}
     staging = make_staging(out_dir)
     staging_lock = hold_lock(staging)  # tells stale_exports that this folder's export is alive
     try:
         with stage(timings, "load"):
-            from tav.tuner.model.tuned_weights import load_tuned
+            from tav.tuner.tuned_weights import load_tuned
 
             tuned = (load_base_model(weights, frames, height, width) if base
                      else load_tuned(weights, allow_base_mismatch=allow_base_mismatch))

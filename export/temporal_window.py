@@ -1,4 +1,4 @@
-"""The temporal window an export bakes into its graphs (tuner/temporal_window.py has the band).
+"""The temporal window an export bakes into its graphs (tuner/model/temporal_window.py has the band).
 
 The window is static graph structure (a constant [1, 1, F, F] score bias on each temporal
 attention), so it is fixed at export time and recorded in the manifest, the base section and packs.

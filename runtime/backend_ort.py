@@ -14,7 +14,6 @@ is off for such a UNet: a captured graph replays fixed weight addresses.
 """
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ from .one_line import first_line
 
 log = logging.getLogger("tav.runtime")
 
-PROFILE_ENV = "TAV_ORT_PROFILE"  # a folder: every session writes ONNX Runtime's per-node trace there
+# A folder where every session writes ONNX Runtime's per-node trace; tav-run reads it and passes ``profile_dir``.
+PROFILE_ENV = "TAV_ORT_PROFILE"
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(double)": "float64"}
@@ -48,7 +48,9 @@ class OrtGraph:
     """One ONNX graph in an InferenceSession; ``run(feeds) -> {output name: new numpy array}``."""
 
     def __init__(self, path, device: str = "cpu", cuda_graph: bool = False, device_id: int = 0, io_binding=None,
-                 fused_attention: int = 0, cpu_arena: bool = True, weight_inputs=(), threads: int | None = None):
+                 fused_attention: int = 0, cpu_arena: bool = True, weight_inputs=(), threads: int | None = None,
+                 profile_dir=None):
+        """``profile_dir``: write ONNX Runtime's per-node trace of this session there (None: no profiling)."""
         import onnxruntime as ort
 
         self.path, self.device, self.cuda_graph, self.device_id = str(path), device, False, device_id
@@ -74,7 +76,6 @@ class OrtGraph:
         # Several processes sharing a CPU (tav-serve replicas) each want few threads, not one per core.
         if threads:
             options.intra_op_num_threads = threads
-        profile_dir = os.environ.get(PROFILE_ENV)
         if profile_dir:  # where the time goes, per node: summarise with `python -m tav.bench.ort_profile DIR`
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(profile_dir) / Path(self.path).stem)

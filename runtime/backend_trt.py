@@ -162,10 +162,12 @@ class Engine:
 class TensorRTEngines:
     """The ENGINE_DIR's plans on one GPU: one stream, one shared scratch allocation; ``graphs`` by name."""
 
-    def __init__(self, manifest, trt, device_id: int = 0, cuda_graph: bool = True, allow_plugin: bool = False):
-        """``allow_plugin``: load the KVGather plugin library that plugin-mode plans need (see plugin_library)."""
+    def __init__(self, manifest, trt, device_id: int = 0, cuda_graph: bool = True, allow_plugin: bool = False,
+                 plugin_library=None):
+        """``allow_plugin``: load the KVGather plugin library that plugin-mode plans need (see plugin_library);
+        ``plugin_library``: the operator's library, for folders that ship none."""
         if manifest.kv_gather == "plugin":
-            load_plugin_library(trt, manifest, allow_plugin)
+            load_plugin_library(trt, manifest, allow_plugin, plugin_library)
         cuda_rt.set_device(device_id)
         self.logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self.logger)

@@ -103,15 +103,17 @@ class LoadedGraphs:
     """
 
     def __init__(self, manifest: Manifest, choice: BackendChoice, allow_plugin: bool = False, keep_loaded: bool = True,
-                 ort_threads: int | None = None):
-        self.choice, self._ort_threads = choice, ort_threads
+                 ort_threads: int | None = None, plugin_library=None, ort_profile_dir=None):
+        """``plugin_library``: the operator's KVGather plugin library (plugin_library.py); ``ort_profile_dir``:
+        where ONNX Runtime sessions write their per-node traces (None: no profiling)."""
+        self.choice, self._ort_threads, self._ort_profile_dir = choice, ort_threads, ort_profile_dir
         log.info("tav.runtime: %s on %s (%s)", choice.name, choice.device, choice.reason)
         self._engines = None
         self._manifest = manifest
         if choice.name == "tensorrt":
             flavour = next(iter(manifest.graphs.values())).tensorrt.get("flavour", "tensorrt")
             self._engines = backend_trt.TensorRTEngines(manifest, backend_trt.import_tensorrt(flavour),
-                                                        allow_plugin=allow_plugin)
+                                                        allow_plugin=allow_plugin, plugin_library=plugin_library)
             self.graphs = self._engines.graphs
         elif keep_loaded:
             self.graphs = {name: self._ort_graph(name) for name in manifest.graphs}
@@ -132,7 +134,8 @@ class LoadedGraphs:
         # A CUDA graph pays off only for the UNet, which runs every step at fixed addresses.
         return backend_ort.OrtGraph(self._manifest.path(declared.onnx), device, cuda_graph=name == "unet",
                                     fused_attention=declared.fused_attention, cpu_arena=name in CPU_ARENA_GRAPHS,
-                                    weight_inputs=weights if name == "unet" else (), threads=self._ort_threads)
+                                    weight_inputs=weights if name == "unet" else (), threads=self._ort_threads,
+                                    profile_dir=self._ort_profile_dir)
 
     def _checked(self, name: str, graph):
         """``graph`` when its real I/O is what manifest.json declares; else a one-line refusal (graph closed)."""

@@ -1,6 +1,7 @@
 """tav-run: generate a video from an ENGINE_DIR and a prompt, without torch."""
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # Imported here so `tav-run --help` answers without loading onnxruntime.
+    from .backend_ort import PROFILE_ENV
     from .manifest import EngineDirError
     from .pipeline import NonFiniteError, VideoPipeline
+    from .plugin_library import PLUGIN_ENV
     from .video_output import VideoOutputError, check_fps, check_output_path, write_video
     from .video_registry import UnknownVideoError
 
@@ -59,7 +62,8 @@ def main(argv=None):
             raise ValueError(f"--eta must be between 0 (deterministic DDIM) and 1 (DDPM-like), got {args.eta}")
         # One call: each graph is loaded for its stage only, so the peak is the largest graph's, not all three.
         pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device, allow_plugin=args.trust_plugin,
-                                  keep_graphs=False)
+                                  keep_graphs=False, plugin_library=os.environ.get(PLUGIN_ENV),
+                                  ort_profile_dir=os.environ.get(PROFILE_ENV))
         with pipe:
             video = None
             if pipe.manifest.base and not args.video:

@@ -100,20 +100,20 @@ class VideoPipeline:
 
     @classmethod
     def load(cls, engine_dir, backend: str = "auto", device: str | None = None, allow_plugin: bool = False,
-             max_resident_videos: int | None = None, keep_graphs: bool = True,
-             ort_threads: int | None = None) -> "VideoPipeline":
+             max_resident_videos: int | None = None, keep_graphs: bool = True, ort_threads: int | None = None,
+             plugin_library=None, ort_profile_dir=None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
         ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
         caller trusts this ENGINE_DIR enough to run its native KVGather plugin library (plugin-mode
         TensorRT plans need it); without it no code from the folder is ever loaded (docs/SECURITY.md).
-        ``max_resident_videos`` caps the packs kept on the device (None: no cap); it matters only for a
-        base ENGINE_DIR. ``keep_graphs=False`` (ONNX Runtime): load each graph when it first runs and close it
-        when its stage of a call is over, so a one-shot call holds one graph at a time (tav-run does this);
-        a service keeps them (the default), paying the load once.
-        base ENGINE_DIR. ``ort_threads``: ONNX Runtime's intra-op threads per graph (None: one per core);
-        several processes sharing a CPU (tav-serve replicas) each want few.
-        """
+        ``plugin_library``: the operator's plugin library for a plugin-mode folder that ships none ($TAV_TRT_PLUGIN).
+        ``max_resident_videos`` caps the packs kept on the device (None: no cap; base ENGINE_DIRs only).
+        ``keep_graphs=False`` (ONNX Runtime): load each graph when it first runs and close it when its stage of a
+        call is over, so a one-shot call holds one graph at a time (tav-run does this); a service keeps them (the
+        default), paying the load once. ``ort_threads``: ONNX Runtime's intra-op threads per graph (None: one per
+        core); several processes sharing a CPU (tav-serve replicas) each want few. ``ort_profile_dir``: ONNX
+        Runtime writes its per-node traces there ($TAV_ORT_PROFILE)."""
         start = time.perf_counter()
         if ort_threads is not None and (not is_integer(ort_threads) or ort_threads < 1):
             raise ValueError(f"ort_threads must be a positive integer or None (one per core), got {ort_threads!r}")
@@ -126,15 +126,16 @@ class VideoPipeline:
         verify_files(manifest, choice.name)
         tokenizer, scheduler = _read_text_assets(manifest)
         inverted = read_inverted_latents(manifest) if manifest.has_inverted_latents else None
+        graph_options = {"keep_loaded": keep_graphs, "ort_threads": ort_threads, "ort_profile_dir": ort_profile_dir}
         try:
-            graphs = LoadedGraphs(manifest, choice, allow_plugin, keep_loaded=keep_graphs, ort_threads=ort_threads)
+            graphs = LoadedGraphs(manifest, choice, allow_plugin, plugin_library=plugin_library, **graph_options)
         except RuntimeError as err:  # e.g. plans for an architecture this TensorRT cannot deserialize
             if backend != "auto" or choice.name != "tensorrt":
                 raise
             log.warning("TensorRT could not load the plans (%s); falling back to ONNX Runtime", first_line(err, None))
             choice = choose_backend(manifest, "onnxruntime", device)
             verify_files(manifest, choice.name)
-            graphs = LoadedGraphs(manifest, choice, keep_loaded=keep_graphs, ort_threads=ort_threads)
+            graphs = LoadedGraphs(manifest, choice, **graph_options)
         try:
             return cls(manifest, graphs, tokenizer, scheduler, inverted, time.perf_counter() - start,
                        max_resident_videos)

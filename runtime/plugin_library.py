@@ -5,14 +5,14 @@ whatever code it holds inside this process, and its sha256 in manifest.json is d
 folder, so the hash proves integrity, not trust. Hence:
 
 - nothing is dlopen'ed unless the caller opts in (``tav-run --trust-plugin``,
-  ``VideoPipeline.load(..., allow_plugin=True)``), neither the shipped library nor ``$TAV_TRT_PLUGIN``;
+  ``VideoPipeline.load(..., allow_plugin=True)``), neither the shipped library nor the operator's own
+  (``plugin_library``: tav-run passes ``$TAV_TRT_PLUGIN``);
 - the shipped library is used only when manifest.json lists it, and what is loaded is a private copy
   (0700 temp folder) whose own bytes were hashed, so the file cannot be swapped between the check
   and the dlopen;
 - a library with a given sha256 is loaded once per process (its plugin creators register globally).
 """
 
-import os
 import shutil
 import tempfile
 import threading
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .manifest import file_sha256, refuse
 
-# Path of cpp_ext's KVGather TensorRT plugin library (libtav_kv_gather_trt.so), needed by kv_gather="plugin" plans;
-# the same variable tav.cpp_ext.tensorrt_plugin reads (we cannot import that package: it imports torch).
+# The operator's KVGather TensorRT plugin library (libtav_kv_gather_trt.so) for kv_gather="plugin" plans whose
+# folder ships none. Only commands read it (tav-run, tav-export), and pass it down as ``plugin_library``.
 PLUGIN_ENV = "TAV_TRT_PLUGIN"
 # The exporter copies the KVGather plugin library into a plugin-mode ENGINE_DIR under this name
 # (hashed in manifest.json like every other file), so the folder is all a service needs.
@@ -32,7 +32,7 @@ UNTRUSTED_PLUGIN = (
     "or re-export with --kv-gather onnx"
 )
 
-_loaded = set()  # sha256 (shipped copies) or paths ($TAV_TRT_PLUGIN) already registered with TensorRT
+_loaded = set()  # sha256 (shipped copies) or paths (the operator's library) already registered with TensorRT
 _lock = threading.Lock()
 
 
@@ -40,11 +40,11 @@ class PluginNotTrusted(RuntimeError):
     """A plan needs native plugin code and the caller did not opt in to loading it."""
 
 
-def load_plugin_library(trt, manifest, allow_plugin: bool = False) -> None:
+def load_plugin_library(trt, manifest, allow_plugin: bool = False, plugin_library=None) -> None:
     """Register the KVGather plugin creators with TensorRT before a plan that uses them is deserialized.
 
-    The ENGINE_DIR's own copy comes first when manifest.json lists it; ``$TAV_TRT_PLUGIN`` serves
-    folders exported before the library was shipped with them.
+    The ENGINE_DIR's own copy comes first when manifest.json lists it; ``plugin_library`` (a path, the
+    operator's ``$TAV_TRT_PLUGIN``) serves folders exported before the library was shipped with them.
     """
     if not allow_plugin:
         raise PluginNotTrusted(f"{manifest.engine_dir}: {UNTRUSTED_PLUGIN}")
@@ -55,7 +55,7 @@ def load_plugin_library(trt, manifest, allow_plugin: bool = False) -> None:
                 _load_private_copy(trt, manifest, sha256)
                 _loaded.add(sha256)
             return
-        path = os.environ.get(PLUGIN_ENV)
+        path = str(plugin_library) if plugin_library else None
         if not path or not Path(path).is_file():
             raise RuntimeError(
                 "this ENGINE_DIR's plans use the KVGather TensorRT plugin (kv_gather='plugin') "

@@ -1,6 +1,5 @@
 """The compiled kv_gather (C++ twin, CUDA kernel) against the index rule, its autograd, fallback and model use."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +11,9 @@ import tav.cpp_ext as ext
 from tav.cpp_ext import kv_gather_backward_reference, kv_gather_reference, op
 from tav.tuner import VideoUNet
 
+BACKEND = ext.load()  # builds or loads the compiled op once (cached by `make setup`), registers torch.ops.tav.*
 needs_compiled_cpu = pytest.mark.skipif(
-    not ext.compiled_backend_available("cpu"), reason=f"compiled CPU kv_gather unavailable: {ext.fallback_reason()}"
+    "cpu" not in BACKEND.devices, reason=f"compiled CPU kv_gather unavailable: {BACKEND.fallback_reason}"
 )
 
 # (batch, frames, tokens, channels): one frame, two frames, several clips, odd sizes.
@@ -29,8 +29,6 @@ def _pair(b, f, n, c, dtype, device="cpu"):
 def test_cpu_twin_builds_where_a_compiler_exists():
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler: the PyTorch reference serves")
-    if os.environ.get("TAV_DISABLE_CPP_EXT", "") not in ("", "0"):
-        pytest.skip("TAV_DISABLE_CPP_EXT is set")
     assert ext.compiled_backend_available("cpu"), ext.fallback_reason()
     assert str(torch.ops.tav.kv_gather.default._schema) == "tav::" + op.SCHEMAS["kv_gather"]
     assert str(torch.ops.tav.kv_gather_backward.default._schema) == "tav::" + op.SCHEMAS["kv_gather_backward"]
@@ -103,22 +101,30 @@ def test_frames_that_do_not_divide_the_batch_are_rejected():
         kv_gather_reference(torch.randn(5, 2, 2), torch.randn(5, 2, 2), 2)
 
 
-def test_disabled_extension_falls_back_with_one_warning():
+def test_turned_off_extension_falls_back_with_one_warning_and_none_for_meta():
     script = (
         "import torch, tav.cpp_ext as e\n"
+        "e.load(compiled=False)\n"
         "assert not e.compiled_backend_available('cpu')\n"
+        "m = torch.empty(6, 3, 4, device='meta')\n"
+        "assert e.kv_gather(m, m, 3)[0].shape == (6, 6, 4)\n"  # tracing on meta is expected: nothing to announce
         "k = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)\n"
         "for _ in range(3): out = e.kv_gather(k, k, 3)\n"
         "assert torch.equal(out[0], e.kv_gather_reference(k, k, 3)[0])\n"
         "assert torch.autograd.gradcheck(lambda x: torch.ops.tav.kv_gather(x, x, 3), (k,))\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "TAV_DISABLE_CPP_EXT": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     warnings = [line for line in result.stderr.splitlines() if "pure-PyTorch kv_gather" in line]
-    assert len(warnings) == 1 and "TAV_DISABLE_CPP_EXT=1" in warnings[0], result.stderr
+    assert len(warnings) == 1 and "on cpu" in warnings[0] and "load(compiled=False)" in warnings[0], result.stderr
+
+
+def test_load_is_once_per_process_and_refuses_other_arguments_later():
+    assert ext.load() is BACKEND
+    with pytest.raises(RuntimeError, match="already loaded"):
+        ext.load(compiled=False)
 
 
 def test_prebuild_entry_point_reports_the_active_backend():
@@ -147,8 +153,8 @@ def test_video_unet_is_the_same_with_and_without_the_compiled_op(tiny_sd, monkey
         m.setattr(ext, "kv_gather_reference", no_reference)
         compiled_out, compiled_grads = run()
     with monkeypatch.context() as m:
-        m.setattr(ext, "_compiled", set())
-        m.setattr(ext, "_warned", True)
+        m.setattr(BACKEND, "devices", frozenset())
+        m.setattr(BACKEND, "noted", True)
         reference_out, reference_grads = run()
     torch.testing.assert_close(compiled_out, reference_out, rtol=0, atol=0)
     assert compiled_grads.keys() == trainable

@@ -1,7 +1,7 @@
 """kv_gather in ONNX export (standard ops, or the tav::KVGather plugin node) and the TensorRT plugin library."""
 
-import contextlib
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,12 +16,12 @@ from tav.cpp_ext import tensorrt_plugin
 
 
 class _Gather(torch.nn.Module):
-    def __init__(self, num_frames):
+    def __init__(self, num_frames, plugin=False):
         super().__init__()
-        self.num_frames = num_frames
+        self.num_frames, self.plugin = num_frames, plugin
 
     def forward(self, k, v):
-        k2, v2 = ext.kv_gather(k, v, self.num_frames)
+        k2, v2 = ext.kv_gather(k, v, self.num_frames, plugin=self.plugin)
         return k2 * 2, v2 + 1
 
 
@@ -29,12 +29,10 @@ def _export(k, v, num_frames, plugin: bool) -> onnx.ModelProto:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        context = ext.kv_gather_as_plugin() if plugin else contextlib.nullcontext()
-        with context:
-            torch.onnx.export(
-                _Gather(num_frames), (k, v), buffer, dynamo=False, opset_version=17,
-                custom_opsets={ext.ONNX_DOMAIN: ext.ONNX_OPSET}, input_names=["k", "v"], output_names=["k2", "v2"],
-            )
+        torch.onnx.export(
+            _Gather(num_frames, plugin), (k, v), buffer, dynamo=False, opset_version=17,
+            custom_opsets={ext.ONNX_DOMAIN: ext.ONNX_OPSET}, input_names=["k", "v"], output_names=["k2", "v2"],
+        )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -60,7 +58,7 @@ def test_plugin_mode_exports_one_kvgather_node_with_static_shapes():
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in model.graph.value_info}
     assert [shapes[name] for name in nodes[0].output] == [[8, 128, 32], [8, 128, 16]]
     assert any(o.domain == ext.ONNX_DOMAIN and o.version == ext.ONNX_OPSET for o in model.opset_import)
-    # Outside the context manager the default comes back.
+    # Without the argument, standard ops.
     plain = _export(torch.randn(4, 2, 2), torch.randn(4, 2, 2), 2, False)
     assert not any(n.op_type == ext.ONNX_OP for n in plain.graph.node)
 
@@ -70,10 +68,11 @@ def _plugin_library():
     path = tensorrt_plugin.library_path()
     if path.is_file():
         return path
-    if tensorrt_plugin.find_include_dir() is None or tensorrt_plugin.find_nvcc() is None:
+    include = os.environ.get(tensorrt_plugin.INCLUDE_ENV)  # as the build command reads it
+    if tensorrt_plugin.find_include_dir(include) is None or tensorrt_plugin.find_nvcc() is None:
         pytest.skip("TensorRT plugin not built and cannot be: needs nvcc and NvInferRuntime.h "
                     f"(${tensorrt_plugin.INCLUDE_ENV})")
-    return tensorrt_plugin.build()
+    return tensorrt_plugin.build(include)
 
 
 def test_tensorrt_rtx_parses_the_node_into_the_plugin_and_builds_an_engine(tmp_path):
@@ -125,6 +124,6 @@ def test_tensorrt_rtx_parses_the_node_into_the_plugin_and_builds_an_engine(tmp_p
 
 def test_plugin_mode_refuses_the_dynamo_exporter(caplog):
     # It would trace through the autograd.Function and silently write standard ops instead.
-    with ext.kv_gather_as_plugin(), pytest.raises(Exception):  # noqa: B017 (any failure will do, as long as it fails)
-        torch.onnx.export(_Gather(2), (torch.randn(4, 3, 8), torch.randn(4, 3, 8)), dynamo=True)
+    with pytest.raises(Exception):  # noqa: B017 (any failure will do, as long as it fails)
+        torch.onnx.export(_Gather(2, plugin=True), (torch.randn(4, 3, 8), torch.randn(4, 3, 8)), dynamo=True)
     assert "dynamo=False" in caplog.text

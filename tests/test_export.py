@@ -5,7 +5,6 @@ checked twice: the manifest's numbers, and recomputed here against PyTorch model
 loaded independently of the exporter (load_tuned, the base folder's text encoder / VAE).
 """
 
-import contextlib
 import json
 
 import numpy as np
@@ -14,12 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tav import cpp_ext
 from tav.export import export_engine
 from tav.export.parity import TOLERANCE_REL_L2
-from tav.tuner.model import frame_layers as frames_module
 from tav.tuner.model.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
-from tav.tuner.model.tuned_weights import load_tuned
+from tav.tuner.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH
 
@@ -309,29 +306,6 @@ def test_tensorrt_rtx_builds_unet_text_encoder_and_vae(fp16_engine):
     assert not (fp16_engine / "timing.cache").exists() and data["tools"]["tensorrt"]["timing_cache"] is False
 
 
-class _KVGatherStandIn(torch.autograd.Function):
-    """What cpp_ext's exporter hook emits: tav::KVGather(k, v) {num_frames} -> (k2, v2)."""
-
-    @staticmethod
-    def forward(ctx, k, v, num_frames):
-        return cpp_ext.kv_gather_reference(k, v, num_frames)
-
-    @staticmethod
-    def symbolic(g, k, v, num_frames):
-        return g.op("tav::KVGather", k, v, num_frames_i=num_frames, outputs=2)
-
-
-@contextlib.contextmanager
-def _kv_gather_stand_in():
-    original = frames_module.kv_gather
-    # Under tracing the frame count is a 0-d tensor (it comes from sample.shape): the node needs an int.
-    frames_module.kv_gather = lambda k, v, num_frames: _KVGatherStandIn.apply(k, v, int(num_frames))
-    try:
-        yield
-    finally:
-        frames_module.kv_gather = original
-
-
 def _check_plugin_engine(engine):
     data = manifest(engine)
     assert data["kv_gather"] == "plugin"
@@ -354,11 +328,9 @@ def _kv_gather_trt_plugin_built() -> bool:
     return _has_tensorrt_rtx() and tensorrt_plugin.library_path().is_file()
 
 
-def test_kv_gather_plugin_export(run_dir, tmp_path, monkeypatch):
-    """With cpp_ext's kv_gather_as_plugin when it exists (issue 6), else with a stand-in emitting the same node;
-    and through TensorRT-RTX with cpp_ext's KVGather plugin library when that is built."""
-    if not hasattr(cpp_ext, "kv_gather_as_plugin"):
-        monkeypatch.setattr(cpp_ext, "kv_gather_as_plugin", _kv_gather_stand_in, raising=False)
+def test_kv_gather_plugin_export(run_dir, tmp_path):
+    """The UNet's gathers as cpp_ext's tav::KVGather nodes; and through TensorRT-RTX with cpp_ext's KVGather plugin
+    library when that is built."""
     with_trt = _kv_gather_trt_plugin_built()
     engine = export_engine(run_dir, tmp_path / "engine", kv_gather="plugin", backend="tensorrt" if with_trt else "onnx")
     _check_plugin_engine(engine)

@@ -17,7 +17,7 @@ from test_runtime_backends import FakeCuda, FakeTrt, make_manifest
 from test_runtime_pipeline import edited_copy, write_engine_dir
 
 import tav.runtime.pipeline
-from tav.runtime import VideoPipeline, backend_trt, cuda_rt, plugin_library
+from tav.runtime import VideoPipeline, backend_ort, backend_trt, cuda_rt, plugin_library
 from tav.runtime.backends import BackendUnavailable, choose_backend
 from tav.runtime.cli import build_parser
 from tav.runtime.cli import main as tav_run
@@ -71,13 +71,12 @@ def plugin_dir(tmp_path, monkeypatch):
 
 def test_no_plugin_library_is_loaded_without_opt_in(plugin_dir, monkeypatch):
     manifest, library, trt, loads = plugin_dir
-    monkeypatch.setenv(backend_trt.PLUGIN_ENV, str(library))  # not even the operator's variable
     with pytest.raises(plugin_library.PluginNotTrusted, match="--trust-plugin"):
-        backend_trt.load_plugin_library(trt, manifest)
+        backend_trt.load_plugin_library(trt, manifest, plugin_library=library)  # not even the operator's own
     cuda = FakeCuda()
     cuda.install(monkeypatch)
     with pytest.raises(plugin_library.PluginNotTrusted):
-        backend_trt.TensorRTEngines(manifest, FakeTrt(cuda, [1, 1, 1]))
+        backend_trt.TensorRTEngines(manifest, FakeTrt(cuda, [1, 1, 1]), plugin_library=library)
     assert loads == [] and not [c for c in cuda.calls if c[0] == "malloc"]
 
 
@@ -111,17 +110,31 @@ def test_a_plugin_library_that_differs_from_its_hash_is_never_loaded(plugin_dir)
     assert loads == []
 
 
-def test_an_unlisted_plugin_library_is_ignored(plugin_dir, monkeypatch):
+def test_an_unlisted_plugin_library_is_ignored(plugin_dir):
     manifest, library, trt, loads = plugin_dir
     object.__setattr__(manifest, "files", {})
-    monkeypatch.delenv(backend_trt.PLUGIN_ENV, raising=False)
     with pytest.raises(RuntimeError, match="lists no kv_gather_plugin.so"):
         backend_trt.load_plugin_library(trt, manifest, allow_plugin=True)
     operators = library.with_name("libtav_kv_gather_trt.so")
     operators.write_bytes(b"built by the operator")
-    monkeypatch.setenv(backend_trt.PLUGIN_ENV, str(operators))
-    backend_trt.load_plugin_library(trt, manifest, allow_plugin=True)
+    backend_trt.load_plugin_library(trt, manifest, allow_plugin=True, plugin_library=operators)
     assert [entry[0] for entry in loads] == [str(operators)]
+
+
+def test_tav_run_passes_the_operators_plugin_library_and_ort_profile_folder(monkeypatch, tmp_path):
+    """The environment is read by the command only; the library takes arguments."""
+    seen = {}
+
+    def load(engine_dir, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(tav.runtime.pipeline.VideoPipeline, "load", load)
+    monkeypatch.setenv(plugin_library.PLUGIN_ENV, "/opt/libtav_kv_gather_trt.so")
+    monkeypatch.setenv(backend_ort.PROFILE_ENV, str(tmp_path))
+    with pytest.raises(SystemExit, match="stop here"):
+        tav_run(["--engine", "e", "--prompt", "p", "--out", str(tmp_path / "o.npy")])
+    assert seen["plugin_library"] == "/opt/libtav_kv_gather_trt.so" and seen["ort_profile_dir"] == str(tmp_path)
 
 
 # --- defect 4: every manifest name stays inside the ENGINE_DIR ---------------------------------------

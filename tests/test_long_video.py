@@ -19,10 +19,10 @@ from tav.export.cli import main as tav_export
 from tav.runtime.cli import main as tav_run
 from tav.tuner.cli.invert import main as tav_invert
 from tav.tuner.cli.sample import main as tav_sample
-from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import sample
+from tav.tuner.tuned_weights import load_tuned
 from tav.tuner.tuning.config import TuneConfig
-from tav.tuner.tuning.invert import invert_run
+from tav.tuner.tuning.invert_clip import invert_run
 from tav.tuner.tuning.tune import tune
 
 TUNED, LONG, SIZE, STEPS, PROMPT = 8, 32, 32, 2, "a panda is skiing"

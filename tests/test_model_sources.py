@@ -25,9 +25,9 @@ from transformers import CLIPTextModel
 from tav.runtime.video_output import write_video
 from tav.tuner.demo.synthetic_video import make_clip
 from tav.tuner.model import sd_folder
-from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.model_sources import resolve_base_model, single_file
 from tav.tuner.model_sources.hub import files_to_fetch
+from tav.tuner.tuned_weights import load_tuned
 from tav.tuner.tuning.config import TuneConfig
 from tav.tuner.tuning.tune import tune
 

@@ -32,7 +32,7 @@ from tav.runtime.backend_ort import OrtGraph
 from tav.runtime.cli import main as tav_run
 from tav.runtime.packs import read_pack
 from tav.tuner import VideoUNet
-from tav.tuner.model.tuned_weights import load_tuned
+from tav.tuner.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 

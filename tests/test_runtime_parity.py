@@ -25,8 +25,8 @@ import pytest
 
 from tav.export import export_engine
 from tav.runtime import VideoPipeline
-from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import PipelineParts, sample
+from tav.tuner.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH
 

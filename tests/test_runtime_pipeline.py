@@ -467,6 +467,16 @@ def test_cpu_sessions_plan_no_memory_pattern_and_repeat_runs_exactly(engine_dir)
     np.testing.assert_array_equal(runs[0], runs[2])
 
 
+def test_profile_dir_gets_the_sessions_per_node_trace(engine_dir, tmp_path):
+    from tav.runtime.backend_ort import OrtGraph
+
+    graph = OrtGraph(engine_dir / "vae_decoder.onnx", profile_dir=tmp_path)
+    graph.run({s.name: np.zeros(s.shape, np.float32) for s in graph.inputs})
+    graph.close()
+    assert [p.name.startswith("vae_decoder") and p.suffix == ".json" for p in tmp_path.iterdir()] == [True]
+    assert not OrtGraph(engine_dir / "vae_decoder.onnx").session.get_session_options().enable_profiling
+
+
 def test_a_closed_pipeline_says_so(engine_dir):
     pipe = VideoPipeline.load(engine_dir, device="cpu")
     pipe.close()
@@ -482,10 +492,10 @@ def test_auto_falls_back_to_onnxruntime_when_tensorrt_cannot_load_the_plans(engi
         trt = backend in ("auto", "tensorrt")
         return BackendChoice("tensorrt", "cuda", "test") if trt else choose_backend(manifest, backend, "cpu")
 
-    def load(manifest, choice, allow_plugin=False, keep_loaded=True, ort_threads=None):
+    def load(manifest, choice, allow_plugin=False, keep_loaded=True, **options):
         if choice.name == "tensorrt":
             raise RuntimeError("TensorRT could not deserialize unet.plan")
-        return LoadedGraphs(manifest, choice, keep_loaded=keep_loaded, ort_threads=ort_threads)
+        return LoadedGraphs(manifest, choice, keep_loaded=keep_loaded, **options)
 
     monkeypatch.setattr(pipeline_module, "choose_backend", choose)
     monkeypatch.setattr(pipeline_module, "verify_files", lambda manifest, backend: None)

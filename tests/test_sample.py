@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from tav.runtime.video_output import frames_to_uint8
 from tav.tuner.cli.sample import main as sample_main
 from tav.tuner.model import sd_folder
-from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.sampler import sample
+from tav.tuner.tuned_weights import load_tuned
 
 from ldm_checkpoint import ldm_state_dict, write_single_file
 

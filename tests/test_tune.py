@@ -22,10 +22,10 @@ from safetensors.torch import load_file
 from tav.tuner.cli.tune import build_parser, settings_from
 from tav.tuner.cli.tune import main as tune_main
 from tav.tuner.model import sd_folder
-from tav.tuner.model.tuned_weights import load_tuned
 from tav.tuner.model.video_unet import TRAINABLE_MODULE_SUFFIXES, VideoUNet
+from tav.tuner.tuned_weights import load_tuned
 from tav.tuner.tuning.config import TuneConfig
-from tav.tuner.tuning.inversion import ddim_inversion
+from tav.tuner.tuning.ddim_inversion import ddim_inversion
 from tav.tuner.tuning.session import encode_clip, prepare, train_step
 from tav.tuner.tuning.tune import TuneInterrupted, tune
 from tav.tuner.tuning.video_input import load_clip

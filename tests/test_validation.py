@@ -312,7 +312,7 @@ def official(tiny_sd, random_run, tmp_path_factory) -> Path:
 
     import yaml
 
-    from tav.tuner.model.tuned_weights import load_tuned
+    from tav.tuner.tuned_weights import load_tuned
 
     root = tmp_path_factory.mktemp("official")
     tuned = load_tuned(random_run)
@@ -333,7 +333,7 @@ def official_copy(official: Path, tmp_path: Path) -> Path:
 
 
 def test_official_weight_map_out_of_the_folder_is_refused_before_reading(official, tmp_path):
-    from tav.tuner.model.tuned_weights import load_tuned
+    from tav.tuner.tuned_weights import load_tuned
 
     folder = official_copy(official, tmp_path)
     unet = folder / "unet"
@@ -353,7 +353,7 @@ def test_official_weight_map_out_of_the_folder_is_refused_before_reading(officia
     ("train_data: [\n", "is not valid YAML"),
 ], ids=["list", "train-int", "frames-string", "height-negative", "broken-yaml"])
 def test_a_garbled_official_config_is_one_line(official, tmp_path, config, message):
-    from tav.tuner.model.tuned_weights import load_tuned
+    from tav.tuner.tuned_weights import load_tuned
 
     folder = official_copy(official, tmp_path)
     (folder / "config.yaml").write_text(config)
@@ -363,7 +363,7 @@ def test_a_garbled_official_config_is_one_line(official, tmp_path, config, messa
 
 
 def test_official_inverted_latents_are_bounded_and_oddly_named_ones_ignored(official, tmp_path):
-    from tav.tuner.model.tuned_weights import load_tuned
+    from tav.tuner.tuned_weights import load_tuned
 
     folder = official_copy(official, tmp_path)
     (folder / "inv_latents" / "ddim_latent-final.pt").write_bytes(b"not read")

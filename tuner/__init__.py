@@ -5,7 +5,7 @@ import importlib
 # Loaded on first use (PEP 562): the tav-* commands live in this package, and their --help
 # must not wait for torch and diffusers.
 _EXPORTS = {"VideoUNet": ".model.video_unet", "TuneConfig": ".tuning.config", "tune": ".tuning.tune",
-            "load_tuned": ".model.tuned_weights", "sample": ".sampler"}
+            "load_tuned": ".tuned_weights", "sample": ".sampler"}
 
 __all__ = ["VideoUNet", "TuneConfig", "tune", "load_tuned", "sample"]
 

@@ -14,9 +14,10 @@ import torch
 
 from tav.runtime.denoise import denoise
 from tav.runtime.video_output import frames_to_uint8
-from tav.tuner.model import sd_folder
-from tav.tuner.model.text_encoding import encode_prompts
-from tav.tuner.model.tuned_weights import TunedModel
+
+from .model import sd_folder
+from .model.text_encoding import encode_prompts
+from .tuned_weights import TunedModel
 
 INITS = ("inverted", "noise")
 
@@ -51,11 +52,10 @@ def sample(tuned: TunedModel, prompt: str, negative_prompt: str = "", steps: int
            autocast=nullcontext, callback=None) -> SampleResult:
     """Generate tuned.frames frames for ``prompt``; runs on the device of ``tuned.unet``.
 
-    ``on_step(i)`` runs after each DDIM step (tav-sample's progress bar).
-
     ``parts`` reuses already loaded VAE/text encoder/tokenizer/scheduler and ``autocast``
     wraps UNet calls: both for the tuner's validation samples, which run mid-training.
-    ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
+    ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise;
+    tav-sample's progress bar).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")

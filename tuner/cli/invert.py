@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main_args(argv=None):
     args = build_parser().parse_args(argv)
     from ..progress import Progress
-    from ..tuning.invert import invert_run  # torch: after parsing, so --help answers at once
+    from ..tuning.invert_clip import invert_run  # torch: after parsing, so --help answers at once
 
     print(invert_run(args.weights, args.video, args.frames, args.out, args.stride, args.start, args.temporal_window,
                      args.inversion_steps, args.height, args.width, args.device, shown=Progress(PROG, not args.quiet)))

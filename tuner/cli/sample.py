@@ -58,9 +58,9 @@ def main_args(argv=None):
     shown, start = Progress(PROG, not args.quiet), time.perf_counter()
     # torch and diffusers: imported after parsing, so --help answers at once
     from ..model.temporal_window import check_temporal_window
-    from ..model.tuned_weights import load_tuned
     from ..model_sources import resolve_base_model
     from ..sampler import sample
+    from ..tuned_weights import load_tuned
     from ..tuning.session import resolve_device
 
     device = resolve_device(args.device)

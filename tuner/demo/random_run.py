@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tav.tuner.model.sd_folder import folder_hash
-from tav.tuner.model.video_unet import VideoUNet
+from ..model.sd_folder import folder_hash
+from ..model.video_unet import VideoUNet
 
 
 def make_random_run(sd_dir, run_dir, frames: int, height: int, width: int, seed: int = 0, inverted: bool = True,

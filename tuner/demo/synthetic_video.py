@@ -10,7 +10,8 @@ import numpy as np
 
 from tav.runtime.help_format import DefaultsHelpFormatter
 from tav.runtime.video_output import write_video
-from tav.tuner.cli.common import run_cli
+
+from ..cli.common import run_cli
 
 
 def make_clip(frames: int = 24, size: int = 128, seed: int = 0) -> np.ndarray:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tav.runtime.atomic_files import atomic_folder
 from tav.runtime.help_format import DefaultsHelpFormatter
-from tav.tuner.model.clip_tokenizer_files import write_clip_tokenizer_files
-from tav.tuner.model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
+
+from ..model.clip_tokenizer_files import write_clip_tokenizer_files
+from ..model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
 
 
 def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
@@ -54,7 +55,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (tests), small (CPU bench), sd15")
     args = parser.parse_args(argv)
-    from tav.tuner.cli.common import quiet_environment
+    from ..cli.common import quiet_environment
 
     quiet_environment()
     try:

@@ -18,18 +18,22 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 
 from tav.cpp_ext import kv_gather
-from tav.tuner.model.temporal_window import band_bias
+
+from .temporal_window import band_bias
 
 
 class FrameContext:
-    """The frame count of the forward pass in flight (shapes are static per call), and the temporal window.
+    """The frame count of the forward pass in flight (shapes are static per call), and how frames are mixed.
 
     ``temporal_window``: frames each frame's temporal attention sees (temporal_window.py); None is all.
+    ``kv_gather_plugin``: under ONNX export, each KV gather becomes one tav::KVGather node (TensorRT's
+    KVGather plugin) instead of standard ops; the exporter sets it for the trace.
     """
 
     def __init__(self):
         self.num_frames = 1
         self.temporal_window = None
+        self.kv_gather_plugin = False
 
 
 class FramePooledGroupNorm(torch.nn.GroupNorm):
@@ -69,7 +73,8 @@ class SparseCausalAttnProcessor:
             raise ValueError("sparse-causal attention is self-attention: no context or mask expected")
         bf = hidden_states.shape[0]
         query = attn.to_q(hidden_states)
-        key, value = kv_gather(attn.to_k(hidden_states), attn.to_v(hidden_states), self.frames.num_frames)
+        key, value = kv_gather(attn.to_k(hidden_states), attn.to_v(hidden_states), self.frames.num_frames,
+                               plugin=self.frames.kv_gather_plugin)
         head_dim = query.shape[-1] // attn.heads
 
         def heads(x):

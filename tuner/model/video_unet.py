@@ -19,8 +19,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 
-from tav.tuner.model.frame_layers import FrameContext, FramePooledGroupNorm, VideoTransformerBlock
-from tav.tuner.model.unet_weights import describe_key_mismatch, find_unet_weights, read_state_dict
+from .frame_layers import FrameContext, FramePooledGroupNorm, VideoTransformerBlock
+from .unet_weights import describe_key_mismatch, find_unet_weights, read_state_dict
 
 # Official checkpoints (diffusers 0.11 layout) name the 3D blocks; their weights are the 2D ones.
 _BLOCK_TYPES_3D_TO_2D = {
@@ -134,7 +134,7 @@ class VideoUNet(UNet2DConditionModel):
 
     @property
     def temporal_window(self):
-        """Frames each frame's temporal attention sees (a band around it, tuner/temporal_window.py); None: all."""
+        """Frames each frame's temporal attention sees (a band around it, tuner/model/temporal_window.py); None: all."""
         return self.frame_context.temporal_window
 
     @temporal_window.setter

@@ -15,8 +15,7 @@ a path is reported as a missing path rather than as an unknown repo.
 from dataclasses import dataclass
 from pathlib import Path
 
-from tav.tuner.model.sd_folder import check_sd_folder
-
+from ..model.sd_folder import check_sd_folder
 from .hub import fetch_from_hub, is_repo_id
 from .model_kind import check_sd1_folder
 from .single_file import SUFFIXES, convert_single_file

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from tav.tuner.model import sd_folder
-from tav.tuner.model.text_encoding import encode_prompts
-from tav.tuner.model.video_unet import VideoUNet
-from tav.tuner.tuning.config import TuneConfig
+from ..model import sd_folder
+from ..model.text_encoding import encode_prompts
+from ..model.video_unet import VideoUNet
+from .config import TuneConfig
 
 EVAL_SEED_OFFSET = 1_000_003  # the eval pairs' generator is independent of the training one
 VAE_CHUNK = 8  # frames per VAE encoder call: bounds its memory at 512x512

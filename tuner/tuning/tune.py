@@ -21,26 +21,26 @@ import torch
 from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import publish_folder
-from tav.tuner.model import sd_folder
-from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
-from tav.tuner.model_sources import resolve_base_model
-from tav.tuner.tuning.config import OFFICIAL_TRAINABLE_MODULES, TuneConfig
-from tav.tuner.tuning.interrupt_flag import InterruptFlag
-from tav.tuner.tuning.inversion import ddim_inversion
-from tav.tuner.tuning.partial_claim import claim_partial
-from tav.tuner.tuning.resume_state import (
+
+from ..model import sd_folder
+from ..model_sources import resolve_base_model
+from ..progress import Progress, counted
+from ..tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
+from .config import OFFICIAL_TRAINABLE_MODULES, TuneConfig
+from .ddim_inversion import ddim_inversion
+from .interrupt_flag import InterruptFlag
+from .partial_claim import claim_partial
+from .resume_state import (
     has_checkpoint,
     load_checkpoint,
     partial_dir,
     remove_checkpoints,
     save_checkpoint,
 )
-from tav.tuner.tuning.session import TuningSession, eval_loss, prepare, train_step
-from tav.tuner.tuning.tune_checks import TUNE_CONFIG, check_config, check_resume_matches
-from tav.tuner.tuning.tune_checks import check_targets as _check_targets  # the seam tests patch to stage a race
-from tav.tuner.tuning.video_input import load_clip
-
-from ..progress import Progress, counted
+from .session import TuningSession, eval_loss, prepare, train_step
+from .tune_checks import TUNE_CONFIG, check_config, check_resume_matches
+from .tune_checks import check_targets as _check_targets  # the seam tests patch to stage a race
+from .video_input import load_clip
 
 
 class TuneInterrupted(Exception):
@@ -272,7 +272,8 @@ def _publish(job: _Job) -> Path:
 def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
     """Sample the validation prompts with the current weights into validation/ (as the official validation_steps)."""
     from tav.runtime.video_output import write_video
-    from tav.tuner.sampler import PipelineParts, sample
+
+    from ..sampler import PipelineParts, sample
 
     cfg = s.cfg
     if s.parts is None:

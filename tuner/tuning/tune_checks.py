@@ -6,10 +6,10 @@ They run before the clip and the model load, so a bad invocation fails in a seco
 import json
 from pathlib import Path
 
-from tav.tuner.model.tuned_weights import RUN_JSON
-from tav.tuner.tuning.config import PRECISIONS, TuneConfig
-from tav.tuner.tuning.resume_state import has_checkpoint
-from tav.tuner.tuning.session import resolve_device
+from ..tuned_weights import RUN_JSON
+from .config import PRECISIONS, TuneConfig
+from .resume_state import has_checkpoint
+from .session import resolve_device
 
 TUNE_CONFIG = "tune_config.json"  # in RUN_DIR.partial/: the settings the run started with
 # A resume must agree on these; steps, checkpointing, validation and inversion settings may change.

@@ -20,12 +20,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tav.tuner.model.sd_folder import check_sd_folder, file_sha256, folder_hash
-from tav.tuner.model.temporal_window import recorded_temporal_window
-from tav.tuner.model.torch_files import load_torch_file
-from tav.tuner.model.unet_weights import read_state_dict
-from tav.tuner.model.video_unet import VideoUNet
-from tav.tuner.model_sources import resolve_base_model
+from .model.sd_folder import check_sd_folder, file_sha256, folder_hash
+from .model.temporal_window import recorded_temporal_window
+from .model.torch_files import load_torch_file
+from .model.unet_weights import read_state_dict
+from .model.video_unet import VideoUNet
+from .model_sources import resolve_base_model
 
 log = logging.getLogger("tav.tuner")
 

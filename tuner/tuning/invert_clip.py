@@ -18,15 +18,16 @@ import torch
 from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import atomic_folder
-from tav.tuner.model import sd_folder
-from tav.tuner.model.temporal_window import check_temporal_window, default_temporal_window
-from tav.tuner.model.text_encoding import encode_prompts
-from tav.tuner.model.tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, is_run_dir, load_tuned
-from tav.tuner.progress import Progress, counted
-from tav.tuner.tuning.config import TuneConfig
-from tav.tuner.tuning.inversion import ddim_inversion
-from tav.tuner.tuning.session import encode_clip, resolve_device
-from tav.tuner.tuning.video_input import load_clip
+
+from ..model import sd_folder
+from ..model.temporal_window import check_temporal_window, default_temporal_window
+from ..model.text_encoding import encode_prompts
+from ..progress import Progress, counted
+from ..tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, is_run_dir, load_tuned
+from .config import TuneConfig
+from .ddim_inversion import ddim_inversion
+from .session import encode_clip, resolve_device
+from .video_input import load_clip
 
 
 def invert_run(weights, video, frames: int, out, stride=None, start=None, temporal_window=None, inversion_steps=None,
