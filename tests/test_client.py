@@ -86,13 +86,18 @@ def test_every_http_error_is_one_exception_with_the_servers_line(studio, client)
 
 
 def test_a_real_503_is_retried_after_retry_after(studio, client, monkeypatch):
-    """Long requests fill the replica (2 at once) and the queue (4): a generate gets 503 until they drain."""
+    """Long requests keep the replica (2 at once) and the queue (4) full, each sent again when it gets a 503, so a
+    generate meets a real 503 until they have all been served."""
     long_request = {"prompt": PROMPT, "steps": 999, "guidance": 7.5, "format": "npy"}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{studio.url}/v1/videos/client-tuned/generate"
+    stop = time.monotonic() + 240
 
     def block():
-        httpx.post(url, json=long_request, headers=headers, timeout=300)
+        while time.monotonic() < stop:
+            if httpx.post(url, json=long_request, headers=headers, timeout=300).status_code != 503:
+                return
+            threading.Event().wait(0.1)  # not time.sleep: the test counts the client's sleeps
 
     blockers = [threading.Thread(target=block) for _ in range(8)]
     for thread in blockers:
@@ -106,7 +111,7 @@ def test_a_real_503_is_retried_after_retry_after(studio, client, monkeypatch):
     waits = []
     real_sleep = time.sleep
     monkeypatch.setattr(client_api.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
-    with Client(studio.url, token=TOKEN, timeout=300, busy_retries=50) as patient:
+    with Client(studio.url, token=TOKEN, timeout=300, busy_retries=60) as patient:
         result = patient.generate("client-tuned", PROMPT, **SETTINGS)
     assert waits and all(w == 5 for w in waits), waits  # the server's Retry-After
     assert result.frames.shape == (3, 64, 64, 3)
