@@ -4,16 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test test-slow test-sd15 lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q "torch==2.13.0"
+	# torch first, the build this machine can use: without an NVIDIA GPU the CPU build (PyTorch's CPU index, else
+	# a local CPU wheel), with one the CUDA build; a plain `pip install torch` on Linux pulls the multi-GB CUDA one.
+	$(BIN)/python tools/install_torch.py --version $(TORCH_VERSION)
 	# The base install is the lean runtime; the demo and the tests need the tuner, exporter and service too.
-	$(BIN)/pip install -q -e ".[cpu,export,serve,test]"
+	# Not -q: minutes of downloads show as they go. The filter drops setuptools' "Editable installation" note,
+	# which every editable install of a package-dir layout prints (information, not a problem to fix).
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -e ".[cpu,export,serve,test]"
 	# CLIP's BPE vocabulary ships inside clip-anytorch; its own deps (torchvision) are not needed.
 	$(BIN)/pip install -q --no-deps "clip-anytorch>=2.6"
 	$(BIN)/python -m tav.cpp_ext  # pre-build the kv_gather CPU twin (cached; falls back, never fails)

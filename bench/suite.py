@@ -24,7 +24,7 @@ from tav.runtime.one_line import first_line
 from .e2e import e2e_cli
 from .flops import unet_step_flops
 from .packs import measure_packs, pack_sizes
-from .timing import copy_gbps, matmul_tflops
+from .timing import GEMM_N, copy_gbps, matmul_tflops
 from .unet_backends import StepInputs, accuracy
 
 PROMPT = "a red car drifting on a snowy road, cartoon style"
@@ -105,7 +105,8 @@ def _stage(report, name, fn, skipped=False):
 def _device_info(device: str, dtype) -> dict:
     name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
     info = {"name": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "matmul_dtype": str(dtype).replace("torch.", ""), "matmul_tflops": matmul_tflops(device, dtype)}
+            "matmul_dtype": str(dtype).replace("torch.", ""), "matmul_n": GEMM_N[device],
+            "matmul_tflops": matmul_tflops(device, dtype)}
     if device == "cuda":
         info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
         info["copy_gbps"] = copy_gbps(device)

@@ -4,6 +4,7 @@ The pack holds exactly the tensors the base UNet takes as inputs (its manifest's
 section names them, their state-dict parameter and layout), converted to the base's
 precision and layout, plus the video's inverted latents and metadata (runtime/packs.py has
 the format). Written to a hidden temp file, read back and verified, then renamed into place.
+Each stage (load, hash, convert, write) logs one timed line as it ends (export/stages.py; --quiet silences them).
 """
 
 import io
@@ -32,6 +33,7 @@ from tav.runtime.packs import (
 from .base_engine import unet_frozen_sha256
 from .errors import ExportError
 from .finite_check import refuse_non_finite_array, refuse_non_finite_model
+from .stages import log, stage
 
 # What a pack keeps of run.json: enough to tell videos apart and judge the tuning, not the per-step losses.
 RUN_SUMMARY_KEYS = ("prompt", "video", "frames", "tuned_frames", "temporal_window", "stride", "start",
@@ -52,9 +54,12 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
         raise ExportError(f"--out {out} exists; choose a new name or pass --overwrite")
     if out.is_dir():
         raise ExportError(f"--out {out} is a folder; a pack is one file")
-    manifest = _read_base(base_dir)
-    tuned = load_tuned(weights)
-    refuse_non_finite_model(tuned, weights)
+    timings = {}
+    log.info("pack of %s for base %s", weights, base_dir)  # before the load: a large run takes seconds
+    with stage(timings, "load"):
+        manifest = _read_base(base_dir)
+        tuned = load_tuned(weights)
+        refuse_non_finite_model(tuned, weights)
     base = manifest.base
     latents = tuned.inverted_latents
     if latents is not None and tuple(latents.shape) != manifest.latent_shape:
@@ -67,19 +72,14 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
                           f"base {base_dir} was exported with {manifest.temporal_window}; "
                           f"export a base with --temporal-window {window}")
     state = tuned.unet.state_dict()
-    frozen = unet_frozen_sha256(tuned.unet, [t["param"] for t in base["tunable"]])
+    with stage(timings, "hash", "frozen UNet"):  # the base must hold the UNet this run was tuned from
+        frozen = unet_frozen_sha256(tuned.unet, [t["param"] for t in base["tunable"]])
     if frozen != base["unet_frozen_sha256"]:
         raise ExportError(f"{weights} was tuned from UNet {frozen[:12]}, base {base_dir} holds UNet "
                           f"{base['unet_frozen_sha256'][:12]}; "
                           "export a base from the run's SD model (tav-export --base)")
-    tensors = {}
-    for tunable in base["tunable"]:
-        value = state[tunable["param"]].detach().cpu()
-        value = value.t() if tunable["layout"] == "transposed" else value
-        tensors[tunable["name"]] = np.ascontiguousarray(value.to(TORCH_DTYPES[tunable["dtype"]]).numpy())
-        refuse_non_finite_array(tensors[tunable["name"]], tunable["param"], weights)
-    if latents is not None:
-        tensors[LATENTS_KEY] = np.ascontiguousarray(latents.float().numpy())
+    with stage(timings, "convert"):
+        tensors = _pack_tensors(state, base["tunable"], latents, weights)
     meta = {
         "schema_version": PACK_SCHEMA_VERSION,
         "base": {"id": base["id"], "unet_frozen_sha256": frozen, "frames": manifest.frames, "height": manifest.height,
@@ -97,8 +97,23 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
     # write's peak was the 3.4 GB UNet plus three copies of the pack, 5.15 GiB; now the load's, 4.04 GiB).
     del tuned, state
     release_freed_memory()
-    _write_atomic(out, tensors, meta)
+    with stage(timings, "write"):
+        _write_atomic(out, tensors, meta)
+    log.info("done: %s (%.1fs)", out, sum(timings.values()))
     return out
+
+
+def _pack_tensors(state: dict, tunables: list, latents, weights) -> dict:
+    """The base's tunable inputs from the tuned state dict, in the base's dtype and layout, plus the latents."""
+    tensors = {}
+    for tunable in tunables:
+        value = state[tunable["param"]].detach().cpu()
+        value = value.t() if tunable["layout"] == "transposed" else value
+        tensors[tunable["name"]] = np.ascontiguousarray(value.to(TORCH_DTYPES[tunable["dtype"]]).numpy())
+        refuse_non_finite_array(tensors[tunable["name"]], tunable["param"], weights)
+    if latents is not None:
+        tensors[LATENTS_KEY] = np.ascontiguousarray(latents.float().numpy())
+    return tensors
 
 
 def _read_base(base_dir):

@@ -12,22 +12,22 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from .backends import LoadedGraphs, choose_backend
 from .call_args import CallArgs, check_call_args, is_integer
+from .call_progress import CallProgress, check_progress
 from .ddim import DDIMConfig, DDIMScheduler
 from .denoise import denoise
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
 from .one_line import first_line
 from .packs import check_pack_fits, pack_byte_limit, read_pack, remake_hint
+from .start_latents import NonFiniteError, initial_latents, overflow_hint
 from .tokenizer import ClipTokenizer
 from .video_output import frames_to_uint8
 from .video_registry import Video, VideoRegistry
 
 log = logging.getLogger("tav.runtime")
 
-INITS = ("inverted", "noise")
 PINNED_FILES = ("tokenizer/tokenizer.json", "scheduler_config.json")
 TOKENIZER_CONFIG = "tokenizer/tokenizer_config.json"  # read when present (the pad token), so pinned when present
 
@@ -43,10 +43,6 @@ def _read_text_assets(manifest) -> tuple:
     except (OSError, ValueError, TypeError) as err:
         raise refuse(manifest.engine_dir, f"scheduler_config.json is unusable ({first_line(err)})") from None
     return tokenizer, scheduler
-
-
-class NonFiniteError(FloatingPointError):
-    """NaN or Inf in the latents or images: raised instead of writing a black video."""
 
 
 @dataclass
@@ -193,7 +189,7 @@ class VideoPipeline:
             return outputs
 
     def __call__(self, prompt: str, negative_prompt: str = "", steps: int = 50, guidance: float = 12.5, seed: int = 0,
-                 init="inverted", eta: float = 0.0, progress: bool = False, video: str | None = None, *,
+                 init="inverted", eta: float = 0.0, progress=False, video: str | None = None, *,
                  callback=None) -> VideoResult:
         """Generate the ENGINE_DIR's F frames for ``prompt``.
 
@@ -203,14 +199,17 @@ class VideoPipeline:
         (``default_rng(seed)`` normal), or a float32 array [1, 4, F, H/8, W/8] of starting latents.
         ``guidance`` 1 skips the unconditional branch (eps_u + 1 * (eps_c - eps_u) = eps_c):
         both halves of the batch-2 UNet get the prompt and the second half is used.
+        ``progress``: True draws a tqdm bar on stderr; a function ``progress(stage, done, total)`` hears each
+        stage ("text_encoder", "denoise", "decode") start and each of its engine runs end (runtime/call_progress.py).
         ``callback(step_index, total, t, latents)`` runs after each denoising step (tav.runtime.denoise).
         """
         args = CallArgs(prompt, negative_prompt, steps, guidance, seed, init, eta)
         args = check_call_args(args, self.scheduler.max_steps)  # all of them before the first engine call
+        check_progress(progress)
         with self._videos.hold(video) as chosen:  # removed or evicted meanwhile, it stays until this call ends
             return self._generate(args, chosen, progress, callback)
 
-    def _generate(self, args: CallArgs, video, progress: bool, callback) -> VideoResult:
+    def _generate(self, args: CallArgs, video, progress, callback) -> VideoResult:
         timings = {}
         clock = time.perf_counter()
 
@@ -222,36 +221,43 @@ class VideoPipeline:
 
         # One generator per call: starting noise first (init="noise"), then one draw per step when eta > 0.
         rng = np.random.default_rng(args.seed)
-        latents = self._initial_latents(args.init, rng, video)  # before any engine work: a bad init fails fast
+        latents = initial_latents(args.init, self.manifest.latent_shape, rng, video)  # fails before any engine work
         lap("prepare")
 
         ids = self.tokenizer([args.negative_prompt if args.use_cfg else args.prompt, args.prompt])  # [uncond; cond]
         lap("tokenize")
-        text = self._run("text_encoder", {"input_ids": ids})["last_hidden_state"]
-        lap("text_encoder")
-        with tqdm(total=args.steps, desc="denoise", unit="step", disable=not progress, leave=False) as bar:
-            def report(*step):
-                bar.update(1)
+        decode_runs = -(-self.manifest.frames // self.manifest.decode_batch)
+        with CallProgress(progress, args.steps, decode_runs) as tell:
+            tell("text_encoder", 0)  # on a first call (or keep_graphs=False) this stage loads the graph too
+            text = self._run("text_encoder", {"input_ids": ids})["last_hidden_state"]
+            tell("text_encoder", 1)
+            lap("text_encoder")
+
+            def report(i, total, t, x):
+                tell("denoise", i + 1)
                 if callback is not None:
-                    callback(*step)
+                    callback(i, total, t, x)
 
+            tell("denoise", 0)
             latents = self._denoise(args, latents, text, video, rng, report)
-        lap("denoise")
-        timings["denoise_per_step"] = timings["denoise"] / args.steps
+            lap("denoise")
+            timings["denoise_per_step"] = timings["denoise"] / args.steps
 
-        frames = self.decode(latents)
-        lap("decode")
+            frames = self.decode(latents, lambda done: tell("decode", done))
+            lap("decode")
         timings["total"] = sum(v for k, v in timings.items() if k != "denoise_per_step")
         return VideoResult(frames, latents, timings)
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray, report=None) -> np.ndarray:
         """uint8 frames [F, H, W, 3] of latents [1, 4, F, h, w] (a result's, or a callback's), decode_batch
         frames per decoder run.
 
         The decoder's graph is static at decode_batch frames (export/graphs.decode_batch): a short last chunk
         is padded with copies of its last frame, whose pixels are dropped. Frames decode independently, so
-        the chunks give what one F-frame run would.
+        the chunks give what one F-frame run would. ``report(runs_done)``, if given, runs before the first
+        decoder run and after each.
         """
+        report = report or (lambda done: None)
         latents = np.asarray(latents)
         if latents.shape != self.manifest.latent_shape:
             raise ValueError(f"latents of shape {list(latents.shape)} cannot be decoded by this ENGINE_DIR, "
@@ -260,6 +266,7 @@ class VideoPipeline:
         frames_in = frames_in.astype(self.float_dtype)
         count, chunk = len(frames_in), self.manifest.decode_batch
         pixels = []
+        report(0)
         for start in range(0, count, chunk):
             part = frames_in[start:start + chunk]
             real = len(part)
@@ -267,8 +274,10 @@ class VideoPipeline:
                 part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
             images = self._run("vae_decoder", {"latents": part}, last=start + chunk >= count)["images"][:real]
             if not np.isfinite(images).all():
-                raise NonFiniteError("the VAE decoder produced NaN/Inf pixels; " + self._overflow_hint())
+                raise NonFiniteError("the VAE decoder produced NaN/Inf pixels; "
+                                     + overflow_hint(self.manifest.precision))
             pixels.append(frames_to_uint8(images))
+            report(len(pixels))
         return np.concatenate(pixels)
 
     def _denoise(self, args: CallArgs, latents, text, video, rng, report) -> np.ndarray:
@@ -295,36 +304,10 @@ class VideoPipeline:
         def after_step(i, total, t, x):
             if not np.isfinite(x).all():
                 raise NonFiniteError(f"the latents became NaN/Inf at denoising step {i + 1}/{total} (t={t}); "
-                                     + self._overflow_hint())
+                                     + overflow_hint(self.manifest.precision))
             report(i, total, t, x)
 
         return denoise(eps, update, timesteps, latents, noise=draw if eta > 0 else None, callback=after_step)
-
-    def _initial_latents(self, init, rng, video) -> np.ndarray:
-        shape = self.manifest.latent_shape
-        if isinstance(init, np.ndarray):
-            latents = init.astype(np.float32)
-            if latents.shape != shape:
-                raise ValueError(f"starting latents must have shape {shape}, got {latents.shape}")
-        elif init == "inverted":
-            if video.inverted_latents is None:
-                raise ValueError(video.no_latents_hint)
-            latents = video.inverted_latents.copy()
-        elif init == "noise":
-            latents = rng.standard_normal(shape, dtype=np.float32)
-        else:
-            raise ValueError(f"init must be one of {', '.join(INITS)} or an array of starting latents, got {init!r}")
-        if not np.isfinite(latents).all():
-            raise NonFiniteError("the starting latents contain NaN/Inf; "
-                                 "re-run the DDIM inversion (tav-tune) and re-export")
-        return latents
-
-    def _overflow_hint(self) -> str:
-        if self.manifest.precision == "fp16":
-            return ("this ENGINE_DIR is fp16 and its activations likely overflowed; "
-                    "re-export with `tav-export --precision fp32`")
-        return ("the exported graphs or the starting latents are broken "
-                "(fp16 overflow is ruled out: this ENGINE_DIR is fp32)")
 
     def close(self) -> None:
         with self._lock:

@@ -40,6 +40,10 @@ def tav_run():
     _launch("tav-run", "tav.runtime.cli:main", None)
 
 
+def tav_grid():
+    _launch("tav-grid", "tav.runtime.grid:main", None)  # numpy and imageio only: the base install has them
+
+
 def tav_tune():
     _launch("tav-tune", "tav.tuner.cli.tune:main", "tune")
 

@@ -32,8 +32,8 @@ SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "te
 # run at once. Units are queued heaviest first (suite seconds on 2 cores, 2026-12-02), so the last ones to start
 # are short and the two workers finish together.
 UNITS = {
-    "base": ("test_packs.py", "test_serve_http.py", "test_serve_startup.py", "test_serve_store.py",
-             "test_validation.py"),
+    "base": ("test_packs.py", "test_pack_progress.py", "test_serve_http.py", "test_serve_startup.py",
+             "test_serve_store.py", "test_validation.py"),
     "baked": ("test_export.py", "test_runtime_parity.py"),
     "tuned": ("test_tune.py", "test_sample.py"),
 }

@@ -24,7 +24,7 @@ def console_scripts() -> dict:
 
 def test_every_command_is_covered():
     assert set(console_scripts()) >= {"tav-make-tiny", "tav-make-clip", "tav-tune", "tav-sample", "tav-export",
-                                      "tav-run", "tav-bench", "tav-serve"}
+                                      "tav-run", "tav-grid", "tav-bench", "tav-serve"}
 
 
 def test_importing_the_cli_modules_loads_no_heavy_library():

@@ -106,8 +106,8 @@ def test_readme_runs_as_written(tiny_sd, tmp_path):
     where = [line for line in result.stderr.splitlines() if line.startswith("### README.md")]
     assert result.returncode == 0, f"failed after {where[-1:]}:\n{result.stderr[-3000:]}"
     for made in ("runs/man-skiing/run.json", "engines/man-skiing/manifest.json", "spiderman-reference.gif",
-                 "spiderman.mp4", "panda.mp4", "engines/base/manifest.json", "store/packs/man-skiing.tavpack",
-                 "panda-base.mp4", "panda-from-python.mp4"):
+                 "spiderman.gif", "spiderman-compare.gif", "panda.mp4", "engines/base/manifest.json",
+                 "store/packs/man-skiing.tavpack", "panda-base.mp4", "panda-from-python.mp4"):
         assert (work / made).is_file(), f"the README's commands did not make {made}"
     # A first hour without noise: progress is there, third-party notices and colour codes are not.
     err = result.stderr
