@@ -100,9 +100,8 @@ class VideoPipeline:
              plugin_library=None, ort_profile_dir=None) -> "VideoPipeline":
         """Check the ENGINE_DIR against its manifest, pick a backend (see tav.runtime.backends), load the graphs.
 
-        ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the
-        caller trusts this ENGINE_DIR enough to run its native KVGather plugin library (plugin-mode
-        TensorRT plans need it); without it no code from the folder is ever loaded (docs/SECURITY.md).
+        ``device`` None means "cuda if a GPU backend is available, else cpu". ``allow_plugin``: the caller trusts
+        this ENGINE_DIR to run its native KVGather plugin (plugin-mode TensorRT plans need it; docs/SECURITY.md).
         ``plugin_library``: the operator's plugin library for a plugin-mode folder that ships none ($TAV_TRT_PLUGIN).
         ``max_resident_videos`` caps the packs kept on the device (None: no cap; base ENGINE_DIRs only).
         ``keep_graphs=False`` (ONNX Runtime): load each graph when it first runs and close it when its stage of a
