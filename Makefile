@@ -51,9 +51,20 @@ TEST_WORKERS ?= 2
 test: lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
-# The end-to-end checks left out of `make test`: the bench, the README's blocks, the lean install, two Ray nodes.
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+# Debian's Chromium for the studio's browser tests: Playwright drives this browser, never a download of its own.
+# Installed when missing and we are root (as in CI); otherwise one line says what to run.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the studio's browser tests (about a minute)"; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; \
+	else echo "the browser tests need Chromium at $(CHROMIUM): sudo apt-get install chromium (or make CHROMIUM=PATH)"; \
+	  exit 1; fi
+
+# The end-to-end checks left out of `make test` (CI runs both): the bench, the README's blocks, the lean install,
+# two Ray nodes, and the studio in a real browser, the Python client and the notebook against a real tav-serve.
+test-slow: $(STAMP) $(CHROMIUM)
+	TAV_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -m slow
 
 # Every stage at SD-1.5 size within its memory bound (tests/test_real_size.py): about an hour on 2 cores, 8 GB
 # of host memory, 15 GB of disk; TAV_SD15_WORK=DIR keeps the model and tuned run for the next time.

@@ -26,6 +26,9 @@ from .store import Store
 
 APP_NAME = "tav"
 EVICTION_RETRIES = 5
+# Serve's own logs at WARNING and without its access line: the ingress writes one JSON line per request
+# (tav.serve.http_app), so Ray's would be a second line for every request.
+SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 
 
 class VideoModelReplica:
@@ -112,7 +115,7 @@ def build_app(config: ServeConfig):
         VideoModel, name="VideoModel", num_replicas=config.replicas, ray_actor_options=model_actor,
         max_ongoing_requests=limits.max_ongoing_per_replica, max_queued_requests=limits.max_queued,
         graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.drain_timeout_s,
-        health_check_period_s=5, health_check_timeout_s=30,
+        health_check_period_s=5, health_check_timeout_s=30, logging_config=SERVE_LOGGING,
     )
 
     class Ingress(IngressReplica):
@@ -121,6 +124,7 @@ def build_app(config: ServeConfig):
     ingress = serve.deployment(
         serve.ingress()(Ingress), name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": INGRESS_CPUS},
         max_ongoing_requests=256, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=limits.drain_timeout_s,
+        logging_config=SERVE_LOGGING,
     )
     return ingress.bind(config, model.bind(config))
 

@@ -25,7 +25,8 @@ from .uploads import UploadRefused, accept, check_declared_size, clip_suffix, di
 log = logging.getLogger("tav.serve")
 
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small text fields beside the clip
-SCHEDULING_POLL_S = 5.0  # how often a queued job's record is told why it waits
+FIRST_SCHEDULING_NOTE_S = 1.0  # a job Ray has not started after this says why (most start well within it)
+SCHEDULING_POLL_S = 5.0  # then how often its record is told why it still waits
 MAX_LISTED_JOBS = 200
 
 
@@ -109,8 +110,10 @@ class JobDesk:
         """
         try:
             outcome = asyncio.wrap_future(ref.future())
-            while not (await asyncio.wait({outcome}, timeout=SCHEDULING_POLL_S))[0]:
+            wait_s = FIRST_SCHEDULING_NOTE_S
+            while not (await asyncio.wait({outcome}, timeout=wait_s))[0]:
                 await asyncio.to_thread(self._note_waiting, job_id)
+                wait_s = SCHEDULING_POLL_S
             outcome.result()
         except Exception as err:
             if job_id in self._cancelled:

@@ -15,13 +15,19 @@ from ray import serve
 from tav.runtime.one_line import first_text_line
 
 from .config import ServeConfig
-from .deployments import APP_NAME, build_app
+from .deployments import APP_NAME, SERVE_LOGGING, build_app
 from .preflight import StartError, StopRequested, plan_resources, prepare_store
 
 log = logging.getLogger("tav.serve")
 
 POLL_S = 0.5
 SHUTDOWN_GRACE_S = 5.0  # after the drain: Serve's own shutdown, then Ray's
+# Ray's workers (replicas, tuning tasks) get these: gRPC's C core otherwise logs an INFO line ("Other threads are
+# currently calling into gRPC, skipping fork() handlers") each time a worker starts a subprocess (ffmpeg).
+WORKER_ENV = {"GRPC_VERBOSITY": "ERROR"}
+# Ray's notice that its token authentication is on (with how to turn it off) is not for tav-serve's users: the
+# local instance keeps it on, on the loopback address, beside the service's own bearer token.
+RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def start_ray(address: str | None, num_cpus: float | None = None, metrics_port: int | None = None,
@@ -31,12 +37,14 @@ def start_ray(address: str | None, num_cpus: float | None = None, metrics_port: 
     A local instance listens on the loopback address when preflight.bind_ray_to_loopback ran before
     Ray was imported; ``node_ip`` (--ray-host) gives it another address instead.
     """
+    logging.getLogger(RAY_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
+    runtime_env = {"env_vars": WORKER_ENV}
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
         return False
     # "local": a new instance even when a `ray start` cluster runs on this machine (that one needs --address).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-             _metrics_export_port=metrics_port, _node_ip_address=node_ip)
+             _metrics_export_port=metrics_port, _node_ip_address=node_ip, runtime_env=runtime_env)
     return True
 
 
@@ -53,7 +61,8 @@ def deploy(config: ServeConfig, host: str, port: int, stop_requested: threading.
     """
     prepare_store(config)
     # The proxy's own end-to-end timeout backs up the ingress's per-call one (which answers 504 with a message).
-    serve.start(http_options={"host": host, "port": port, "request_timeout_s": config.limits.generate_timeout_s + 60})
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": config.limits.generate_timeout_s + 60},
+                logging_config=SERVE_LOGGING)
     # Not serve.run: it waits for the application with no deadline and no way to stop it.
     serve.run_many([serve.RunTarget(target=build_app(config), name=APP_NAME, route_prefix="/")],
                    wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
@@ -96,11 +105,13 @@ def stop(config: ServeConfig, started_ray: bool) -> None:
     """Drain and delete the application, then stop Ray if we started it: bounded, whatever state start-up reached.
 
     Replicas get ``limits.drain_timeout_s`` to finish running requests. Tuning tasks belong to the ingress
-    replica and die with it, so their jobs are marked failed here rather than left "running".
+    replica and die with it, so their jobs are marked failed here rather than left "running". The application
+    is deleted (its replicas drain), never ``serve.shutdown``: that kills Serve's controller from inside its own
+    retried task, which Ray reports as a failure on every clean stop; a local instance's controller and proxy
+    end with ``ray.shutdown``.
     """
     if ray.is_initialized():
-        shutdown = threading.Thread(target=serve.shutdown if started_ray else lambda: serve.delete(APP_NAME),
-                                    name="serve-shutdown", daemon=True)
+        shutdown = threading.Thread(target=lambda: serve.delete(APP_NAME), name="serve-shutdown", daemon=True)
         shutdown.start()
         shutdown.join(config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
         if shutdown.is_alive():

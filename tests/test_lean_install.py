@@ -61,6 +61,13 @@ def test_cpu_only_install_has_no_torch_and_stays_under_the_size_goal(lean_venv):
     assert size <= SIZE_GOAL_MB, f"site-packages is {size:.0f} MB, over the {SIZE_GOAL_MB} MB goal"
 
 
+def test_the_client_imports_in_the_lean_install_without_torch_or_ray(lean_venv):
+    probe = ("import sys, tav.client; from tav.client import Client, Job, Result, ApiError; "
+             "assert not {'torch', 'ray', 'fastapi'} & set(sys.modules), sorted(sys.modules)")
+    done = run(lean_venv / "bin" / "python", "-c", probe)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_tav_run_in_the_lean_install_equals_the_full_install(lean_venv, base_and_pack, tmp_path):
     base, pack = base_and_pack
     lean = tmp_path / "lean.npy"

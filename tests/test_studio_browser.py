@@ -4,6 +4,7 @@ video in the gallery, two prompts whose results play, frames equal tav-run's thr
 token, a caption that is markup, a 503 shown and retried, a cancel. Writes build/studio.png (docs/studio.png is a
 copy)."""
 
+import os
 import re
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from tav.runtime.cli import main as tav_run
 from serve_fixtures import TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("TAV_CHROMIUM", "/usr/bin/chromium")  # make test-slow passes its CHROMIUM
 # As root in a sandboxed VM: no sandbox; and nothing that phones home (this network is closed).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
