@@ -7,7 +7,7 @@ reason, and the same graph traced with standard ops (its twin) is checked instea
 that proves the weights, the shapes and every other op of the graph.
 """
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 from .errors import ExportError
 from .onnx_export import trace_to_onnx

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .command import first_line
 from .manifest import TensorSpec
-from .one_line import first_line
 
 log = logging.getLogger("tav.runtime")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .command import first_line
 from .engine_paths import UnsafeName, resolve_inside
-from .one_line import first_line
 from .regular_files import NotRegularFile, open_regular
 
 log = logging.getLogger("tav.runtime")
