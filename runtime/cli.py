@@ -56,7 +56,7 @@ def run(args):
     from .video_output import check_output_path, write_video
 
     # A bad --out (suffix, missing folder, clash, unwritable) fails in a second, not after minutes of sampling.
-    check_output_path(args.out, args.overwrite)
+    check_output_path(args.out, args.overwrite, "--out")
     try:
         # One call: each graph is loaded for its stage only, so the peak is the largest graph's, not all three.
         pipe = VideoPipeline.load(args.engine, backend=args.backend, device=args.device,

@@ -128,7 +128,8 @@ def out_path(what: str = "a path to write", kind: str = "file or folder"):
 
     def parse(value: str) -> str:
         if value.strip() in ("", "-"):
-            raise refused(value, f"is not a {kind} name", f"pass {what}")
+            stdout = " (outputs are not written to stdout)" if value.strip() else ""
+            raise refused(value, f"is not a {kind} name{stdout}", f"pass {what}")
         return value
 
     parse.__name__ = "path"

@@ -58,7 +58,7 @@ def build_parser() -> CommandParser:
 def run(args):
     if args.revision and not args.pretrained:
         raise UsageError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
-    check_output_path(args.out, args.overwrite)  # reject a bad --out before minutes of sampling
+    check_output_path(args.out, args.overwrite, "--out")  # reject a bad --out before minutes of sampling
     shown, start = Progress(PROG, not args.quiet), time.perf_counter()
     # torch and diffusers: imported after parsing, so --help answers at once
     from ..model.temporal_window import check_temporal_window

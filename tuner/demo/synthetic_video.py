@@ -47,7 +47,7 @@ def build_parser() -> CommandParser:
 
 
 def run(args):
-    check_output_path(args.out, args.overwrite)
+    check_output_path(args.out, args.overwrite, "out")
     print(write_video(make_clip(args.frames, args.size, args.seed), args.out, fps=args.fps, overwrite=args.overwrite))
 
 
