@@ -114,7 +114,7 @@ class CommandParser(argparse.ArgumentParser):
         super().__init__(prog=prog, description=summary, formatter_class=DefaultsHelpFormatter, **kwargs)
 
     def error(self, message):
-        if message.startswith("argument "):  # "argument --steps: '0': must ..." -> "--steps '0': must ..."
+        if message.startswith("argument "):  # "argument --steps: 0 is not ..." -> "--steps 0 is not ..."
             flag, _, rest = message[len("argument "):].partition(": ")
             message = f"{flag.split('/')[-1]} {rest}"
         else:  # unknown or missing flags: where to look them up
@@ -131,15 +131,13 @@ def fail(prog: str, message: str, code: int):
 
 
 def run_command(parser: argparse.ArgumentParser, work, argv=None) -> int:
-    """Parse ``argv``, run ``work(args)`` and end as the module docstring says; returns 0 (or ``work``'s status).
-
-    Failures exit through SystemExit with their status, after one line on stderr.
-    """
+    """Parse ``argv``, run ``work(args)`` and end as the module docstring says: returns 0 when the work is done;
+    a failure exits through SystemExit with its status, after one line on stderr."""
     args = parser.parse_args(argv)
     prog = parser.prog
     _quiet_libraries(prog)
     try:
-        status = work(args)
+        work(args)
     except Interrupted as err:
         _show_traceback()
         fail(prog, error_line(err), 128 + err.signum)
@@ -152,8 +150,6 @@ def run_command(parser: argparse.ArgumentParser, work, argv=None) -> int:
     except RUN_FAILURES as err:
         _show_traceback()
         fail(prog, error_line(err), FAILED)
-    if status:
-        sys.exit(status)
     return OK
 
 

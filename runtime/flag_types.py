@@ -39,7 +39,8 @@ def whole(low: int, high: int):
 
 def finite_float(low: float, high: float, low_open: bool = False):
     """A finite number from ``low`` (or above it, ``low_open``) to ``high``: never NaN or infinite."""
-    rule = f"a finite number {'above' if low_open else 'from'} {low:g} {'and at most' if low_open else 'to'} {high:g}"
+    rule = (f"a finite number {'above' if low_open else 'from'} {_number(low)} "
+            f"{'and at most' if low_open else 'to'} {_number(high)}")
 
     def parse(text: str) -> float:
         try:
@@ -52,6 +53,10 @@ def finite_float(low: float, high: float, low_open: bool = False):
 
     parse.__name__ = "number"
     return parse
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def positive_int(high: int):

@@ -79,8 +79,8 @@ def main(argv=None) -> int:
 def run(args):
     """Every check, then Ray: a refused flag or folder ends here (exit 2) before Ray is imported."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    metrics_port = args.metrics_port if args.address is None else None  # a cluster's own Ray exports its metrics
-    check_ports(args.host, args.port, args.ray_host, metrics_port)
+    if args.address is None:  # an existing cluster runs Serve's proxy and its metrics on its own nodes
+        check_ports(args.host, args.port, args.ray_host, args.metrics_port)
     config = check_config(config_from_args(args))
     if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
