@@ -81,17 +81,16 @@ def run(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if args.address is None:  # an existing cluster runs Serve's proxy and its metrics on its own nodes
         check_ports(args.host, args.port, args.ray_host, args.metrics_port)
-    config = check_config(config_from_args(args))
-    if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-    if args.address is None and args.ray_host == LOOPBACK:
-        bind_ray_to_loopback()
-    serve_until_stopped(args, config)
+    serve_until_stopped(args, check_config(config_from_args(args)))
 
 
 def serve_until_stopped(args, config: ServeConfig) -> None:
     """Start Ray and the application, serve until SIGTERM/SIGINT, stop. A signal-driven stop is tav-serve's normal
     end (exit 0, at any moment, start-up included); a start that cannot succeed is a RuntimeError (exit 1)."""
+    if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    if args.address is None and args.ray_host == LOOPBACK:
+        bind_ray_to_loopback()
     stopping = _stop_on_signals()
     from . import launch  # imports Ray: after --help and the checks above
 
