@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 
 def measure(args: dict, out_path: str) -> dict:

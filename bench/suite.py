@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 from .e2e import e2e_cli
 from .flops import unet_step_flops

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 from .errors import ExportError
 from .graphs import GraphSpec, TensorSpec, UNetGraph

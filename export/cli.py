@@ -4,40 +4,45 @@ Many videos on one base: ``--base MODEL`` exports a base ENGINE_DIR whose UNet t
 tensors as inputs, and ``--weights RUN_DIR --pack-for BASE_DIR --out NAME.tavpack`` writes a video's pack.
 """
 
-import argparse
 import logging
 import os
 import sys
 
-from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.runtime import flag_types as flags
+from tav.runtime.command import CommandParser, UsageError, run_command
+from tav.runtime.flag_types import MAX_FRAMES
 from tav.runtime.host_memory import map_large_blocks
-from tav.runtime.one_line import first_line
 from tav.runtime.plugin_library import PLUGIN_ENV
-from tav.tuner.cli.common import quiet_environment
+from tav.tuner.cli.flags import base_model
+
+PROG = "tav-export"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    summary = __doc__.split(": ", 1)[1].split("\n")[0]
-    parser = argparse.ArgumentParser(prog="tav-export", description=summary[0].upper() + summary[1:],
-                                     formatter_class=DefaultsHelpFormatter)
+def build_parser() -> CommandParser:
+    parser = CommandParser(PROG, __doc__)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--weights", help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder "
-                                          "(required unless --base or --clean-stale)")
-    source.add_argument("--base", help="a base Stable Diffusion 1.x model (diffusers folder, .safetensors/.ckpt file "
-                                       "or hub ORG/NAME): export a base ENGINE_DIR for per-video packs "
-                                       "(needs --frames, --height, --width)")
-    parser.add_argument("--pack-for", metavar="BASE_DIR",
+    source.add_argument("--weights", type=flags.existing_dir("a RUN_DIR or an official Tune-A-Video output folder"),
+                        help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder "
+                             "(required unless --base or --clean-stale)")
+    source.add_argument("--base", type=base_model,
+                        help="a base Stable Diffusion 1.x model (diffusers folder, .safetensors/.ckpt file "
+                             "or hub ORG/NAME): export a base ENGINE_DIR for per-video packs "
+                             "(needs --frames, --height, --width)")
+    parser.add_argument("--pack-for", metavar="BASE_DIR", type=flags.existing_dir("a base ENGINE_DIR"),
                         help="with --weights: write the video's pack for this base "
                              "ENGINE_DIR to --out NAME.tavpack instead of an ENGINE_DIR")
-    parser.add_argument("--out", required=True,
+    parser.add_argument("--out", required=True, type=flags.out_path("the ENGINE_DIR to create (or NAME.tavpack)"),
                         help="ENGINE_DIR to create (must not exist, or be empty), or NAME.tavpack with --pack-for")
-    parser.add_argument("--frames", type=int, help="frame count (default: the run's; must match its inverted latents)")
-    parser.add_argument("--temporal-window", type=int, metavar="W",
+    parser.add_argument("--frames", type=flags.positive_int(MAX_FRAMES),
+                        help="frame count (default: the run's; must match its inverted latents)")
+    parser.add_argument("--temporal-window", type=flags.positive_int(MAX_FRAMES), metavar="W",
                         help="frames each frame's temporal attention sees, 1..F, baked into the graphs "
                              "(default: the run's window from run.json, the frame count it was tuned on; "
                              "--base: F, full attention)")
-    parser.add_argument("--height", type=int, help="video height in pixels, a multiple of 8 (default: the run's)")
-    parser.add_argument("--width", type=int, help="video width in pixels, a multiple of 8 (default: the run's)")
+    parser.add_argument("--height", type=flags.multiple_of_8(),
+                        help="video height in pixels, a multiple of 8 (default: the run's)")
+    parser.add_argument("--width", type=flags.multiple_of_8(),
+                        help="video width in pixels, a multiple of 8 (default: the run's)")
     parser.add_argument("--precision", choices=("fp32", "fp16"),
                         help="fp16: half-precision graphs and I/O (timestep stays fp32, norms compute in fp32); "
                              "default fp32")
@@ -46,14 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the graphs stay: plans are built from them and the manifest pins them); "
                              "all: tensorrt where a GPU is present, "
                              "else onnx (plans run only on a GPU; name tensorrt to build them anyway)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    # torch's exporter supports fewer: the exporter checks its own bound (torch needed to know it)
+    parser.add_argument("--opset", type=flags.whole(17, 99), default=17, help="ONNX opset, 17 or newer (default 17)")
     parser.add_argument("--kv-gather", choices=("onnx", "plugin"), default="onnx",
                         help="sparse-causal KV gather as standard ops (default) or as cpp_ext's KVGather plugin node")
     parser.add_argument("--attention", choices=("fused", "standard"), default="fused",
                         help="fused (default): ONNX Runtime graphs run each attention as one MultiHeadAttention node "
                              "(flash attention, no score tensor); TensorRT plans are built from a standard-op twin. "
                              "standard: one plain MatMul-Softmax-MatMul graph for every consumer")
-    parser.add_argument("--optimization-level", type=int, default=3,
+    parser.add_argument("--optimization-level", type=flags.whole(0, 5), default=3,
                         help="TensorRT builder optimisation level 0-5 (default 3)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing ENGINE_DIR at --out "
@@ -69,48 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
+
+
+def run(args):
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="tav-export: %(message)s", stream=sys.stderr)
     logging.getLogger("tav.export").setLevel(level)  # also where logging was set up before (a host program, tests)
     if args.clean_stale:
         return clean_stale(args.out)
     if not (args.weights or args.base):
-        parser.error("one of the arguments --weights --base is required")
-    quiet_environment()
+        raise UsageError("one of --weights RUN_DIR or --base MODEL is required (or --clean-stale)")
     # This process is the exporter's own: large blocks go back to the system as soon as they are freed.
     map_large_blocks()
-    try:
-        import diffusers
-        import onnxruntime
-        import transformers
+    # The ENGINE_DIR is swapped in with signals held, so Ctrl-C (exit 130) always comes before it: nothing written.
+    import diffusers
+    import onnxruntime
+    import transformers
 
-        # Library chatter (progress bars, per-node warnings) would drown the stage lines.
-        onnxruntime.set_default_logger_severity(3)
-        diffusers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        from .pipeline import export_engine
+    # Library chatter (progress bars, per-node warnings) would drown the stage lines.
+    onnxruntime.set_default_logger_severity(3)
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    from .pipeline import export_engine
 
-        if args.pack_for:
-            out = _write_pack(args)
-        else:
-            out = export_engine(
-                args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32",
-                _backend_for_this_machine(args.backend),
-                args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
-                overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
-                temporal_window=args.temporal_window, plugin_library=os.environ.get(PLUGIN_ENV),
-            )
-    except KeyboardInterrupt:  # the ENGINE_DIR is swapped in with signals held, so an interrupt came before it
-        print("tav-export: error: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)
-    except (OSError, ValueError, RuntimeError) as err:
-        # ExportError, ParityError, TensorRTError, GraphError, load errors
-        message = first_line(err, None)
-        sys.exit(f"tav-export: error: {message}")
+    if args.pack_for:
+        out = _write_pack(args)
+    else:
+        out = export_engine(
+            args.weights or args.base, args.out, args.frames, args.height, args.width, args.precision or "fp32",
+            _backend_for_this_machine(args.backend),
+            args.opset, args.kv_gather, attention=args.attention, optimization_level=args.optimization_level,
+            overwrite=args.overwrite, allow_base_mismatch=args.allow_base_mismatch, base=args.base is not None,
+            temporal_window=args.temporal_window, plugin_library=os.environ.get(PLUGIN_ENV),
+        )
     print(out)
 
 
@@ -127,15 +127,14 @@ def _backend_for_this_machine(backend: str) -> str:
 
 
 def _write_pack(args):
-    from .errors import ExportError
     from .pack_writer import write_pack
 
     if args.base:
-        raise ExportError("--pack-for takes --weights RUN_DIR (the tuned video), not --base")
+        raise UsageError("--pack-for takes --weights RUN_DIR (the tuned video), not --base")
     fixed = [f"--{name.replace('_', '-')}" for name in ("frames", "height", "width", "precision", "temporal_window")
              if getattr(args, name) is not None]
     if fixed:
-        raise ExportError(f"{', '.join(fixed)}: a pack takes frames, size and precision (and the temporal window) "
+        raise UsageError(f"{', '.join(fixed)}: a pack takes frames, size and precision (and the temporal window) "
                           f"from its base {args.pack_for}; drop them")
     return write_pack(args.weights, args.pack_for, args.out, overwrite=args.overwrite)
 
@@ -146,7 +145,7 @@ def clean_stale(out):
     try:
         done = clean(out)
     except OSError as err:
-        sys.exit(f"tav-export: error: cannot clean next to {out}: {err.strerror or err}")
+        raise RuntimeError(f"cannot clean next to {out}: {err.strerror or err}") from None
     for line in done:
         print(f"tav-export: {line}")
     for path, state in leftovers(out):  # what is left was not provably abandoned

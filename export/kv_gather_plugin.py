@@ -10,7 +10,7 @@ other op of the graph.
 
 from contextlib import contextmanager
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 from .errors import ExportError
 from .onnx_export import trace_to_onnx

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .command import first_line
 from .manifest_schema import TensorSpec
-from .one_line import first_line
 
 log = logging.getLogger("tav.runtime")
 

@@ -4,12 +4,13 @@ Reads what tav-run and tav-sample write (runtime/video_reading.py) and writes wi
 The videos must have the same frame count and size: rows are stacked as they are, never resized.
 """
 
-import argparse
-import sys
-
 import numpy as np
 
-from .help_format import DefaultsHelpFormatter
+from . import flag_types as flags
+from .command import CommandParser, run_command
+from .video_output import MAX_FPS
+
+PROG = "tav-grid"
 
 
 def stack_rows(videos: list, names: list) -> np.ndarray:
@@ -22,30 +23,30 @@ def stack_rows(videos: list, names: list) -> np.ndarray:
     return np.concatenate(videos, axis=1)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-grid", description=__doc__.splitlines()[0].split(": ", 1)[1],
-                                     formatter_class=DefaultsHelpFormatter)
+def build_parser() -> CommandParser:
+    parser = CommandParser(PROG, __doc__)
     parser.add_argument("videos", nargs="+", metavar="VIDEO",
+                        type=flags.existing_file_or_dir("a .gif, .mp4 or .npy file or a folder of PNG frames"),
                         help=".gif, .mp4, .npy or a folder of PNG frames; each becomes a row, the first on top")
-    parser.add_argument("--out", required=True, help=".gif, .mp4, .npy or a folder for PNG frames")
-    parser.add_argument("--fps", type=float, default=8, help="frames per second of .mp4/.gif")
+    parser.add_argument("--out", required=True, type=flags.out_path("a .gif, .mp4 or .npy file or a folder"),
+                        help=".gif, .mp4, .npy or a folder for PNG frames")
+    parser.add_argument("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8,
+                        help="frames per second of .mp4/.gif")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from .video_output import check_fps, check_output_path, write_video
+def run(args):
+    from .video_output import check_output_path, write_video
     from .video_reading import read_video
 
-    try:
-        check_output_path(args.out, args.overwrite)  # before reading: a bad --out fails at once
-        check_fps(args.fps)
-        grid = stack_rows([read_video(path) for path in args.videos], args.videos)
-        path = write_video(grid, args.out, fps=args.fps, overwrite=args.overwrite)
-    except (ValueError, OSError) as err:  # VideoReadError, VideoOutputError and a mismatch are ValueErrors
-        sys.exit(f"tav-grid: error: {' '.join(str(err).split())}")
-    print(path)
+    check_output_path(args.out, args.overwrite, "--out")  # before reading: a bad --out fails at once
+    grid = stack_rows([read_video(path) for path in args.videos], args.videos)
+    print(write_video(grid, args.out, fps=args.fps, overwrite=args.overwrite))
+
+
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .command import first_line
 from .engine_paths import UnsafeName, resolve_inside
 from .manifest_schema import (
     FLOAT_DTYPES,
@@ -31,7 +32,6 @@ from .manifest_schema import (
     describe_io_mismatch,
     is_text,
 )
-from .one_line import first_line
 from .regular_files import NotRegularFile, open_regular
 
 log = logging.getLogger("tav.runtime")

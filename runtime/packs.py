@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .one_line import first_line
+from .command import first_line
 from .regular_files import NotRegularFile, open_regular
 
 PACK_SCHEMA_VERSION = 1

@@ -16,10 +16,10 @@ import numpy as np
 from .backends import LoadedGraphs, choose_backend
 from .call_args import CallArgs, check_call_args, is_integer
 from .call_progress import CallProgress, check_progress
+from .command import first_line
 from .ddim import DDIMConfig, DDIMScheduler
 from .denoise import denoise
 from .manifest import FLOAT_DTYPES, read_inverted_latents, read_manifest, refuse, verify_files
-from .one_line import first_line
 from .packs import check_pack_fits, pack_byte_limit, read_pack, remake_hint
 from .start_latents import NonFiniteError, initial_latents, overflow_hint
 from .tokenizer import ClipTokenizer

@@ -74,12 +74,18 @@ def check_frames(frames) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def check_output_path(path, overwrite: bool = False) -> Path:
+def check_output_path(path, overwrite: bool = False, flag: str | None = None) -> Path:
     """The absolute target of ``path`` if it can be written (known format, writable folder, nothing in the way);
-    else a clear error. ``overwrite`` allows replacing an existing file, or a folder of our PNG frames.
+    else a clear error, which names ``flag`` (the command's option) when given. ``overwrite`` allows replacing
+    an existing file, or a folder of our PNG frames.
 
     Callers that compute for minutes before writing call this first.
     """
+    if flag is not None:
+        try:
+            return check_output_path(path, overwrite)
+        except VideoOutputError as err:
+            raise VideoOutputError(f"{flag}: {err}") from None
     kind = output_kind(path)
     if kind == "mp4":
         try:  # a lean install may have no mp4 encoder: say so before sampling, not after

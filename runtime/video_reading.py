@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .one_line import first_line
+from .command import first_line
 
 MOVIE_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")
 READABLE = ".gif, .mp4, .npy or a folder of PNG frames"

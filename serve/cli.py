@@ -1,59 +1,64 @@
 """tav-serve: serve per-video packs over HTTP on Ray Serve, from one machine to a cluster."""
 
-import argparse
 import logging
 import os
 import signal
 import sys
 import threading
 
-from tav.runtime.help_format import DefaultsHelpFormatter
-from tav.tuner.cli.common import quiet_environment  # tuning jobs run in Ray workers, which inherit the environment
+from tav.runtime import flag_types as flags
+from tav.runtime.command import CommandParser, run_command
 
 from .config import Limits, ServeConfig, token_from_env
-from .preflight import LOOPBACK, StartError, StopRequested, bind_ray_to_loopback, check_config
+from .preflight import LOOPBACK, StartError, StopRequested, bind_ray_to_loopback, check_config, check_ports
+
+PROG = "tav-serve"
+MAX_CPUS = 65536.0  # per replica, job or Ray instance: far past any machine, so only a typo is refused
+DAY_S = 86400.0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tav-serve", description=__doc__.splitlines()[0],
-                                     formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--base", required=True, help="the base ENGINE_DIR (tav-export --base) every replica loads")
-    parser.add_argument("--packs", required=True, metavar="STORE",
-                        help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
-    parser.add_argument("--sd", default=None,
-                        help="the base SD folder tuning jobs start from (default: the one the base records)")
-    parser.add_argument("--address", default=None,
-                        help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
-    parser.add_argument("--replicas", type=int, default=None, help="model replicas (default: one per GPU, else 1)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--token", default=None,
-                        help="bearer token clients must send (default: $TAV_SERVE_TOKEN; none: open)")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    parser.add_argument("--ray-host", default=LOOPBACK,
-                        help="address the local Ray instance listens on (default 127.0.0.1: this machine only; "
-                             "this node's IP lets other nodes join, and Ray then listens on all interfaces)")
-    parser.add_argument("--num-cpus", type=float, default=None, help="CPUs of the local Ray instance (default: all)")
-    parser.add_argument("--replica-cpus", type=float, default=None,
-                        help="CPUs reserved per model replica "
-                             "(default: CPU replicas share what the ingress and one tuning job leave)")
-    parser.add_argument("--job-cpus", type=float, default=None, help="CPUs reserved per tuning job (default 1)")
-    parser.add_argument("--start-timeout", type=float, default=Limits.start_timeout_s,
-                        help="seconds for every replica to start; past it tav-serve stops with the reason")
-    parser.add_argument("--drain-timeout", type=float, default=Limits.drain_timeout_s,
-                        help="on SIGTERM/SIGINT, seconds running requests get to finish before the service stops")
-    parser.add_argument("--ort-threads", type=int, default=0, help="ONNX Runtime threads per replica (0: its default)")
-    parser.add_argument("--max-ongoing", type=int, default=Limits.max_ongoing_per_replica,
-                        help="concurrent requests per replica")
-    parser.add_argument("--max-queued", type=int, default=Limits.max_queued,
-                        help="requests waiting for a replica; past it: 503")
-    parser.add_argument("--resident-videos", type=int, default=Limits.resident_videos_per_replica,
-                        help="packs kept loaded per replica (LRU)")
-    parser.add_argument("--timeout", type=float, default=Limits.generate_timeout_s,
-                        help="seconds before a generate request is cancelled (504)")
-    parser.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20,
-                        help="largest clip accepted")
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port of the local Ray instance")
+def build_parser() -> CommandParser:
+    parser = CommandParser(PROG, __doc__)
+    a = parser.add_argument
+    a("--base", required=True, type=flags.existing_dir("a base ENGINE_DIR (tav-export --base)"),
+      help="the base ENGINE_DIR (tav-export --base) every replica loads")
+    a("--packs", required=True, metavar="STORE", type=flags.folder_to_use("a folder for packs and job records"),
+      help="folder of packs and job records, readable by every node (a shared mount on a cluster)")
+    a("--sd", default=None, type=flags.existing_dir("a diffusers Stable Diffusion 1.x folder"),
+      help="the base SD folder tuning jobs start from (default: the one the base records)")
+    a("--address", default=None, type=flags.text("a Ray cluster address such as ray://head:10001 or auto"),
+      help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
+    a("--replicas", type=flags.positive_int(1024), default=None, help="model replicas (default: one per GPU, else 1)")
+    a("--host", default="127.0.0.1", type=flags.text("an address of this machine to listen on"))
+    a("--port", type=flags.port, default=8000, help="HTTP port; it must be free (default 8000)")
+    a("--token", default=None, help="bearer token clients must send (default: $TAV_SERVE_TOKEN; none: open)")
+    a("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    a("--ray-host", default=LOOPBACK, type=flags.text("an address of this machine"),
+      help="address the local Ray instance listens on (default 127.0.0.1: this machine only; "
+           "this node's IP lets other nodes join, and Ray then listens on all interfaces)")
+    a("--num-cpus", type=flags.finite_float(0, MAX_CPUS, low_open=True), default=None,
+      help="CPUs of the local Ray instance (default: all)")
+    a("--replica-cpus", type=flags.finite_float(0, MAX_CPUS, low_open=True), default=None,
+      help="CPUs reserved per model replica (default: CPU replicas share what the ingress and one tuning job leave)")
+    a("--job-cpus", type=flags.finite_float(0, MAX_CPUS, low_open=True), default=None,
+      help="CPUs reserved per tuning job (default 1)")
+    a("--start-timeout", type=flags.finite_float(0, DAY_S, low_open=True), default=Limits.start_timeout_s,
+      help="seconds for every replica to start; past it tav-serve stops with the reason")
+    a("--drain-timeout", type=flags.finite_float(0, 3600), default=Limits.drain_timeout_s,
+      help="on SIGTERM/SIGINT, seconds running requests get to finish before the service stops")
+    a("--ort-threads", type=flags.non_negative_int(1024), default=0,
+      help="ONNX Runtime threads per replica (0: its default)")
+    a("--max-ongoing", type=flags.positive_int(1000), default=Limits.max_ongoing_per_replica,
+      help="concurrent requests per replica")
+    a("--max-queued", type=flags.positive_int(100_000), default=Limits.max_queued,
+      help="requests waiting for a replica; past it: 503")
+    a("--resident-videos", type=flags.positive_int(1000), default=Limits.resident_videos_per_replica,
+      help="packs kept loaded per replica (LRU)")
+    a("--timeout", type=flags.finite_float(0, DAY_S, low_open=True), default=Limits.generate_timeout_s,
+      help="seconds before a generate request is cancelled (504)")
+    a("--max-upload-mb", type=flags.finite_float(0, 2**20, low_open=True), default=Limits.max_upload_bytes / 2**20,
+      help="largest clip accepted")
+    a("--metrics-port", type=flags.port, default=None, help="Prometheus port of the local Ray instance")
     return parser
 
 
@@ -67,16 +72,23 @@ def config_from_args(args) -> ServeConfig:
                        ort_threads=args.ort_threads, limits=limits)
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    quiet_environment()
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
+
+
+def run(args):
+    """Every check, then Ray: a refused flag or folder ends here (exit 2) before Ray is imported."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.address is None:  # an existing cluster runs Serve's proxy and its metrics on its own nodes
+        check_ports(args.host, args.port, args.ray_host, args.metrics_port)
+    serve_until_stopped(args, check_config(config_from_args(args)))
+
+
+def serve_until_stopped(args, config: ServeConfig) -> None:
+    """Start Ray and the application, serve until SIGTERM/SIGINT, stop. A signal-driven stop is tav-serve's normal
+    end (exit 0, at any moment, start-up included); a start that cannot succeed is a RuntimeError (exit 1)."""
     if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        config = check_config(config_from_args(args))
-    except StartError as err:
-        sys.exit(f"tav-serve: error: {err}")
     if args.address is None and args.ray_host == LOOPBACK:
         bind_ray_to_loopback()
     stopping = _stop_on_signals()
@@ -101,7 +113,7 @@ def main(argv=None):
         if err.code != signal.SIGTERM:
             raise
     except StartError as err:
-        failure = f"tav-serve: error: {err}"
+        failure = str(err)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):  # the stop below is bounded; a second signal does not cut it short
             signal.signal(sig, signal.SIG_IGN)
@@ -109,7 +121,7 @@ def main(argv=None):
               file=sys.stderr, flush=True)
         launch.stop(config, started_ray)
     if failure:
-        sys.exit(failure)
+        raise RuntimeError(failure)
 
 
 def _stop_on_signals(stopping: threading.Event | None = None) -> threading.Event:

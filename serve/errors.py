@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 from .schemas import one_line
 

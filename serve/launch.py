@@ -12,7 +12,7 @@ import time
 import ray
 from ray import serve
 
-from tav.runtime.one_line import first_text_line
+from tav.runtime.command import first_text_line
 
 from .config import ServeConfig
 from .deployments import APP_NAME, SERVE_LOGGING, build_app

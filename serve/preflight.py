@@ -10,10 +10,12 @@ Three steps before anything is deployed:
 """
 
 import dataclasses
+import errno
 import importlib.util
 import logging
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -55,14 +57,49 @@ def bind_ray_to_loopback() -> None:
     os.environ.setdefault(LOCAL_ONLY_ENV, "0")
 
 
+def check_ports(host: str, port: int, ray_host: str, metrics_port: int | None) -> None:
+    """--port free on --host (and --metrics-port on --ray-host): found out now, not once Ray and the replicas run."""
+    if metrics_port is not None and metrics_port == port and ray_host == host:
+        raise StartError(f"--metrics-port {metrics_port} is --port too; pass two different ports")
+    check_free(host, port, "--port", "--host")
+    if metrics_port is not None:
+        check_free(ray_host, metrics_port, "--metrics-port", "--ray-host")
+
+
+def check_free(host: str, port: int, flag: str, host_flag: str) -> None:
+    """Bind ``host``:``port`` for a moment, as the server will (SO_REUSEADDR: a port in TIME_WAIT counts as free)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise StartError(f"{host_flag} {host} cannot be resolved ({getattr(err, 'strerror', None) or err}); "
+                         "pass an address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise StartError(f"{flag} {port} is in use on {host}; pass a free port, or stop what listens "
+                                 "there") from None
+            if err.errno == errno.EACCES:
+                raise StartError(f"{flag} {port} needs privileges this process lacks (ports below 1024); "
+                                 "pass a port from 1024 up") from None
+            raise StartError(f"{host_flag} {host} cannot be listened on ({err.strerror or err}); "
+                             "pass an address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+
+
 def check_config(config: ServeConfig) -> ServeConfig:
-    """Refuse before starting Ray: a base that does not load, a STORE that cannot be written, a bad SD folder."""
+    """Refuse before starting Ray: a base that does not load (or is no base), a STORE that cannot be written, a bad
+    SD folder."""
     from tav.runtime.manifest import EngineDirError, read_manifest
 
     try:
         manifest = read_manifest(config.base_dir)
     except EngineDirError as err:
         raise StartError(f"--base: {err}") from None
+    if manifest.base is None:
+        raise StartError(f"--base {config.base_dir} is a full ENGINE_DIR (one tuned video), not a base: replicas load "
+                         "packs onto a base; pass one made with tav-export --base MODEL")
     try:
         Store(config.store).create()
     except OSError as err:

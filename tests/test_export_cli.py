@@ -10,6 +10,7 @@ import tav.export.pipeline
 from tav.export.cli import main
 
 from export_fixtures import make_run_dir
+from fixtures.commands import error_of, run_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 
@@ -21,10 +22,7 @@ def run_dir(random_run):
 
 def fails_in_one_line(argv, out) -> str:
     """Run the CLI in-process; return its error line after checking nothing was left at or next to ``out``."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--out", str(out), "--quiet"])
-    message = exit_info.value.code
-    assert isinstance(message, str) and message.startswith("tav-export: error: ") and "\n" not in message, message
+    message = error_of(main, [*argv, "--out", str(out), "--quiet"], "tav-export")
     assert not (out.exists() and any(out.iterdir())), "a failed export left files at --out"
     if out.parent.is_dir():
         assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "staging folder left behind"
@@ -33,7 +31,7 @@ def fails_in_one_line(argv, out) -> str:
 
 def test_missing_weights(tmp_path):
     message = fails_in_one_line(["--weights", str(tmp_path / "nope")], tmp_path / "engine")
-    assert "does not exist" in message and "RUN_DIR" in message
+    assert "does not exist" in message and "RUN_DIR" in message and "--weights" in message
 
 
 def test_corrupt_weights(run_dir, tmp_path):
@@ -72,9 +70,8 @@ def test_existing_nonempty_output(run_dir, tmp_path):
     out = tmp_path / "engine"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--weights", str(run_dir), "--out", str(out), "--quiet"])
-    assert "not empty" in exit_info.value.code and (out / "keep.txt").read_text() == "mine"
+    message = error_of(main, ["--weights", str(run_dir), "--out", str(out), "--quiet"], "tav-export", code=2)
+    assert "not empty" in message and (out / "keep.txt").read_text() == "mine"
 
 
 def test_tensorrt_backend_without_tensorrt_says_how_to_install(run_dir, tmp_path, monkeypatch):
@@ -153,8 +150,9 @@ def test_console_script_reports_errors_in_one_line(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("tav-export: error: ")
+    assert result.returncode == 2  # bad input
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tav-export: error: --weights ")
 
 
 def test_overwrite_replaces_an_engine_dir_and_nothing_else(run_dir, tmp_path, monkeypatch):
@@ -166,14 +164,12 @@ def test_overwrite_replaces_an_engine_dir_and_nothing_else(run_dir, tmp_path, mo
     assert (out / "manifest.json").stat().st_ino != first  # a new export (made while the old one still existed)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine"]  # no old copy or staging left
     (out / "notes.txt").write_text("not from an export")
-    with pytest.raises(SystemExit):
-        main(["--weights", str(run_dir), "--out", str(out), "--quiet", "--overwrite"])
+    assert run_main(main, ["--weights", str(run_dir), "--out", str(out), "--quiet", "--overwrite"]).code == 2
     assert (out / "notes.txt").read_text() == "not from an export"
     other = tmp_path / "not_an_engine"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(SystemExit):
-        main(["--weights", str(run_dir), "--out", str(other), "--quiet", "--overwrite"])
+    assert run_main(main, ["--weights", str(run_dir), "--out", str(other), "--quiet", "--overwrite"]).code == 2
     assert (other / "keep.txt").read_text() == "mine"
 
 

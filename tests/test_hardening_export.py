@@ -23,6 +23,7 @@ from tav.export.cli import main
 from tav.export.stale_exports import hold_lock, leftovers
 
 from export_fixtures import make_run_dir
+from fixtures.commands import error_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 
@@ -42,11 +43,7 @@ def stub_graphs(monkeypatch):
 
 
 def fails_in_one_line(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--quiet"])
-    message = exit_info.value.code
-    assert isinstance(message, str) and message.startswith("tav-export: error: ") and "\n" not in message, message
-    return message
+    return error_of(main, [*argv, "--quiet"], "tav-export")
 
 
 def tree(folder) -> dict:
@@ -257,5 +254,5 @@ def test_an_opset_torch_cannot_export_fails_before_tracing_and_prints_nothing(ru
 
 def test_out_dash_is_refused(run_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert "not a folder name" in fails_in_one_line(["--weights", str(run_dir), "--out", "-"])
+    assert "--out - is not a file or folder name" in fails_in_one_line(["--weights", str(run_dir), "--out", "-"])
     assert list(tmp_path.iterdir()) == []

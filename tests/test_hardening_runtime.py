@@ -25,19 +25,17 @@ from tav.runtime.engine_paths import UnsafeName, resolve_inside
 from tav.runtime.manifest import EngineDirError, file_sha256
 from tav.runtime.video_output import write_video
 
+from fixtures.commands import error_of
+
 
 @pytest.fixture(scope="module")
 def engine_dir(tiny_sd, tmp_path_factory) -> Path:
     return write_engine_dir(tmp_path_factory.mktemp("synthetic") / "engine", tiny_sd / "tokenizer")
 
 
-def run_fails(argv) -> str:
+def run_fails(argv, code: int | None = None) -> str:
     """tav-run in-process; its one-line error."""
-    with pytest.raises(SystemExit) as exit_info:
-        tav_run(argv)
-    text = exit_info.value.code
-    assert isinstance(text, str) and text.startswith("tav-run: error: ") and "\n" not in text, text
-    return text
+    return error_of(tav_run, argv, "tav-run", code)
 
 
 def load_fails(root) -> str:
@@ -88,7 +86,8 @@ def test_backend_choice_says_how_to_trust_a_plugin_engine_dir(plugin_dir, monkey
     with pytest.raises(BackendUnavailable, match="native code.*--trust-plugin"):
         choose_backend(manifest, "tensorrt")
     assert choose_backend(manifest, "tensorrt", allow_plugin=True).name == "tensorrt"
-    args = build_parser().parse_args(["--engine", "e", "--prompt", "p", "--out", "o.npy", "--trust-plugin"])
+    args = build_parser().parse_args(["--engine", str(manifest.engine_dir), "--prompt", "p", "--out", "o.npy",
+                                      "--trust-plugin"])
     assert args.trust_plugin
 
 
@@ -223,16 +222,16 @@ def no_engine_load(monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--fps", "nan"], "fps must be a number above 0"),
-    (["--fps", "0"], "fps must be a number above 0"),
-    (["--fps", "inf"], "fps must be a number above 0"),
-    (["--eta", "1e6"], "eta must be between 0"),
-    (["--eta", "nan"], "eta must be between 0"),
+    (["--fps", "nan"], "--fps nan is not a finite number above 0 and at most 1000"),
+    (["--fps", "0"], "--fps 0 is not a finite number above 0"),
+    (["--fps", "inf"], "--fps inf is not a finite number above 0"),
+    (["--eta", "1e6"], "--eta 1e6 is not a finite number from 0 to 1"),
+    (["--eta", "nan"], "--eta nan is not a finite number from 0 to 1"),
     (["--out", "/proc/self/v.npy"], "cannot write /proc/self/v.npy"),
 ], ids=["fps-nan", "fps-0", "fps-inf", "eta-huge", "eta-nan", "unwritable"])
 def test_arguments_are_checked_before_the_engines_load(engine_dir, tmp_path, no_engine_load, extra, message):
     argv = ["--engine", str(engine_dir), "--prompt", "x", "--out", str(tmp_path / "v.npy"), *extra]
-    assert message in run_fails(argv)
+    assert message in run_fails(argv, code=2)
 
 
 def test_out_dash_is_refused_and_creates_nothing(engine_dir, tmp_path, monkeypatch, no_engine_load):
@@ -336,6 +335,6 @@ def test_outputs_get_the_umask_mode_without_touching_the_umask(tmp_path, monkeyp
 
 def test_without_onnxruntime_installed_tav_run_says_which_extra_to_install(engine_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # what `pip install .` without [cpu] leaves
-    message = run_fails(["--engine", str(engine_dir), "--prompt", "a", "--out", str(tmp_path / "a.npy")])
+    message = run_fails(["--engine", str(engine_dir), "--prompt", "a", "--out", str(tmp_path / "a.npy")], code=1)
     assert message == ('tav-run: error: onnxruntime is not installed '
                        '(pip install "tav-runtime[cpu]", or [gpu] for onnxruntime-gpu)')

@@ -35,6 +35,7 @@ from tav.tuner import VideoUNet
 from tav.tuner.tuned_weights import load_tuned
 
 from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
+from fixtures.commands import error_of, run_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 
@@ -44,10 +45,9 @@ PROMPT = "a man is skiing"
 
 def cli_export(argv):
     """tav-export in-process; it returns on success and exits with the one-line error otherwise."""
-    try:
-        tav_export([*argv, "--quiet"])
-    except SystemExit as done:
-        pytest.fail(f"tav-export {' '.join(argv)} failed: {done.code}")
+    done = run_main(tav_export, [*argv, "--quiet"])
+    if done.code:
+        pytest.fail(f"tav-export {' '.join(argv)} failed ({done.code}): {done.last_error_line}")
 
 
 @pytest.fixture(scope="session")
@@ -298,19 +298,18 @@ def test_tav_run_samples_a_pack_on_a_base(made, pipe, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     ([], "is a base ENGINE_DIR: pass --video NAME.tavpack"),
-    (["--video", "{root}/missing.tavpack"], "cannot read the pack"),
+    (["--video", "{root}/missing.tavpack"], "--video {root}/missing.tavpack does not exist"),
 ])
 def test_tav_run_on_a_base_refuses_in_one_line(made, tmp_path, args, message):
     argv = ["--engine", str(made["base"]), "--prompt", PROMPT, "--out", str(tmp_path / "v.npy"), "--quiet"]
-    with pytest.raises(SystemExit) as done:
-        tav_run(argv + [a.format(root=made["root"]) for a in args])
-    assert str(done.value.code).startswith("tav-run: error: ") and message in str(done.value.code)
-    assert "\n" not in str(done.value.code)
+    error = error_of(tav_run, argv + [a.format(root=made["root"]) for a in args], "tav-run", code=2)
+    assert message.format(root=made["root"]) in error
 
 
 @pytest.mark.parametrize("args, message", [
     (["--base", "{tiny_sd}", "--frames", "3"], "--base needs --frames, --height and --width"),
-    (["--base", "{root}/nope", "--frames", "3", "--height", "64", "--width", "64"], "--base: "),
+    (["--base", "{root}/nope", "--frames", "3", "--height", "64", "--width", "64"],
+     "--base {root}/nope does not exist"),
     (["--weights", "{runA}", "--pack-for", "{base}", "--frames", "3"],
      "--frames: a pack takes frames, size and precision"),
     (["--weights", "{runA}", "--pack-for", "{baked}"], "has the tuned weights baked in"),
@@ -331,11 +330,8 @@ def test_tav_export_pack_and_base_refusals_are_one_line(made, baked_a, tiny_sd, 
     if "--out-exists" in args:
         shutil.copy(made["packs"]["A"], out)
     argv = [a.format(**fields) for a in args if not a.startswith("--out-")] + ["--out", str(out), "--quiet"]
-    with pytest.raises(SystemExit) as done:
-        tav_export(argv)
-    error = str(done.value.code)
-    assert error.startswith("tav-export: error: ") and message.format(**fields) in error, done.value.code
-    assert "\n" not in str(done.value.code)
+    error = error_of(tav_export, argv, "tav-export", code=2)
+    assert message.format(**fields) in error, error
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temp file was left behind"
     assert not (out.exists() and "--out-exists" not in args)
 
@@ -397,10 +393,9 @@ def test_fp16_pack_on_an_fp32_base_is_refused_naming_both(fresh, fp16, made):
 
 def test_pack_for_another_sd_model_is_refused_when_written(made, other_sd, tmp_path):
     run = make_run_dir(other_sd, tmp_path / "run")
-    with pytest.raises(SystemExit) as done:
-        tav_export(["--weights", str(run), "--pack-for", str(made["base"]), "--out", str(tmp_path / "x.tavpack"),
-                    "--quiet"])
-    assert "was tuned from UNet" in str(done.value.code) and f"base {made['base']} holds UNet" in str(done.value.code)
+    error = error_of(tav_export, ["--weights", str(run), "--pack-for", str(made["base"]),
+                                  "--out", str(tmp_path / "x.tavpack"), "--quiet"], "tav-export")
+    assert "was tuned from UNet" in error and f"base {made['base']} holds UNet" in error
     assert not (tmp_path / "x.tavpack").exists()
 
 

@@ -17,6 +17,8 @@ from tav.serve.store import Store, write_json_atomic  # noqa: E402
 from tav.serve.uploads import UploadRefused, check_declared_size, clip_suffix, probe_clip  # noqa: E402
 from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 
+from fixtures.commands import error_of  # noqa: E402
+
 OPTIONS = {"prompt": "a ball", "steps": 4, "lr": 3e-5, "seed": 0, "stride": 1, "start": 0, "inversion_steps": 2,
            "eval_pairs": 1}
 
@@ -176,8 +178,9 @@ def test_upload_checks_size_before_reading_and_type_by_decoding(tmp_path):
 def test_tav_serve_refuses_a_bad_base_or_sd_folder_before_starting_ray(tmp_path, capsys):
     from tav.serve.cli import main as tav_serve
 
-    with pytest.raises(SystemExit, match=r"tav-serve: error: --base: .*missing"):
-        tav_serve(["--base", str(tmp_path / "missing"), "--packs", str(tmp_path / "store")])
+    error = error_of(tav_serve, ["--base", str(tmp_path / "missing"), "--packs", str(tmp_path / "store")],
+                     "tav-serve", code=2)
+    assert f"--base {tmp_path / 'missing'} does not exist" in error
     import ray
 
     assert not ray.is_initialized()

@@ -173,7 +173,7 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tiny_sd, skiing_clip,
     cases = [
         (["--video", str(bad)], "cannot decode"),
         (["--video", str(skiing_clip), "--frames", "50", "--stride", "2"], "has 91 frames, but 50 frames"),
-        (["--video", str(skiing_clip), "--height", "60", "--width", "64"], "multiples of 8"),
+        (["--video", str(skiing_clip), "--height", "60", "--width", "64"], "--height 60 is not a multiple of 8"),
         (["--video", str(skiing_clip), "--pretrained", str(tmp_path / "nope")], "does not exist"),
         (["--video", str(skiing_clip), "--pretrained", "not a model"], "neither an existing folder"),
         (["--video", str(skiing_clip), "--resume"], "nothing to resume"),

@@ -40,6 +40,8 @@ from tav.runtime.video_output import VideoOutputError, check_output_path
 from tav.tuner.model.unet_weights import read_state_dict
 from tav.tuner.model_sources import single_file
 
+from fixtures.commands import error_of
+
 HANG_LIMIT_S = 10
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -387,9 +389,8 @@ def test_an_output_that_is_only_a_suffix_is_refused(tmp_path, name, hint, monkey
     with pytest.raises(VideoOutputError) as err:
         check_output_path(out)
     assert "has no name before its suffix" in one_line(err) and str(tmp_path / hint) in str(err.value)
-    with pytest.raises(SystemExit) as done:
-        tav_run(["--engine", str(tmp_path), "--prompt", "x", "--out", out])
-    assert "has no name before its suffix" in done.value.code and list(tmp_path.iterdir()) == []
+    message = error_of(tav_run, ["--engine", str(tmp_path), "--prompt", "x", "--out", out], "tav-run", code=2)
+    assert "has no name before its suffix" in message and list(tmp_path.iterdir()) == []
 
 
 # --- a synthetic base ENGINE_DIR: manifest sections and add_video -------------------------------------

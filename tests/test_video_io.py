@@ -1,7 +1,11 @@
 """Clip reading (frame choice, resize + centre crop, errors) and video writing (formats, atomicity, errors)."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+import tracemalloc
 
 import imageio.v3 as iio
 import numpy as np
@@ -63,6 +67,40 @@ def test_clip_errors_are_one_line_and_say_what_to_do(tmp_path, skiing_clip):
         with pytest.raises(VideoInputError, match=expected) as err:
             load_clip(*args)
         assert "\n" not in str(err.value)
+
+
+def test_a_billion_frames_are_refused_by_the_clip_length_at_once_without_allocating_for_them(tmp_path, skiing_clip):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(make_clip(frames=3, size=16)):
+        iio.imwrite(folder / f"{i}.png", frame)
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        for clip, length in ((skiing_clip, 91), (folder, 3)):
+            with pytest.raises(VideoInputError, match=f"has {length} frames, but 1000000000 frames"):
+                load_clip(clip, frames=10**9, height=64, width=64, stride=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 5 and peak < 2**30  # an index list alone would take 8 GB
+
+
+def test_a_fifo_is_refused_unopened_as_the_clip_or_as_a_frame(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    os.mkfifo(folder / "0.png")
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("opened the FIFO and blocked"))
+    signal.alarm(10)
+    try:
+        with pytest.raises(VideoInputError, match="pipe.mp4 is a FIFO \\(named pipe\\), not a video file"):
+            load_clip(tmp_path / "pipe.mp4", frames=1, height=16, width=16)
+        with pytest.raises(VideoInputError, match="0.png is a FIFO \\(named pipe\\)"):
+            load_clip(folder, frames=1, height=16, width=16)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_written_formats_read_back(tmp_path):

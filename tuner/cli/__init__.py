@@ -1,1 +1,1 @@
-"""The tuner's console scripts: tav-tune and tav-sample."""
+"""The tuner's console scripts: tav-tune, tav-sample and tav-invert, run by tav.runtime.command."""

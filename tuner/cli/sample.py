@@ -5,43 +5,49 @@
 (a path without suffix, or ending in /).
 """
 
-import argparse
 import time
 
-from tav.runtime.help_format import DefaultsHelpFormatter
-from tav.runtime.video_output import check_fps, check_output_path, write_video
+from tav.runtime import flag_types as flags
+from tav.runtime.command import CommandParser, UsageError, run_command
+from tav.runtime.flag_types import MAX_FRAMES
+from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_DDIM_STEPS, MAX_GUIDANCE, MAX_PROMPT_CHARS
+from tav.runtime.video_output import MAX_FPS, check_output_path, write_video
 
 from ..progress import Progress, counted
-from .common import run_cli
+from .flags import base_model, torch_device
 
 PROG = "tav-sample"
 INITS = ("inverted", "noise")  # the sampler's (tav.tuner.sampler.INITS), without importing torch for --help
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
-                                formatter_class=DefaultsHelpFormatter)
+def build_parser() -> CommandParser:
+    p = CommandParser(PROG, __doc__)
     a = p.add_argument
-    a("--weights", required=True, metavar="RUN_DIR",
+    a("--weights", required=True, metavar="RUN_DIR", type=flags.existing_dir("a RUN_DIR or an official output folder"),
       help="RUN_DIR from tav-tune, or an official Tune-A-Video output folder")
-    a("--pretrained", metavar="SD_MODEL", help="where the base model the weights were tuned on is now, if not where "
+    a("--pretrained", metavar="SD_MODEL", type=base_model,
+      help="where the base model the weights were tuned on is now, if not where "
       "they name it: a diffusers folder, a .safetensors/.ckpt file or a hub repo id ORG/NAME")
-    a("--revision", help="branch, tag or commit of a hub repo id given with --pretrained (default main)")
-    a("--prompt", required=True, help="what the edited video shows, e.g. 'spider man is skiing on the beach'")
+    a("--revision", type=flags.text("a branch, tag or commit"),
+      help="branch, tag or commit of a hub repo id given with --pretrained (default main)")
+    a("--prompt", required=True, type=flags.text("what the edited video shows", MAX_PROMPT_CHARS),
+      help="what the edited video shows, e.g. 'spider man is skiing on the beach'")
     a("--negative-prompt", default="", help="the unconditional text of classifier-free guidance (default empty)")
-    a("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    a("--guidance", type=float, default=12.5,
+    a("--steps", type=flags.positive_int(MAX_DDIM_STEPS), default=50, help="DDIM steps (default 50)")
+    a("--guidance", type=flags.finite_float(0, MAX_GUIDANCE), default=12.5,
       help="classifier-free guidance scale (default 12.5, as the official configs)")
-    a("--seed", type=int, default=0, help="seeds the starting noise (--init noise) and the eta noise")
+    a("--seed", type=flags.seed, default=0, help="seeds the starting noise (--init noise) and the eta noise")
     a("--init", choices=INITS, default="inverted",
       help="start from the clip's DDIM-inverted latents (default) or noise")
-    a("--eta", type=float, default=0.0, help="DDIM eta (default 0: deterministic)")
-    a("--temporal-window", type=int, metavar="W",
+    a("--eta", type=flags.finite_float(ETA_MIN, ETA_MAX), default=0.0, help="DDIM eta (default 0: deterministic)")
+    a("--temporal-window", type=flags.positive_int(MAX_FRAMES), metavar="W",
       help="frames each frame's temporal attention sees, 1..F "
       "(default: the run's, recorded in run.json: the frame count it was tuned on; F is full attention)")
-    a("--fps", type=float, default=8, help="frames per second of mp4/gif (default 8, as the official GIFs)")
-    a("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    a("--out", required=True, metavar="PATH", help="output: .mp4, .gif, .npy, or a folder of PNGs")
+    a("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8,
+      help="frames per second of mp4/gif (default 8, as the official GIFs)")
+    a("--device", default="auto", type=torch_device, help="auto (default), cpu, cuda, cuda:N")
+    a("--out", required=True, metavar="PATH", type=flags.out_path("a .mp4, .gif or .npy file or a folder"),
+      help="output: .mp4, .gif, .npy, or a folder of PNGs")
     a("--overwrite", action="store_true", help="replace an existing --out file (or folder of PNG frames)")
     a("--allow-base-mismatch", action="store_true",
       help="sample even if the SD folder changed since tuning (its hash differs from run.json's); results will differ")
@@ -49,12 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_args(argv=None):
-    args = build_parser().parse_args(argv)
-    check_output_path(args.out, args.overwrite)  # reject a bad --out before minutes of sampling
-    check_fps(args.fps)
+def run(args):
     if args.revision and not args.pretrained:
-        raise ValueError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
+        raise UsageError("--revision needs --pretrained (the run's own base model is pinned in its run.json)")
+    check_output_path(args.out, args.overwrite, "--out")  # reject a bad --out before minutes of sampling
     shown, start = Progress(PROG, not args.quiet), time.perf_counter()
     # torch and diffusers: imported after parsing, so --help answers at once
     from ..model.temporal_window import check_temporal_window
@@ -62,7 +66,9 @@ def main_args(argv=None):
     from ..sampler import sample
     from ..tuned_weights import load_tuned
     from ..tuning.session import resolve_device
+    from .library_noise import quiet_loaded_libraries
 
+    quiet_loaded_libraries()
     device = resolve_device(args.device)
     base_dir = resolve_base_model(args.pretrained, args.revision).path if args.pretrained else None
     tuned = load_tuned(args.weights, base_dir=base_dir, allow_base_mismatch=args.allow_base_mismatch)
@@ -81,8 +87,8 @@ def main_args(argv=None):
     print(write_video(result.frames, args.out, fps=args.fps, overwrite=args.overwrite))
 
 
-def main(argv=None):
-    return run_cli(PROG, main_args, argv)
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

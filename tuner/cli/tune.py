@@ -9,42 +9,52 @@ import argparse
 import json
 import warnings
 
-from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.runtime import flag_types as flags
+from tav.runtime.command import CommandParser, UsageError, run_command
+from tav.runtime.flag_types import MAX_FRAMES
+from tav.runtime.sampling_limits import MAX_DDIM_STEPS, MAX_PROMPT_CHARS
 
 from ..tuning.config import PRECISIONS, TuneConfig, official_config_to_fields
-from .common import fail, run_cli
+from .flags import base_model, torch_device
 
 PROG = "tav-tune"
 REQUIRED = {"pretrained_model_path": "--pretrained", "video": "--video", "prompt": "--prompt", "out": "--out"}
+MAX_STEPS = 1_000_000  # training steps: the official configs use 300-500
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""),
-                                formatter_class=DefaultsHelpFormatter)
+def build_parser() -> CommandParser:
+    p = CommandParser(PROG, __doc__)
     a = p.add_argument
-    a("--config", metavar="FILE.yaml", help="official Tune-A-Video YAML config; explicit flags override it")
-    a("--pretrained", dest="pretrained_model_path", metavar="SD_MODEL",
+    a("--config", metavar="FILE.yaml", type=flags.existing_file("an official Tune-A-Video YAML config file"),
+      help="official Tune-A-Video YAML config; explicit flags override it")
+    a("--pretrained", dest="pretrained_model_path", metavar="SD_MODEL", type=base_model,
       help="Stable Diffusion 1.x base model: a diffusers folder, a .safetensors/.ckpt file, or a hub repo id ORG/NAME")
-    a("--revision", dest="pretrained_model_revision", help="branch, tag or commit of a hub repo id (default main)")
-    a("--video", metavar="CLIP", help="clip to tune on: mp4/webm/mov/gif or a folder of images")
-    a("--prompt", help="caption of the clip, e.g. 'a man is skiing'")
-    a("--out", metavar="RUN_DIR", help="RUN_DIR to create (built in RUN_DIR.partial/ and renamed when complete)")
-    a("--frames", type=int, help="frames to tune on (default 8)")
-    a("--stride", type=int, help="take every N-th frame (default 2)")
-    a("--start", type=int, help="first frame index (default 0)")
-    a("--height", type=int, help="multiple of 8 (default 512)")
-    a("--width", type=int, help="multiple of 8 (default 512)")
-    a("--steps", type=int, help="training steps (default 300)")
-    a("--lr", type=float, help="AdamW learning rate (default 3e-5)")
-    a("--seed", type=int, help="seeds latents, noise, timesteps and new layers (default 0)")
+    a("--revision", dest="pretrained_model_revision", type=flags.text("a branch, tag or commit"),
+      help="branch, tag or commit of a hub repo id (default main)")
+    a("--video", metavar="CLIP", type=flags.existing_file_or_dir("a video file or a folder of images"),
+      help="clip to tune on: mp4/webm/mov/gif or a folder of images")
+    a("--prompt", type=flags.text("the clip's caption", MAX_PROMPT_CHARS),
+      help="caption of the clip, e.g. 'a man is skiing'")
+    a("--out", metavar="RUN_DIR", type=flags.out_path("the RUN_DIR to create", "folder"),
+      help="RUN_DIR to create (built in RUN_DIR.partial/ and renamed when complete)")
+    a("--frames", type=flags.positive_int(MAX_FRAMES), help="frames to tune on (default 8)")
+    a("--stride", type=flags.positive_int(MAX_FRAMES), help="take every N-th frame (default 2)")
+    a("--start", type=flags.non_negative_int(100 * MAX_FRAMES), help="first frame index (default 0)")
+    a("--height", type=flags.multiple_of_8(), help="multiple of 8 (default 512)")
+    a("--width", type=flags.multiple_of_8(), help="multiple of 8 (default 512)")
+    a("--steps", type=flags.positive_int(MAX_STEPS), help="training steps (default 300)")
+    a("--lr", type=flags.finite_float(0, 1, low_open=True), help="AdamW learning rate (default 3e-5)")
+    a("--seed", type=flags.seed, help="seeds latents, noise, timesteps and new layers (default 0)")
     a("--precision", choices=PRECISIONS, help="default auto: bf16 on CUDA with bf16, else fp16 on CUDA, fp32 on CPU")
-    a("--device", help="auto (default), cpu, cuda, cuda:N")
+    a("--device", type=torch_device, help="auto (default), cpu, cuda, cuda:N")
     a("--gradient-checkpointing", action=argparse.BooleanOptionalAction, help="on by default")
-    a("--checkpoint-every", type=int, help="steps between resumable checkpoints (default 100; 0: only on Ctrl-C)")
+    a("--checkpoint-every", type=flags.non_negative_int(MAX_STEPS),
+      help="steps between resumable checkpoints (default 100; 0: only on Ctrl-C)")
     a("--resume", action="store_true", default=None, help="continue the interrupted run in RUN_DIR.partial/")
-    a("--validate-every", type=int,
+    a("--validate-every", type=flags.non_negative_int(MAX_STEPS),
       help="write samples of the prompt to RUN_DIR/validation/ every N steps (default off)")
-    a("--inversion-steps", type=int, help="DDIM inversion steps for the inverted latents (default 50)")
+    a("--inversion-steps", type=flags.positive_int(MAX_DDIM_STEPS),
+      help="DDIM inversion steps for the inverted latents (default 50)")
     a("--quiet", action="store_true",
       help="no progress bars or stage lines on stderr; print only the summary and RUN_DIR")
     return p
@@ -63,21 +73,19 @@ def settings_from(args: argparse.Namespace) -> TuneConfig:
     values.update(explicit)
     missing = [flag for key, flag in REQUIRED.items() if not values.get(key)]
     if missing:
-        raise ValueError(f"missing {', '.join(missing)} (give the flags or a --config with them)")
+        raise UsageError(f"missing {', '.join(missing)} (give the flags or a --config with them)")
     return TuneConfig(**values)
 
 
-def main_args(argv=None):
-    args = build_parser().parse_args(argv)
+def run(args):
     cfg = settings_from(args)
-    from ..tuning.tune import TuneInterrupted, tune  # torch: after parsing, so --help is instant
+    from ..tuning.tune import tune  # torch: after parsing, so --help is instant
+    from .library_noise import quiet_loaded_libraries
 
-    try:
-        run_dir = tune(cfg, progress=not args.quiet)
-    except TuneInterrupted as err:
-        fail(PROG, str(err), 130)
-    run = json.loads((run_dir / "run.json").read_text())
-    print(summary(run))
+    quiet_loaded_libraries()
+    run_dir = tune(cfg, progress=not args.quiet)  # Ctrl-C/SIGTERM: TuneInterrupted, exit 130/143 with how to resume
+    record = json.loads((run_dir / "run.json").read_text())
+    print(summary(record))
     print(run_dir)
 
 
@@ -93,8 +101,8 @@ def summary(run: dict) -> str:
     )
 
 
-def main(argv=None):
-    return run_cli(PROG, main_args, argv)
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ Made with numpy only; the motion is smooth and clearly temporal, which is what
 Tune-A-Video's temporal layers learn from.
 """
 
-import argparse
-
 import numpy as np
 
-from tav.runtime.help_format import DefaultsHelpFormatter
-from tav.runtime.video_output import write_video
+from tav.runtime import flag_types as flags
+from tav.runtime.command import CommandParser, run_command
+from tav.runtime.video_output import MAX_FPS, check_output_path, write_video
 
-from ..cli.common import run_cli
+MAX_FRAMES, MAX_SIZE = 1000, 512  # a demo clip: at most 786 MB of pixels in memory
 
 
 def make_clip(frames: int = 24, size: int = 128, seed: int = 0) -> np.ndarray:
@@ -35,21 +34,25 @@ def make_clip(frames: int = 24, size: int = 128, seed: int = 0) -> np.ndarray:
     return clip
 
 
-def main_args(argv=None):
-    p = argparse.ArgumentParser(prog="tav-make-clip", description=__doc__.splitlines()[0].replace("``", ""),
-                                formatter_class=DefaultsHelpFormatter)
-    p.add_argument("out", help="output video: .mp4, .gif, .npy or a folder of PNGs")
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--size", type=int, default=128, help="width and height in pixels")
-    p.add_argument("--seed", type=int, default=0, help="picks the colours")
-    p.add_argument("--fps", type=float, default=8)
+def build_parser() -> CommandParser:
+    p = CommandParser("tav-make-clip", __doc__)
+    p.add_argument("out", type=flags.out_path("a .mp4, .gif or .npy file or a folder"),
+                   help="output video: .mp4, .gif, .npy or a folder of PNGs")
+    p.add_argument("--frames", type=flags.positive_int(MAX_FRAMES), default=24)
+    p.add_argument("--size", type=flags.whole(8, MAX_SIZE), default=128, help="width and height in pixels")
+    p.add_argument("--seed", type=flags.seed, default=0, help="picks the colours")
+    p.add_argument("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args):
+    check_output_path(args.out, args.overwrite, "out")
     print(write_video(make_clip(args.frames, args.size, args.seed), args.out, fps=args.fps, overwrite=args.overwrite))
 
 
-def main(argv=None):
-    return run_cli("tav-make-clip", main_args, argv)
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

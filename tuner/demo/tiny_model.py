@@ -6,13 +6,12 @@ minutes on two CPU cores.
 The tokenizer is CLIP's real BPE tokenizer, so prompts tokenize as with real SD.
 """
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 
+from tav.runtime import flag_types as flags
 from tav.runtime.atomic_files import atomic_folder
-from tav.runtime.help_format import DefaultsHelpFormatter
+from tav.runtime.command import CommandParser, run_command
 
 from ..model.clip_tokenizer_files import write_clip_tokenizer_files
 from ..model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
@@ -20,15 +19,15 @@ from ..model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, r
 
 def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
     """Write a random pipeline folder of the given size atomically (temp folder, then rename)."""
-    import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} exists and is not an empty folder; choose a new folder")
+    import torch  # after the checks: a bad folder is refused at once
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
     with atomic_folder(out_dir) as staging:  # an empty out_dir is replaced by the rename; a non-empty one refused
         with tempfile.TemporaryDirectory() as vocab_dir:
             write_clip_tokenizer_files(Path(vocab_dir))
@@ -48,20 +47,21 @@ def make_tiny(out_dir, seed: int = 0, size: str = "tiny") -> Path:
     return out_dir
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tav-make-tiny", description=__doc__.splitlines()[0].replace("``", ""),
-                                     formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("out_dir", help="folder to create (must not exist or be empty)")
-    parser.add_argument("--seed", type=int, default=0)
+def build_parser() -> CommandParser:
+    parser = CommandParser("tav-make-tiny", __doc__)
+    parser.add_argument("out_dir", type=flags.folder_to_use("a new or empty folder"),
+                        help="folder to create (must not exist or be empty)")
+    parser.add_argument("--seed", type=flags.seed, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (tests), small (CPU bench), sd15")
-    args = parser.parse_args(argv)
-    from ..cli.common import quiet_environment
+    return parser
 
-    quiet_environment()
-    try:
-        print(make_tiny(args.out_dir, args.seed, args.size))
-    except (OSError, ValueError) as err:
-        sys.exit(f"tav-make-tiny: error: {err}")
+
+def run(args):
+    print(make_tiny(args.out_dir, args.seed, args.size))
+
+
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

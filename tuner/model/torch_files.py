@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 from tav.runtime.regular_files import NotRegularFile, open_regular
 
 MAX_NESTING = 4  # Lightning nests the weights once ({"state_dict": {...}}); anything deeper is not a checkpoint

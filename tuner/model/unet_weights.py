@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 from .aligned_safetensors import read_safetensors
 from .torch_files import UnsafeTorchFile, load_torch_file

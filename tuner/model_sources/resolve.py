@@ -18,7 +18,8 @@ from pathlib import Path
 from ..model.sd_folder import check_sd_folder
 from .hub import fetch_from_hub, is_repo_id
 from .model_kind import check_sd1_folder
-from .single_file import SUFFIXES, convert_single_file
+from .single_file import convert_single_file
+from .spec import reads_as_path
 
 KINDS = ("folder", "hub", "single_file")
 
@@ -61,7 +62,7 @@ def resolve_base_model(spec, revision: str | None = None) -> ResolvedModel:
         folder, digest, architecture = convert_single_file(path)
         return ResolvedModel(folder, {"kind": "single_file", "spec": text, "file": str(path.absolute()),
                                       "file_sha256": digest, "architecture": architecture})
-    if _reads_as_path(text):
+    if reads_as_path(text):
         raise FileNotFoundError(f"{text} does not exist; pass an existing Stable Diffusion 1.x folder or "
                                 ".safetensors/.ckpt file, or a hub repo id ORG/NAME")
     if is_repo_id(text):
@@ -73,7 +74,3 @@ def resolve_base_model(spec, revision: str | None = None) -> ResolvedModel:
                      "pass a Stable Diffusion 1.x folder, a .safetensors/.ckpt file or e.g. "
                      "stable-diffusion-v1-5/stable-diffusion-v1-5")
 
-
-def _reads_as_path(text: str) -> bool:
-    return (text.startswith(("/", ".", "~")) or "\\" in text or text.endswith("/") or text.count("/") > 1
-            or text.lower().endswith(SUFFIXES))

@@ -21,14 +21,14 @@ import torch
 from safetensors import safe_open
 
 from tav.runtime.atomic_files import atomic_folder
+from tav.runtime.command import first_line
 from tav.runtime.manifest import file_sha256
-from tav.runtime.one_line import first_line
 
 from ..model.torch_files import UnsafeTorchFile, load_torch_file, unwrap_state_dict
 from .model_kind import check_sd1_checkpoint
 from .sd1_config import architecture_of, write_pipeline_config
+from .spec import SUFFIXES
 
-SUFFIXES = (".safetensors", ".ckpt")
 RECORD = "tav_single_file.json"  # inside a converted folder: what it was converted from
 
 

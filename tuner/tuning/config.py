@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
 
 OFFICIAL_TRAINABLE_MODULES = ["attn1.to_q", "attn2.to_q", "attn_temp"]
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

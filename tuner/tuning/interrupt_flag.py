@@ -11,13 +11,15 @@ class InterruptFlag:
     """Turns the first Ctrl-C (or SIGTERM, as a service manager or `kill` stops a job) into a request honoured
     between steps, so a checkpoint is saved and never half-updated.
 
-    A second signal interrupts at once (the previous handlers are back by then).
+    A second signal interrupts at once (the previous handlers are back by then). ``signum``: the first
+    signal's number (None while none came).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
+        self.signum = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
@@ -25,6 +27,7 @@ class InterruptFlag:
 
     def _handle(self, signum, frame):
         self.requested = True
+        self.signum = signum
         self._restore()
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         tqdm.write(f"tav-tune: {name}: stopping after this step to save a checkpoint (again to stop at once)",

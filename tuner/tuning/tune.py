@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import publish_folder
+from tav.runtime.command import Interrupted
 
 from ..model import sd_folder
 from ..model_sources import resolve_base_model
@@ -43,8 +44,8 @@ from .tune_checks import check_targets as _check_targets  # the seam tests patch
 from .video_input import load_clip
 
 
-class TuneInterrupted(Exception):
-    """Ctrl-C: the message says what was saved and how to resume."""
+class TuneInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM (``signum``): the message says what was saved and how to resume."""
 
 
 def tune(cfg: TuneConfig, on_step=None, *, progress: bool = True, on_stage=None, on_inversion_step=None) -> Path:
@@ -190,7 +191,7 @@ def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        raise _interrupted(job, p, in_step, checkpoint) from None
+        raise _interrupted(job, p, in_step, checkpoint, stop.signum) from None
 
 
 def _report(hook, step: int, total: int) -> None:
@@ -202,20 +203,20 @@ def _passes(cfg: TuneConfig) -> str:
     return counted(cfg.eval_pairs, "UNet pass", "UNet passes")
 
 
-def _interrupted(job: _Job, p: _Progress, in_step: bool, checkpoint) -> TuneInterrupted:
-    """Ctrl-C's message; between steps (after the first) the state is checkpointed first."""
+def _interrupted(job: _Job, p: _Progress, in_step: bool, checkpoint, signum: int | None) -> TuneInterrupted:
+    """The interruption's message; between steps (after the first) the state is checkpointed first."""
     partial = job.partial
     if in_step:
         if has_checkpoint(partial):
             return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}; the last checkpoint in {partial} "
-                                   "is kept: resume with the same command plus --resume")
+                                   "is kept: resume with the same command plus --resume", signum)
         return TuneInterrupted(f"interrupted in the middle of step {p.step + 1}, before any checkpoint; "
-                               "nothing to resume")
+                               "nothing to resume", signum)
     if p.step > 0:
         checkpoint()
         return TuneInterrupted(f"interrupted at step {p.step}/{job.cfg.steps}; checkpoint saved in {partial}; "
-                               "resume with the same command plus --resume")
-    return TuneInterrupted("interrupted before the first step; nothing to resume")
+                               "resume with the same command plus --resume", signum)
+    return TuneInterrupted("interrupted before the first step; nothing to resume", signum)
 
 
 def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, measured: dict) -> None:

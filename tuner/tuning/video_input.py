@@ -11,12 +11,14 @@ so a long clip costs only what the request reaches.
 """
 
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from tav.runtime.one_line import first_line
+from tav.runtime.command import first_line
+from tav.runtime.regular_files import NotRegularFile, describe_kind, open_regular
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -39,18 +41,28 @@ def load_clip(path, frames: int, height: int, width: int, stride: int = 1, start
     if frames < 1 or stride < 1 or start < 0:
         raise VideoInputError(f"need frames >= 1, stride >= 1, start >= 0; "
                               f"got frames={frames}, stride={stride}, start={start}")
-    wanted = [start + stride * k for k in range(frames)]
+    # A range, not a list: a typo like --frames 1000000000 costs nothing before the clip's length refuses it.
+    wanted = range(start, start + stride * frames, stride)
     raw = read_frames(Path(path), wanted)
     pixels = np.stack([resize_and_crop(frame, height, width) for frame in raw]).astype(np.float32)
     return (pixels / np.float32(127.5) - 1).transpose(0, 3, 1, 2).copy()
 
 
-def read_frames(path: Path, indices: list) -> list:
-    """uint8 RGB frames [h, w, 3] at ``indices`` (increasing) of a video file or an image folder."""
-    if not path.exists():
-        raise VideoInputError(f"{path} does not exist; pass a video file (mp4/webm/mov/gif) or a folder of images")
-    if path.is_dir():
+def read_frames(path: Path, indices: range) -> list:
+    """uint8 RGB frames [h, w, 3] at ``indices`` (increasing) of a video file or an image folder.
+
+    The clip's length bounds the work, not ``len(indices)``: a folder is counted first, a video decoded
+    up to its last wanted frame or its end, whichever comes first."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise VideoInputError(f"{path} does not exist; pass a video file (mp4/webm/mov/gif) "
+                              "or a folder of images") from None
+    if stat.S_ISDIR(mode):
         return _read_image_folder(path, indices)
+    if not stat.S_ISREG(mode):  # a FIFO would block the decoder for ever, a device never end
+        raise VideoInputError(f"{path} is {describe_kind(mode)}, not a video file; "
+                              "pass a video file (mp4/webm/mov/gif) or a folder of images")
     frames, seen = {}, 0
     try:
         for i, frame in enumerate(_iter_video(path)):
@@ -95,7 +107,7 @@ def _iter_video(path: Path):
         yield from iio.imiter(path, plugin="FFMPEG")
 
 
-def _read_image_folder(path: Path, indices: list) -> list:
+def _read_image_folder(path: Path, indices: range) -> list:
     files = sorted((f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not files:
         raise VideoInputError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
@@ -116,13 +128,15 @@ def _read_image_rgb(path: Path) -> np.ndarray:
     PIL converts by the mode's meaning; keeping "the first three channels" would read CMYK's C, M, Y
     as R, G, B and give grey+alpha two channels."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as file, Image.open(file) as image:
             image.load()
             if image.mode.startswith(("I", "F")):  # 16/32-bit integer or float pixels
                 raise VideoInputError(f"{path} has {image.mode} pixels; frames must be 8-bit images")
             return np.asarray(image.convert("RGB"))
     except VideoInputError:
         raise
+    except NotRegularFile as err:
+        raise VideoInputError(f"{err}: frames must be image files") from None
     except Exception as err:  # PIL raises many types for undecodable data
         raise VideoInputError(f"cannot decode {path}: {first_line(err, with_type=True)}") from None
 
@@ -137,7 +151,7 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame[..., :3])  # drop alpha
 
 
-def _too_few(path: Path, available: int, indices: list) -> VideoInputError:
+def _too_few(path: Path, available: int, indices: range) -> VideoInputError:
     step = indices[1] - indices[0] if len(indices) > 1 else 1
     return VideoInputError(
         f"{path} has {available} frames, but {len(indices)} frames taken every {step} from frame {indices[0]} "
