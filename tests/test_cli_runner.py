@@ -31,6 +31,7 @@ def valid_args(tmp: Path) -> dict:
                        ["--frames", "0"]),
         "tav-export": (["--weights", str(tmp), "--out", str(tmp / "engine")], ["--opset", "1"]),
         "tav-run": (["--engine", str(tmp), "--prompt", "x", "--out", str(tmp / "v.npy")], ["--steps", "0"]),
+        "tav-grid": ([str(tmp), "--out", str(tmp / "grid.gif")], ["--fps", "0"]),
         "tav-bench": ([], ["--frames", "0"]),
         "tav-serve": (["--base", str(tmp), "--packs", str(tmp / "store")], ["--port", "0"]),
     }

@@ -15,7 +15,9 @@ from test_runtime_pipeline import write_engine_dir
 import tav.bench.cli
 import tav.export.cli
 import tav.runtime.cli
+import tav.runtime.grid
 import tav.runtime.pipeline
+import tav.runtime.video_reading
 import tav.serve.cli
 import tav.tuner.cli.invert
 import tav.tuner.cli.sample
@@ -79,6 +81,8 @@ TABLES = {
         "--start-timeout": ABOVE_ZERO, "--drain-timeout": NUMBER, "--ort-threads": WHOLE,
         "--max-ongoing": POSITIVE, "--max-queued": POSITIVE, "--resident-videos": POSITIVE,
         "--timeout": ABOVE_ZERO, "--max-upload-mb": ABOVE_ZERO, "--metrics-port": PORT}),
+    "tav-grid": (tav.runtime.grid, ["{dir}", "--out", "{dir}/grid.gif"], {
+        None: FILE_OR_FOLDER, "--out": VIDEO_OUT, "--fps": ABOVE_ZERO}),
     "tav-make-tiny": (tav.tuner.demo.tiny_model, ["{dir}/sd"], {
         None: ["", "{file}", "{fifo}", "{nonempty}"], "--seed": SEED, "--size": CHOICE}),
     "tav-make-clip": (tav.tuner.demo.synthetic_video, ["{dir}/clip.gif"], {
@@ -96,7 +100,8 @@ def _forbid_work(prog: str, module, monkeypatch):
 
     seam = {"tav-run": (tav.runtime.pipeline.VideoPipeline, "load"), "tav-sample": (module, "Progress"),
             "tav-serve": (module, "serve_until_stopped"), "tav-make-clip": (module, "make_clip"),
-            "tav-make-tiny": (module, "random_unet")}.get(prog, (module, "run"))
+            "tav-make-tiny": (module, "random_unet"),
+            "tav-grid": (tav.runtime.video_reading, "read_video")}.get(prog, (module, "run"))
     monkeypatch.setattr(*seam, work)
 
 

@@ -34,10 +34,12 @@ def _has_mp4() -> bool:
 
 
 def _grid(argv, capsys) -> tuple:
+    """(exit status, and for a failure its stderr: the one error line; for a success, what was printed)."""
     try:
         tav_grid([str(a) for a in argv])
     except SystemExit as done:
-        return done.code, capsys.readouterr()
+        assert done.code == 2, done.code  # bad input, by the shared runner's rule
+        return capsys.readouterr().err.strip(), None
     return 0, capsys.readouterr()
 
 
@@ -97,7 +99,7 @@ def test_unreadable_inputs_and_bad_outputs_fail_in_one_line(tmp_path, capsys):
     for inputs, message in cases:
         code, _ = _grid([*inputs, good, "--out", tmp_path / "out.npy"], capsys)
         assert code.startswith("tav-grid: error: ") and message in code and "\n" not in code, code
-    code, _ = _grid([tmp_path / "missing.gif", "--out", tmp_path / "out.txt"], capsys)
+    code, _ = _grid([good, "--out", tmp_path / "out.txt"], capsys)
     assert "unknown suffix '.txt'" in code  # --out is checked before any input is read
     with pytest.raises(VideoReadError):
         read_video(tmp_path / "missing.gif")

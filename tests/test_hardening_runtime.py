@@ -120,7 +120,7 @@ def test_an_unlisted_plugin_library_is_ignored(plugin_dir):
     assert [entry[0] for entry in loads] == [str(operators)]
 
 
-def test_tav_run_passes_the_operators_plugin_library_and_ort_profile_folder(monkeypatch, tmp_path):
+def test_tav_run_passes_the_operators_plugin_library_and_ort_profile_folder(monkeypatch, tmp_path, capsys):
     """The environment is read by the command only; the library takes arguments."""
     seen = {}
 
@@ -131,8 +131,10 @@ def test_tav_run_passes_the_operators_plugin_library_and_ort_profile_folder(monk
     monkeypatch.setattr(tav.runtime.pipeline.VideoPipeline, "load", load)
     monkeypatch.setenv(plugin_library.PLUGIN_ENV, "/opt/libtav_kv_gather_trt.so")
     monkeypatch.setenv(backend_ort.PROFILE_ENV, str(tmp_path))
-    with pytest.raises(SystemExit, match="stop here"):
-        tav_run(["--engine", "e", "--prompt", "p", "--out", str(tmp_path / "o.npy")])
+    (tmp_path / "e").mkdir()
+    with pytest.raises(SystemExit) as exit_status:
+        tav_run(["--engine", str(tmp_path / "e"), "--prompt", "p", "--out", str(tmp_path / "o.npy")])
+    assert exit_status.value.code == 2 and "stop here" in capsys.readouterr().err
     assert seen["plugin_library"] == "/opt/libtav_kv_gather_trt.so" and seen["ort_profile_dir"] == str(tmp_path)
 
 
