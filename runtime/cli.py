@@ -9,7 +9,7 @@ from . import flag_types as flags
 from .backends import BACKENDS, DEVICES
 from .command import CommandParser, run_command
 from .sampling_limits import ETA_MAX, ETA_MIN, MAX_DDIM_STEPS, MAX_GUIDANCE, MAX_PROMPT_CHARS
-from .video_output import MAX_FPS
+from .video_output import MAX_FPS, MIN_FPS
 
 PROG = "tav-run"
 
@@ -35,7 +35,7 @@ def build_parser() -> CommandParser:
                         help="default: cuda if a GPU backend is available, else cpu")
     parser.add_argument("--out", required=True, type=flags.out_path("a .mp4, .gif or .npy file or a folder"),
                         help=".mp4, .gif, .npy (uint8 [F,H,W,3]) or a folder for PNG frames")
-    parser.add_argument("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8,
+    parser.add_argument("--fps", type=flags.finite_float(MIN_FPS, MAX_FPS), default=8,
                         help="frames per second of .mp4/.gif (default 8, as the official GIFs)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file (or folder of PNG frames)")

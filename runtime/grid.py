@@ -8,7 +8,7 @@ import numpy as np
 
 from . import flag_types as flags
 from .command import CommandParser, run_command
-from .video_output import MAX_FPS
+from .video_output import MAX_FPS, MIN_FPS
 
 PROG = "tav-grid"
 
@@ -30,7 +30,7 @@ def build_parser() -> CommandParser:
                         help=".gif, .mp4, .npy or a folder of PNG frames; each becomes a row, the first on top")
     parser.add_argument("--out", required=True, type=flags.out_path("a .gif, .mp4 or .npy file or a folder"),
                         help=".gif, .mp4, .npy or a folder for PNG frames")
-    parser.add_argument("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8,
+    parser.add_argument("--fps", type=flags.finite_float(MIN_FPS, MAX_FPS), default=8,
                         help="frames per second of .mp4/.gif")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser

@@ -17,6 +17,7 @@ from .mp4_writer import NoMp4Encoder, mp4_encoder, write_mp4
 
 FORMATS = (".mp4", ".gif", ".npy", "a folder of PNGs (a path without suffix, or ending in /)")
 MAX_FPS = 1000  # a GIF frame lasts a whole number of milliseconds
+MIN_FPS = 0.01  # a frame of 100 s; GIF's frame delay (hundredths of a second in 16 bits) ends at 655 s
 PNG_FRAME = re.compile(r"frame_\d{4,}\.png")
 
 
@@ -59,8 +60,9 @@ def output_kind(path) -> str:
 
 def check_fps(fps) -> float:
     """Frames per second a GIF (integer milliseconds per frame) and an mp4 can both carry."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not 0 < fps <= MAX_FPS:
-        raise VideoOutputError(f"fps must be a number above 0 and at most {MAX_FPS}, got {fps!r}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not (
+            MIN_FPS <= fps <= MAX_FPS):
+        raise VideoOutputError(f"fps must be a number from {MIN_FPS:g} to {MAX_FPS}, got {fps!r}")
     return float(fps)
 
 

@@ -18,6 +18,7 @@ from ray import serve
 
 from .config import ServeConfig
 from .encoding import MEDIA_TYPES, encode_frames
+from .generation_job import generate_into_store
 from .http_app import create_app
 from .ingress import IngressService
 from .preflight import INGRESS_CPUS, check_config, plan_resources, prepare_store
@@ -50,25 +51,32 @@ class VideoModelReplica:
     async def _load_video(self, video_id: str):
         return await asyncio.to_thread(load_video_into, self.pipe, video_id, self.store)
 
-    async def generate(self, sampling: dict, fmt: str, fps: float) -> dict:
+    async def _with_resident_video(self, work):
+        """``work(video)`` on a worker thread, with this request's video resident (the routing key names it)."""
         video_id = serve.get_multiplexed_model_id()  # the routing key is the only source of the video id
         from tav.runtime import UnknownVideoError
 
         for _ in range(EVICTION_RETRIES):
             video = await self.resident_video(video_id)
             try:  # once the call has begun, eviction waits for it (the runtime counts its users)
-                result = await asyncio.to_thread(video.generate, **sampling)
-                break
+                return await asyncio.to_thread(work, video)
             except UnknownVideoError:  # Ray's LRU evicted it between handing it out and the call's start: load again
                 continue
-        else:
-            raise RuntimeError(f"video {video_id!r} was evicted {EVICTION_RETRIES} times before it could run; "
-                               "raise --resident-videos")
+        raise RuntimeError(f"video {video_id!r} was evicted {EVICTION_RETRIES} times before it could run; "
+                           "raise --resident-videos")
+
+    async def generate(self, sampling: dict, fmt: str, fps: float) -> dict:
+        result = await self._with_resident_video(lambda video: video.generate(**sampling))
         started = time.perf_counter()
         body = await asyncio.to_thread(encode_frames, result.frames, fmt, fps)
         timings = {**result.timings, "encode": time.perf_counter() - started}
-        return {"video_id": video_id, "body": body, "media_type": MEDIA_TYPES[fmt], "timings": timings,
-                "shape": list(result.frames.shape), "node": self.node}
+        return {"video_id": serve.get_multiplexed_model_id(), "body": body, "media_type": MEDIA_TYPES[fmt],
+                "timings": timings, "shape": list(result.frames.shape), "node": self.node}
+
+    async def generate_job(self, job_id: str, sampling: dict, fmt: str, fps: float) -> dict:
+        """An async generate: progress in the job record, the video in STORE/results (tav.serve.generation_job)."""
+        return await self._with_resident_video(
+            lambda video: generate_into_store(video, self.store, job_id, sampling, fmt, fps))
 
     def ready(self) -> bool:
         return True

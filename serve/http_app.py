@@ -8,9 +8,11 @@ Routes:
     GET    /v1/service                          the base's frames and size, whether it tunes, request defaults
     GET    /v1/videos, /v1/videos/{video_id}    the packs and their metadata
     GET    /v1/videos/{video_id}/preview        a small gif of the frames the video was tuned on
-    POST   /v1/videos/{video_id}/generate       JSON -> video bytes, per-stage Server-Timing
+    POST   /v1/videos/{video_id}/generate       JSON -> video bytes, per-stage Server-Timing;
+                                                with "async": true -> 202 + a job that follows the steps
     POST   /v1/videos                           multipart clip + caption + options -> 202 + job id
     GET    /v1/jobs, /v1/jobs/{job_id}          records, newest first: state, progress, loss curve, times, error
+    GET    /v1/jobs/{job_id}/result             an async generate's video
     DELETE /v1/jobs/{job_id}                    cancel: the task stops, its files go, the record says cancelled
 Every request leaves one JSON log line and per-route metrics; every response carries a strict
 Content-Security-Policy (the studio's scripts are files of this origin, never inline).
@@ -121,6 +123,9 @@ def _add_routes(app: FastAPI, service, token) -> None:
 
     @app.post("/v1/videos/{video_id}/generate", dependencies=[token])
     async def generate(video_id: str, body: GenerateRequest, request: Request):
+        if body.run_async:
+            job = await service.generate_async(video_id, body, request.state.request_id)
+            return JSONResponse(job, status_code=202, headers={"Location": job["status_url"]})
         result = await service.generate(video_id, body, request.state.request_id)
         timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result["timings"].items())
         headers = {"Server-Timing": timing, "X-TAV-Video": video_id,
@@ -144,6 +149,11 @@ def _add_routes(app: FastAPI, service, token) -> None:
     @app.get("/v1/jobs/{job_id}", dependencies=[token])
     async def get_job(job_id: str):
         return await service.jobs.status(job_id)
+
+    @app.get("/v1/jobs/{job_id}/result", dependencies=[token])
+    async def get_result(job_id: str):
+        body, media_type = await service.result(job_id)
+        return Response(body, media_type=media_type)
 
     @app.delete("/v1/jobs/{job_id}", dependencies=[token])
     async def cancel_job(job_id: str):

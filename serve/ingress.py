@@ -17,15 +17,18 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 
 from .config import ServeConfig
 from .errors import ApiError, busy, client_message, root_cause
-from .ids import BadId, check_video_id
+from .ids import BadId, check_video_id, new_job_id
 from .job_desk import JobDesk
-from .jobs import fail_interrupted
+from .job_view import public_view
+from .jobs import JobAbandoned, create_job, discard_job, fail_interrupted, fail_job, read_job
 from .metrics import RequestMetrics
 from .residency import VideoNotFound, VideoUnusable
 from .schemas import GenerateRequest, TuneOptions
 from .store import Store
 
 log = logging.getLogger("tav.serve")
+
+BACK_PRESSURE_WAIT_S = 0.5  # an async generate waits this long for Ray Serve to refuse it (full queue) before 202
 
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, DeploymentUnavailableError)
 SERVER_PATH_KEYS = ("weights", "video", "pretrained_model_path", "pack")
@@ -51,6 +54,8 @@ class IngressService:
         if orphans:
             log.warning("ingress restart: marked %d orphaned job(s) failed: %s", len(orphans), ", ".join(orphans))
         self._max_steps = None
+        self._step_seconds = None  # denoise seconds a step, from the last finished generation: 504's advice
+        self._generations = {}  # job id -> the task finishing an async generate
 
     # -- videos ---------------------------------------------------------------------------------
 
@@ -105,6 +110,23 @@ class IngressService:
                 "max_upload_bytes": self.config.limits.max_upload_bytes,
                 "defaults": {"generate": GenerateRequest.defaults(), "tune": TuneOptions.defaults()}}
 
+    async def result(self, job_id: str) -> tuple:
+        """An async generate's video: (bytes, media type); 404 before it is done, 409 when it failed."""
+        job_id = self.jobs.checked_job_id(job_id)
+        try:
+            record = await asyncio.to_thread(read_job, self.store, job_id)
+        except FileNotFoundError:
+            raise ApiError(404, f"no job {job_id} (GET /v1/jobs lists them)") from None
+        if record.get("kind") != "generate":
+            raise ApiError(404, f"job {job_id} is a tuning job: its result is a video, GET /v1/videos/"
+                                f"{record['video_id']}")
+        if record["state"] != "done":
+            status = 409 if record["state"] in ("failed", "cancelled") else 404
+            raise ApiError(status, f"job {job_id} is {record['state']}"
+                                   + (f": {record['error']}" if record.get("error") else "; poll /v1/jobs/" + job_id))
+        path = self.store.result_path(job_id, record["result"]["format"])
+        return await asyncio.to_thread(path.read_bytes), record["result"]["media_type"]
+
     async def preview(self, video_id: str) -> bytes:
         video_id = self._known_video(video_id)
         try:
@@ -124,20 +146,68 @@ class IngressService:
                                 "for this base's scheduler")
 
     async def generate(self, video_id: str, body: GenerateRequest, request_id: str = "-") -> dict:
+        """The video's bytes, after at most --timeout seconds (504 past it, saying how long the steps need)."""
         video_id = self._known_video(video_id)
         self._check_steps(body.steps)
         limits = self.config.limits
         response = self.model.options(multiplexed_model_id=video_id).generate.remote(body.sampling_args(), body.format,
                                                                                       body.fps)
         try:
-            return await asyncio.wait_for(response, timeout=limits.generate_timeout_s)
+            result = await asyncio.wait_for(self._answer(response, video_id, request_id), limits.generate_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise ApiError(504, self._too_slow(body.steps)) from None
+        self._step_seconds = result["timings"].get("denoise_per_step", self._step_seconds)
+        return result
+
+    async def generate_async(self, video_id: str, body: GenerateRequest, request_id: str = "-") -> dict:
+        """202's body: a job whose record follows the steps; the video goes to STORE/results (no --timeout: a
+        client polls, and DELETE /v1/jobs/{id} stops it). A full queue is still a 503, at once."""
+        video_id = self._known_video(video_id)
+        self._check_steps(body.steps)
+        job_id = new_job_id()
+        request = body.model_dump(exclude={"run_async"})
+        record = await asyncio.to_thread(create_job, self.store, job_id, video_id, None, request, "generate")
+        response = self.model.options(multiplexed_model_id=video_id).generate_job.remote(
+            job_id, body.sampling_args(), body.format, body.fps)
+        finishing = asyncio.create_task(self._finish_generation(job_id, response, video_id, request_id))
+        done, _ = await asyncio.wait({finishing}, timeout=BACK_PRESSURE_WAIT_S)
+        if done and isinstance(finishing.exception(), ApiError) and finishing.exception().status == 503:
+            await asyncio.to_thread(discard_job, self.store, job_id)  # refused, not failed: no record stays
+            raise finishing.exception()
+        self._generations[job_id] = finishing  # a reference keeps the task alive
+        finishing.add_done_callback(lambda _: self._generations.pop(job_id, None))
+        return {**public_view(record), "status_url": f"/v1/jobs/{job_id}", "result_url": f"/v1/jobs/{job_id}/result"}
+
+    async def _finish_generation(self, job_id: str, response, video_id: str, request_id: str) -> None:
+        try:
+            outcome = await self._answer(response, video_id, request_id)
+            self._step_seconds = outcome["timings"].get("denoise_per_step", self._step_seconds)
+        except ApiError as err:
+            if err.status != 503:  # a refused request: the caller discards the record
+                await asyncio.to_thread(fail_job, self.store, job_id, f"{err.message} (HTTP {err.status})")
+            raise
+
+    def _too_slow(self, steps: int) -> str:
+        """504's message: what the operator's --timeout allowed, and what these steps need at the last measured rate."""
+        limit = self.config.limits.generate_timeout_s
+        message = f"generation took longer than {limit:g} s (tav-serve --timeout) and was cancelled; "
+        if self._step_seconds:
+            need = steps * self._step_seconds
+            return message + (f"{steps} steps take about {need:.0f} s on this server ({self._step_seconds:.2f} s a "
+                              f"step): ask for fewer steps, send \"async\": true and poll the job, or have tav-serve "
+                              f"started with --timeout {max(limit * 2, need * 1.5 + 30):.0f}")
+        return message + ("ask for fewer steps, send \"async\": true and poll the job, or have tav-serve started "
+                          f"with a larger --timeout (e.g. {limit * 4:g})")
+
+    async def _answer(self, response, video_id: str, request_id: str) -> dict:
+        """A replica's answer, or the ApiError its failure means (503 for back-pressure or a lost replica)."""
+        limits = self.config.limits
+        try:
+            return await response
         except BackPressureError:
             raise busy(f"all replicas are busy and the queue is full ({limits.max_queued} waiting); retry later",
                        limits.retry_after_s) from None
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise ApiError(504, f"generation took longer than {limits.generate_timeout_s:g} s and was cancelled; "
-                                "ask for fewer steps") from None
         except RequestCancelledError:
             raise busy("the request was cancelled on the replica (shutting down?); retry",
                        limits.retry_after_s) from None
@@ -151,6 +221,8 @@ class IngressService:
     def _replica_error(self, err: Exception, video_id: str, request_id: str) -> ApiError:
         """A replica's exception as a one-line ApiError; the full text (Ray's traceback) goes to the server log only."""
         cause = root_cause(err)
+        if isinstance(cause, JobAbandoned):  # an async generate cancelled while it ran: its record says so
+            return ApiError(409, client_message(cause))
         if isinstance(cause, VideoNotFound):
             return ApiError(404, f"no video {video_id!r} (it was removed from the store)")
         if isinstance(cause, VideoUnusable):  # the store's fault, not the client's; the listing marks it too

@@ -146,14 +146,14 @@ class JobDesk:
         except Exception as err:  # a note, never a reason to fail the job
             log.warning("job %s: could not record why it waits: %s", job_id, err)
 
-    def _job_id(self, job_id: str) -> str:
+    def checked_job_id(self, job_id: str) -> str:
         try:
             return check_job_id(job_id)
         except BadId as err:
             raise ApiError(422, str(err)) from None
 
     async def status(self, job_id: str) -> dict:
-        job_id = self._job_id(job_id)
+        job_id = self.checked_job_id(job_id)
         try:
             return public_view(await asyncio.to_thread(read_job, self.store, job_id))
         except FileNotFoundError:
@@ -166,7 +166,7 @@ class JobDesk:
 
     async def cancel(self, job_id: str) -> dict:
         """Mark the job cancelled, stop its task, remove its upload and work folders: the cancelled record."""
-        job_id = self._job_id(job_id)
+        job_id = self.checked_job_id(job_id)
         try:
             record = await asyncio.to_thread(cancel_job, self.store, job_id)
         except FileNotFoundError:

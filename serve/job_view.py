@@ -4,8 +4,8 @@ import time
 
 from .jobs import TERMINAL
 
-PUBLIC_FIELDS = ("job_id", "video_id", "state", "stage", "scheduling", "progress", "inversion", "loss", "loss_curve",
-                 "error", "options", "created", "updated")
+PUBLIC_FIELDS = ("job_id", "kind", "video_id", "state", "stage", "scheduling", "progress", "inversion", "loss",
+                 "loss_curve", "error", "options", "created", "updated")
 # An inversion step is one forward pass of the UNet; a tuning step is a forward and a backward pass, about three
 # forward passes' work. Before inversion has begun, its steps are estimated at a third of a tuning step.
 INVERSION_STEP_COST = 1 / 3
@@ -19,8 +19,10 @@ def public_view(record: dict, now: float | None = None) -> dict:
     started = times.get("started")
     view["elapsed_s"] = None if started is None else round(times.get("finished", now) - started, 1)
     view["remaining_s"] = _remaining(record, times, now)
-    if record.get("state") == "done":
-        view["result"] = {"video_id": record["video_id"], "url": f"/v1/videos/{record['video_id']}"}
+    view["kind"] = record.get("kind", "tune")
+    if record.get("state") == "done":  # a tuned video, or an async generate's video with its timings
+        view["result"] = record.get("result") or {"video_id": record["video_id"],
+                                                  "url": f"/v1/videos/{record['video_id']}"}
     return view
 
 
@@ -28,8 +30,12 @@ def _remaining(record: dict, times: dict, now: float) -> float | None:
     """Seconds left, from the rate of the stage running now; None until a rate is known (or when finished)."""
     if record.get("state") != "running":
         return 0.0 if record.get("state") in TERMINAL else None
-    inversion = record.get("inversion") or {"step": 0, "total": record.get("options", {}).get("inversion_steps", 0)}
+    inversion = record.get("inversion") or {"step": 0, "total": record["options"].get("inversion_steps", 0)}
     stage = record.get("stage")
+    if stage == "generating":
+        step, total = record["progress"]["step"], record["progress"]["total"]
+        rate = _rate(times.get("generating"), step, now)
+        return None if rate is None else round((total - step) * rate, 1)
     if stage == "tuning":
         step, total = record["progress"]["step"], record["progress"]["total"]
         rate = _rate(times.get("tuning"), step, now)

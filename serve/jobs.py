@@ -46,8 +46,9 @@ def job_lock(store: Store):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def create_job(store: Store, job_id: str, video_id: str, clip: str, options: dict) -> dict:
-    record = {"job_id": job_id, "video_id": video_id, "state": "queued", "stage": "queued",
+def create_job(store: Store, job_id: str, video_id: str, clip: str | None, options: dict, kind: str = "tune") -> dict:
+    """A queued record: ``kind`` "tune" (a clip to tune, ``clip`` its upload) or "generate" (an async edit)."""
+    record = {"job_id": job_id, "kind": kind, "video_id": video_id, "state": "queued", "stage": "queued",
               "progress": {"step": 0, "total": options["steps"]}, "error": None, "clip": clip,
               "options": options, "created": _now(), "updated": _now(), "times": {"created": time.time()}}
     with job_lock(store):
@@ -124,12 +125,19 @@ def cancel_job(store: Store, job_id: str) -> dict:
         remove_job_files(store, job_id)
 
 
+def discard_job(store: Store, job_id: str) -> None:
+    """Remove a record that never became a job (a request refused at once) and its files."""
+    remove_job_files(store, job_id)
+    store.job_path(job_id).unlink(missing_ok=True)
+
+
 def remove_job_files(store: Store, job_id: str) -> None:
     shutil.rmtree(store.upload_dir(job_id), ignore_errors=True)
     shutil.rmtree(store.work_dir(job_id), ignore_errors=True)
-    # what the task was writing when it was stopped
-    for staged in (*store.packs.glob(f".*.{job_id}.tavpack"), *store.previews.glob(f".*.{job_id}.gif")):
-        staged.unlink(missing_ok=True)
+    # what the task was writing when it was stopped, and a generation's video
+    for path in (*store.packs.glob(f".*.{job_id}.tavpack"), *store.previews.glob(f".*.{job_id}.gif"),
+                 *store.results.glob(f"{job_id}.*"), *store.results.glob(f".{job_id}.*")):
+        path.unlink(missing_ok=True)
 
 
 RESTARTED = "tav-serve restarted"
@@ -166,7 +174,10 @@ def sweep_orphans(store: Store) -> int:
     leftovers = [p for folder in (store.uploads, store.work) for p in folder.iterdir() if p.name not in live]
     # Staged packs are ".<video_id>.<job_id>.tavpack" (ids hold no dots).
     leftovers += [p for p in store.packs.glob(".*.tavpack") if (p.name.split(".") + ["", ""])[2] not in live]
-    leftovers += list(store.jobs.glob(".*.tmp")) + list(store.previews.glob(".*"))  # temp files of atomic writes
+    leftovers += [*store.jobs.glob(".*.tmp"), *store.previews.glob(".*"), *store.results.glob(".*")]  # temp files
+    # a generation's video without its record (the record is written first, so this is a crash's leftover)
+    leftovers += [p for p in store.results.iterdir() if not p.name.startswith(".")
+                  and not (store.jobs / f"{p.name.split('.')[0]}.json").is_file()]
     for path in leftovers:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

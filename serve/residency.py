@@ -28,10 +28,12 @@ class ResidentVideo:
         self._removed = False
 
     def generate(self, prompt: str, negative_prompt: str, steps: int, guidance: float, seed: int, eta: float,
-                 init: str):
-        """Sample with this video; tav.runtime's UnknownVideoError if it was evicted before the call began."""
+                 init: str, callback=None):
+        """Sample with this video; tav.runtime's UnknownVideoError if it was evicted before the call began.
+
+        ``callback(step_index, total, t, latents)`` after each denoising step (an async job's progress)."""
         return self.pipe(prompt, negative_prompt=negative_prompt, video=self.video_id, steps=steps, guidance=guidance,
-                         seed=seed, eta=eta, init=init)
+                         seed=seed, eta=eta, init=init, callback=callback)
 
     def __del__(self):
         # Ray Serve's multiplexing calls __del__ when its LRU unloads a model, and Python calls it again at

@@ -5,11 +5,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
 
-from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_PROMPT_CHARS, MAX_SEED
+from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_DDIM_STEPS, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED
+from tav.runtime.video_output import MAX_FPS, MIN_FPS
 
 # DDIM steps cannot exceed the training timesteps (1000 in SD 1.x); the ingress also checks the base's own
 # scheduler bound (DDIMScheduler.max_steps, 999 for SD 1.x), which only the loaded base knows.
-MAX_STEPS = 1000
+MAX_STEPS = MAX_DDIM_STEPS
 
 
 class Defaults:
@@ -22,17 +23,19 @@ class Defaults:
 class GenerateRequest(BaseModel, Defaults):
     """The body of POST /v1/videos/{video_id}/generate; defaults are tav-run's."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     steps: int = Field(50, ge=1, le=MAX_STEPS, strict=True)
-    guidance: float = 12.5
+    guidance: float = Field(12.5, ge=0, le=MAX_GUIDANCE)  # what the runtime can do: finite, and sane
     seed: int = Field(0, ge=0, le=MAX_SEED, strict=True)
     eta: float = Field(0.0, ge=ETA_MIN, le=ETA_MAX)
     init: Literal["inverted", "noise"] = "inverted"
     format: Literal["mp4", "gif", "npy"] = "mp4"
-    fps: float = Field(8.0, gt=0, le=120)
+    fps: float = Field(8.0, ge=MIN_FPS, le=MAX_FPS)  # what the encoders take (tav.runtime.video_output.check_fps)
+    # true: answer 202 at once with a job whose record follows the steps; the video is at its result URL
+    run_async: bool = Field(False, alias="async", strict=True)
 
     def sampling_args(self) -> dict:
         return self.model_dump(include={"prompt", "negative_prompt", "steps", "guidance", "seed", "eta", "init"})

@@ -6,6 +6,7 @@
     STORE/work/<job_id>/             a job's RUN_DIR while it tunes: here, not in a worker's /tmp, so
                                      whoever marks the job failed (any node) can remove it
     STORE/previews/<video_id>.gif    a small gif of the frames a job tuned on, for listings (optional)
+    STORE/results/<job_id>.<format>  the video of an async generate job, kept with its record
 
 Every write goes to a temp file in the same folder and is renamed over the target
 (tav.runtime.atomic_files, re-exported here as ``write_json_atomic`` for job records), so a
@@ -32,9 +33,10 @@ class Store:
         self.uploads = self.root / "uploads"
         self.work = self.root / "work"
         self.previews = self.root / "previews"
+        self.results = self.root / "results"
 
     def create(self) -> "Store":
-        for folder in (self.packs, self.jobs, self.uploads, self.work, self.previews):
+        for folder in (self.packs, self.jobs, self.uploads, self.work, self.previews, self.results):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -43,6 +45,9 @@ class Store:
 
     def preview_path(self, video_id: str) -> Path:
         return self.previews / f"{check_video_id(video_id)}.gif"
+
+    def result_path(self, job_id: str, fmt: str) -> Path:
+        return self.results / f"{check_job_id(job_id)}.{fmt}"
 
     def staged_pack_path(self, video_id: str, job_id: str) -> Path:
         """Where job ``job_id`` writes ``video_id``'s pack before renaming it in; listings skip dot-names."""

@@ -90,7 +90,7 @@ def test_unreadable_inputs_and_bad_outputs_fail_in_one_line(tmp_path, capsys):
     (tmp_path / "text.npy").write_bytes(b"not numpy")
     np.save(tmp_path / "floats.npy", np.zeros((2, 4, 4, 3), np.float32))
     (tmp_path / "empty").mkdir()
-    cases = [([tmp_path / "missing.gif"], "missing.gif does not exist"),
+    cases = [([tmp_path / "missing.gif"], "does not exist"),
              ([tmp_path / "text.npy"], "cannot read"),
              ([tmp_path / "floats.npy"], "holds float32 of shape (2, 4, 4, 3), not uint8 frames"),
              ([tmp_path / "empty"], "holds no .png frames"),

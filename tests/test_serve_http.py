@@ -167,6 +167,39 @@ def test_one_json_log_line_per_request_and_prometheus_metrics(served, client):
     assert served_ok == 3  # the three generate calls of the test above
 
 
+def test_an_async_generate_reports_each_step_and_its_video_equals_the_blocking_calls(served, client):
+    request = {**REQUEST, "steps": 300}
+    answer = client.post("/v1/videos/vid-a/generate", json={**request, "async": True})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["kind"] == "generate" and job["progress"] == {"step": 0, "total": 300}
+    seen, deadline = [], time.monotonic() + 120
+    while (record := client.get(job["status_url"]).json())["state"] not in ("done", "failed", "cancelled"):
+        seen.append(record["progress"]["step"])
+        assert time.monotonic() < deadline, record
+        time.sleep(0.05)
+    assert record["state"] == "done" and record["progress"] == {"step": 300, "total": 300}, record
+    assert seen == sorted(seen) and any(0 < step < 300 for step in seen), seen  # it rose, step by step
+    assert record["result"]["timings"]["denoise"] > 0 and record["elapsed_s"] > 0
+    video = client.get(record["result"]["url"])
+    assert video.headers["content-type"] == "application/x-npy"
+    assert matches(npy(video), npy(client.post("/v1/videos/vid-a/generate", json=request)))
+
+
+def test_an_async_generate_can_be_cancelled_and_then_has_no_video(served, client):
+    job = client.post("/v1/videos/vid-b/generate", json={**REQUEST, "steps": 999, "async": True}).json()
+    deadline = time.monotonic() + 60
+    while client.get(job["status_url"]).json()["progress"]["step"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.delete(job["status_url"]).json()["state"] == "cancelled"
+    refused = client.get(job["result_url"])
+    assert refused.status_code == 409 and "cancelled" in refused.json()["error"]
+    time.sleep(1)  # the replica stops at its next step; nothing is written after
+    assert not list(served["store"].results.glob(f"{job['job_id']}*"))
+    assert client.get(job["status_url"]).json()["state"] == "cancelled"
+
+
 # Lines a quiet service does not print (issue 31): Ray's auth notice, gRPC's fork notes, Ray Serve's own access line
 # (a second line per request beside ours), its INFO chatter.
 NOISE = ("RAY_AUTH_MODE", "fork_posix", "skipping fork() handlers", " -- GET /", " -- POST /", "CALL generate OK")

@@ -139,3 +139,19 @@ def test_an_interrupted_job_says_what_to_send_next(store):
     assert sorted(jobs.fail_interrupted(store)) == sorted([running, queued])
     assert jobs.read_job(store, running)["error"] == ("interrupted: tav-serve restarted while this job ran; "
                                                       "upload the clip again (POST /v1/videos)")
+
+
+def test_a_504_says_what_the_steps_need_and_which_flag_to_raise():
+    from types import SimpleNamespace
+
+    from tav.serve.config import Limits
+    from tav.serve.ingress import IngressService
+
+    ingress = SimpleNamespace(config=SimpleNamespace(limits=Limits(generate_timeout_s=600)), _step_seconds=None)
+    unknown = IngressService._too_slow(ingress, 50)
+    assert "longer than 600 s (tav-serve --timeout)" in unknown and '"async": true' in unknown
+    assert "larger --timeout (e.g. 2400)" in unknown
+    ingress._step_seconds = 13.2  # SD-1.5 size on a 2-core CPU
+    measured = IngressService._too_slow(ingress, 50)
+    assert "50 steps take about 660 s on this server (13.20 s a step)" in measured
+    assert "--timeout 1200" in measured  # twice the limit, or 1.5x what is needed plus 30 s if that is more

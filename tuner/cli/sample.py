@@ -11,7 +11,7 @@ from tav.runtime import flag_types as flags
 from tav.runtime.command import CommandParser, UsageError, run_command
 from tav.runtime.flag_types import MAX_FRAMES
 from tav.runtime.sampling_limits import ETA_MAX, ETA_MIN, MAX_DDIM_STEPS, MAX_GUIDANCE, MAX_PROMPT_CHARS
-from tav.runtime.video_output import MAX_FPS, check_output_path, write_video
+from tav.runtime.video_output import MAX_FPS, MIN_FPS, check_output_path, write_video
 
 from ..progress import Progress, counted
 from .flags import base_model, torch_device
@@ -43,7 +43,7 @@ def build_parser() -> CommandParser:
     a("--temporal-window", type=flags.positive_int(MAX_FRAMES), metavar="W",
       help="frames each frame's temporal attention sees, 1..F "
       "(default: the run's, recorded in run.json: the frame count it was tuned on; F is full attention)")
-    a("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8,
+    a("--fps", type=flags.finite_float(MIN_FPS, MAX_FPS), default=8,
       help="frames per second of mp4/gif (default 8, as the official GIFs)")
     a("--device", default="auto", type=torch_device, help="auto (default), cpu, cuda, cuda:N")
     a("--out", required=True, metavar="PATH", type=flags.out_path("a .mp4, .gif or .npy file or a folder"),

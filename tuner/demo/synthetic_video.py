@@ -8,7 +8,7 @@ import numpy as np
 
 from tav.runtime import flag_types as flags
 from tav.runtime.command import CommandParser, run_command
-from tav.runtime.video_output import MAX_FPS, check_output_path, write_video
+from tav.runtime.video_output import MAX_FPS, MIN_FPS, check_output_path, write_video
 
 MAX_FRAMES, MAX_SIZE = 1000, 512  # a demo clip: at most 786 MB of pixels in memory
 
@@ -41,7 +41,7 @@ def build_parser() -> CommandParser:
     p.add_argument("--frames", type=flags.positive_int(MAX_FRAMES), default=24)
     p.add_argument("--size", type=flags.whole(8, MAX_SIZE), default=128, help="width and height in pixels")
     p.add_argument("--seed", type=flags.seed, default=0, help="picks the colours")
-    p.add_argument("--fps", type=flags.finite_float(0, MAX_FPS, low_open=True), default=8)
+    p.add_argument("--fps", type=flags.finite_float(MIN_FPS, MAX_FPS), default=8)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return p
 
