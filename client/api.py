@@ -64,12 +64,21 @@ class Client:
         """The gif of the frames the video was tuned on (404 for packs made outside a tuning job)."""
         return self._request("GET", f"/v1/videos/{video_id}/preview").content
 
-    def generate(self, video_id: str, prompt: str, **settings) -> Result:
+    def generate(self, video_id: str, prompt: str, progress: bool = False, **settings) -> Result:
         """Edit ``video_id`` with ``prompt``; ``settings``: negative_prompt, steps, guidance, seed, eta, init, fps and
-        format (default "npy": ``Result.frames``; "mp4"/"gif": ``Result.data``). Blocks until the video is made."""
+        format (default "npy": ``Result.frames``; "mp4"/"gif": ``Result.data``). Blocks until the video is made.
+
+        ``progress``: run it as an async job and show a tqdm bar of its steps (no silent minutes on a slow
+        server, and no request held open past the server's --timeout)."""
         body = {"prompt": prompt, "format": "npy", **settings}
-        return result_from_response(video_id, body["format"],
-                                    self._request("POST", f"/v1/videos/{video_id}/generate", json=body))
+        path = f"/v1/videos/{video_id}/generate"
+        if not progress:
+            return result_from_response(video_id, body["format"], self._request("POST", path, json=body))
+        job = Job(self, self._request("POST", path, json={**body, "async": True}).json())
+        record = job.follow(progress=True, desc=f"generating {video_id}")
+        response = self._request("GET", record["result"]["url"])
+        return Result(video_id, body["format"], response.content, record["result"]["timings"],
+                      response.headers.get("x-request-id"), job.id)
 
     def tune(self, clip_path, video_id: str, prompt: str, **settings) -> Job:
         """Upload ``clip_path`` to tune a new video ``video_id`` captioned ``prompt``; ``settings``: steps, lr, seed,

@@ -32,11 +32,17 @@ class Job:
         return self.record
 
     def wait(self, progress: bool = True, poll_s: float = 1.0, timeout: float | None = None) -> dict:
-        """Poll until the job ends; returns the tuned video's listing (``Client.video``). ``progress``: a tqdm bar of
-        the tuning steps (then the inversion's) with the loss and the stage. JobFailed if it failed or was cancelled,
-        TimeoutError past ``timeout`` seconds (the job goes on)."""
+        """Poll until a tuning job ends; returns the tuned video's listing (``Client.video``). ``progress``: a tqdm
+        bar of the tuning steps (then the inversion's) with the loss and the stage. JobFailed if it failed or was
+        cancelled, TimeoutError past ``timeout`` seconds (the job goes on)."""
+        record = self.follow(progress, poll_s, timeout, desc=f"tuning {self.record['video_id']}")
+        return self.client.video(record["video_id"])
+
+    def follow(self, progress: bool = True, poll_s: float = 1.0, timeout: float | None = None,
+               desc: str = "") -> dict:
+        """Poll until the job ends (any kind); its last record. JobFailed unless it is done."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = tqdm(total=self.record["progress"]["total"], desc=f"tuning {self.record['video_id']}", unit="step",
+        bar = tqdm(total=self.record["progress"]["total"], desc=desc or f"job {self.id}", unit="step",
                    disable=not progress)
         try:
             while True:
@@ -51,7 +57,7 @@ class Job:
             bar.close()
         if record["state"] != "done":
             raise JobFailed(record)
-        return self.client.video(record["video_id"])
+        return record
 
 
 def _show(bar: tqdm, record: dict) -> None:

@@ -14,7 +14,8 @@ class Result:
     format: str  # npy | mp4 | gif
     data: bytes  # the response body: an .npy, .mp4 or .gif file
     timings: dict = field(default_factory=dict)  # stage -> seconds, from the Server-Timing header
-    request_id: str | None = None
+    request_id: str | None = None  # the server log's name for the request
+    job_id: str | None = None  # generate(..., progress=True): the async job that made it
 
     @property
     def frames(self) -> np.ndarray:

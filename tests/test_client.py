@@ -70,6 +70,14 @@ def test_generated_frames_equal_tav_runs_and_mp4_is_a_real_file(studio, client, 
         mp4.frames  # noqa: B018  (the property raises)
 
 
+def test_generate_with_progress_runs_as_a_job_with_a_bar_and_gives_the_same_frames(client, tuned, capsys):
+    followed = client.generate("client-tuned", PROMPT, progress=True, **{**SETTINGS, "steps": 40})
+    blocking = client.generate("client-tuned", PROMPT, **{**SETTINGS, "steps": 40})
+    assert np.abs(followed.frames.astype(int) - blocking.frames.astype(int)).max() <= FRAME_TOLERANCE
+    assert followed.timings["denoise"] > 0 and "generating client-tuned" in capsys.readouterr().err
+    assert [j for j in client.jobs() if j["job_id"] == followed.job_id][0]["kind"] == "generate"
+
+
 def test_every_http_error_is_one_exception_with_the_servers_line(studio, client):
     with pytest.raises(ApiError) as err:
         client.video("no-such-video")

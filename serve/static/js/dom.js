@@ -23,6 +23,7 @@ export function showError(node, message) {
 
 export function seconds(value) {
   if (value === null || value === undefined) return "–";
+  if (value < 1) return `${Math.round(value * 1000)} ms`;
   if (value < 60) return `${value.toFixed(1)} s`;
   const minutes = Math.floor(value / 60);
   return `${minutes} min ${Math.round(value - minutes * 60)} s`;

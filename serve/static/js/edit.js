@@ -1,19 +1,14 @@
-// Editing: one to four prompts for a tuned video; each result appears when it finishes, playing beside the source
-// clip's preview, with its per-stage timings (Server-Timing) and a download link; "another seed" is one click.
+// Editing: one to four prompts for a tuned video. Each runs as an async generate job, so its card shows the steps
+// as they go (and can be cancelled); the result then plays beside the source clip's preview, with its per-stage
+// timings and a download link; "another seed" is one click.
 
-import { el } from "./dom.js";
+import { el, seconds } from "./dom.js";
 import { animateFrames, parseNpy } from "./npy.js";
 
 const EXTENSIONS = { mp4: "mp4", gif: "gif", npy: "npy" };
-
-// "load;dur=12.3, denoise;dur=456.7" -> [["load", 12.3], ["denoise", 456.7]] (milliseconds)
-export function serverTimings(header) {
-  return (header || "").split(",").map((part) => part.trim()).filter(Boolean).map((part) => {
-    const [name, ...params] = part.split(";");
-    const duration = params.map((p) => p.trim()).find((p) => p.startsWith("dur="));
-    return [name.trim(), duration ? Number(duration.slice(4)) : NaN];
-  });
-}
+const POLL_MS = 500;
+const FINISHED = new Set(["done", "failed", "cancelled"]);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class Editor {
   constructor(api, gallery, container) {
@@ -52,28 +47,52 @@ export class Editor {
   // One request, one result card; errors (one line from the API) stay on that card.
   async generate(videoId, request) {
     this.count += 1;
-    const status = el("p", { className: "status muted", text: "generating…" });
+    const status = el("p", { className: "status muted", text: "queued…" });
+    const bar = el("progress", { max: request.steps || 1, value: 0 });
+    const cancel = el("button", { type: "button", className: "cancel", text: "Cancel", hidden: true });
+    const running = el("div", { className: "running" }, bar, " ", status, " ", cancel);
     const card = el("article", { className: "result-card", "data-result": String(this.count) },
       el("h4", {}, el("span", { className: "prompt", text: request.prompt })),
       el("p", { className: "muted", text: `${videoId} · seed ${request.seed ?? "default"} · ${request.format}` }),
-      status);
+      running);
     this.container.prepend(card);
     try {
-      const response = await this.api.request("POST", `/v1/videos/${encodeURIComponent(videoId)}/generate`, {
-        json: request,
+      const job = await this.api.json("POST", `/v1/videos/${encodeURIComponent(videoId)}/generate`, {
+        json: { ...request, async: true },
         onBusy: (wait, message) => { status.textContent = `busy, retrying in ${wait} s (${message})`; },
       });
-      const blob = await response.blob();
-      status.replaceWith(await this.resultView(videoId, request, response, blob));
+      card.dataset.jobId = job.job_id;
+      cancel.hidden = false;
+      cancel.addEventListener("click", () => this.api.request("DELETE", job.status_url).catch((error) => {
+        status.textContent = error.message;
+      }));
+      const record = await this.follow(job, bar, status);
+      if (record.state !== "done") throw new Error(record.error || `the job was ${record.state}`);
+      const blob = await (await this.api.request("GET", record.result.url)).blob();
+      running.replaceWith(await this.resultView(videoId, request, record.result.timings, blob));
       card.dataset.done = "true";
     } catch (error) {
+      cancel.hidden = true;
       status.className = "error";
       status.textContent = error.message;
       card.dataset.done = "error";
     }
   }
 
-  async resultView(videoId, request, response, blob) {
+  // Poll the job's record until it ends: the bar follows its steps.
+  async follow(job, bar, status) {
+    for (;;) {
+      const record = await this.api.json("GET", job.status_url);
+      bar.max = Math.max(record.progress.total, 1);
+      bar.value = record.progress.step;
+      status.textContent = `${record.stage} · step ${record.progress.step} / ${record.progress.total}` +
+        (record.remaining_s ? ` · about ${seconds(record.remaining_s)} left` : "");
+      if (FINISHED.has(record.state)) return record;
+      await sleep(POLL_MS);
+    }
+  }
+
+  async resultView(videoId, request, timings, blob) {
     const url = URL.createObjectURL(blob);
     const media = await this.media(request.format, url, blob);
     const video = this.gallery.find(videoId);
@@ -84,7 +103,6 @@ export class Editor {
     } catch (_) {
       // the placeholder stays: a result does not depend on its preview
     }
-    const timings = serverTimings(response.headers.get("Server-Timing"));
     const name = `${videoId}-seed${request.seed ?? 0}.${EXTENSIONS[request.format]}`;
     const again = el("button", { type: "button", className: "another-seed", text: "Same prompt, another seed" });
     again.addEventListener("click", () => this.generate(videoId, { ...request, seed: (request.seed ?? 0) + 1 }));
@@ -92,7 +110,7 @@ export class Editor {
       el("div", { className: "side-by-side" }, el("figure", {}, source, el("figcaption", { text: "source" })),
         el("figure", {}, media, el("figcaption", { text: "edit" }))),
       el("p", { className: "timings muted",
-        text: timings.map(([stage, ms]) => `${stage} ${(ms / 1000).toFixed(2)} s`).join(" · ") }),
+        text: Object.entries(timings).map(([stage, s]) => `${stage} ${seconds(s)}`).join(" · ") }),
       el("p", {}, el("a", { className: "download", href: url, download: name, text: `Download ${name}` }), " ", again));
   }
 

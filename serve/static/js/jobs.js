@@ -40,7 +40,7 @@ export class Jobs {
   async poll() {
     clearTimeout(this.timer);
     try {
-      const { jobs } = await this.api.json("GET", "/v1/jobs");
+      const jobs = (await this.api.json("GET", "/v1/jobs")).jobs.filter((job) => job.kind === "tune");
       jobs.forEach((job) => this.show(job));
       // newest first, as listed; moving the cards keeps their canvases
       this.container.replaceChildren(...jobs.map((job) => this.cards.get(job.job_id).card));
