@@ -7,7 +7,7 @@ import sys
 import threading
 
 from tav.runtime import flag_types as flags
-from tav.runtime.command import CommandParser, run_command
+from tav.runtime.command import CommandParser, Interrupted, run_command
 
 from .config import Limits, ServeConfig, token_from_env
 from .preflight import LOOPBACK, StartError, StopRequested, bind_ray_to_loopback, check_config, check_ports
@@ -85,33 +85,41 @@ def run(args):
 
 
 def serve_until_stopped(args, config: ServeConfig) -> None:
-    """Start Ray and the application, serve until SIGTERM/SIGINT, stop. A signal-driven stop is tav-serve's normal
-    end (exit 0, at any moment, start-up included); a start that cannot succeed is a RuntimeError (exit 1)."""
+    """Start Ray and the application, serve until SIGTERM/SIGINT, stop.
+
+    A signal at any moment, start-up included, ends in a bounded stop and Interrupted (exit 143 or 130, one
+    line); a start that cannot succeed is a RuntimeError (exit 1). The signal handler only sets a flag: start-up
+    looks at it between its phases and while it waits (an exception raised from a handler could land inside an
+    import or a C call and leave a traceback).
+    """
     if not sys.stderr.isatty():  # a log file or a pipe: Ray's worker-log prefixes without ANSI colour codes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if args.address is None and args.ray_host == LOOPBACK:
         bind_ray_to_loopback()
-    stopping = _stop_on_signals()
-    from . import launch  # imports Ray: after --help and the checks above
-
+    stop = StopSignal().install()
     started_ray, failure = args.address is None, None
     try:
+        from . import launch  # imports Ray: after --help and the checks above
+
+        stop.check()
         launch.start_ray(args.address, args.num_cpus, args.metrics_port,
                          None if args.ray_host == LOOPBACK else args.ray_host)
-        _stop_on_signals(stopping)  # again: ray.init installs its own SIGTERM handler (it aborts the process)
+        stop.install()  # again: ray.init installs its own SIGTERM handler (it exits the process)
+        stop.check()
         config = launch.fit_to_cluster(config, args.replicas)
-        launch.deploy(config, args.host, args.port, stopping)
+        launch.deploy(config, args.host, args.port, stop.event)
         where = "GPU" if config.use_gpu else "CPU"
         print(f"tav-serve: ready on http://{args.host}:{args.port} "
               f"({config.replicas} {where} replica{'' if config.replicas == 1 else 's'} of "
               f"{config.replica_cpus:g} CPU, store {config.store}, tuning {'on' if config.sd_dir else 'off'})",
               file=sys.stderr, flush=True)
-        stopping.wait()
+        stop.event.wait()
     except StopRequested:
         pass
     except SystemExit as err:  # ray.init's own SIGTERM handler (sys.exit(15)) if the signal came while it ran
         if err.code != signal.SIGTERM:
             raise
+        stop.signum = stop.signum or signal.SIGTERM
     except StartError as err:
         failure = str(err)
     finally:
@@ -119,20 +127,30 @@ def serve_until_stopped(args, config: ServeConfig) -> None:
             signal.signal(sig, signal.SIG_IGN)
         print("tav-serve: shutting down" + (" (draining requests)" if failure is None else ""),
               file=sys.stderr, flush=True)
-        launch.stop(config, started_ray)
+        if "tav.serve.launch" in sys.modules:
+            sys.modules["tav.serve.launch"].stop(config, started_ray)
     if failure:
         raise RuntimeError(failure)
+    name = signal.Signals(stop.signum).name
+    raise Interrupted(f"stopped by {name}: requests drained, Ray stopped, STORE's unfinished jobs marked failed",
+                      stop.signum)
 
 
-def _stop_on_signals(stopping: threading.Event | None = None) -> threading.Event:
-    """SIGTERM/SIGINT set ``stopping`` and raise StopRequested in the main thread, wherever start-up is blocked."""
-    stopping = stopping or threading.Event()
+class StopSignal:
+    """SIGTERM/SIGINT set ``event`` (and remember which came); ``check`` turns it into StopRequested."""
 
-    def on_signal(signum, frame):
-        if not stopping.is_set():
-            stopping.set()
-            raise StopRequested(signal.Signals(signum).name)
+    def __init__(self):
+        self.event, self.signum = threading.Event(), None
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    return stopping
+    def install(self) -> "StopSignal":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame):
+        self.signum = self.signum or signum
+        self.event.set()
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise StopRequested(signal.Signals(self.signum).name)

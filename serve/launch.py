@@ -111,7 +111,7 @@ def stop(config: ServeConfig, started_ray: bool) -> None:
     end with ``ray.shutdown``.
     """
     if ray.is_initialized():
-        shutdown = threading.Thread(target=lambda: serve.delete(APP_NAME), name="serve-shutdown", daemon=True)
+        shutdown = threading.Thread(target=_delete_application, name="serve-shutdown", daemon=True)
         shutdown.start()
         shutdown.join(config.limits.drain_timeout_s + SHUTDOWN_GRACE_S)
         if shutdown.is_alive():
@@ -123,6 +123,16 @@ def stop(config: ServeConfig, started_ray: bool) -> None:
             _end_leftover_children()
     finally:
         prepare_store(config, reason="tav-serve stopped")
+
+
+def _delete_application() -> None:
+    """Drain and delete the application; a stop that came before Serve started has nothing to delete."""
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.delete(APP_NAME)
+    except RayServeException as err:
+        log.debug("nothing to delete: %s", err)
 
 
 def _end_leftover_children() -> None:

