@@ -134,9 +134,9 @@ def _prompt(tuned) -> str | None:
         return tuned.meta["prompt"]
     config = Path(tuned.base_dir) / "config.yaml"  # an official output keeps its training config there
     if tuned.meta.get("official") and config.is_file():
-        import yaml
+        from tav.tuner.official_config import read_official_config
 
-        return (yaml.safe_load(config.read_text()) or {}).get("train_data", {}).get("prompt")
+        return read_official_config(config).get("prompt")
     return None
 
 

@@ -101,7 +101,7 @@ class Fields:
         if not isinstance(raw, dict):
             if path:
                 self.refuse(path.rstrip("."), shown(raw), "an object")
-            self.refuse("the top level", f"a JSON {_kind(raw)}", "an object")
+            self.refuse("the top level", f"a {_kind(raw)}", "an object")
         self.raw = raw
 
     def refuse(self, field: str, found: str, expected: str):

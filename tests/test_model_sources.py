@@ -322,7 +322,7 @@ def test_a_ckpt_with_pickled_code_is_not_unpickled(file_cache, tmp_path):
     checkpoint = tmp_path / "model.ckpt"
     # Lightning pickles its hyper-parameters as objects; weights_only unpickling refuses any class not allow-listed.
     torch.save({"state_dict": {}, "hyper_parameters": argparse.Namespace(lr=1e-4)}, str(checkpoint))
-    with pytest.raises(ValueError, match="cannot read checkpoint .*model.ckpt .*convert it to .safetensors") as err:
+    with pytest.raises(ValueError, match="model.ckpt is not a safe torch file .*convert it to .safetensors") as err:
         resolve_base_model(checkpoint)
     assert "\n" not in str(err.value)
 

@@ -240,7 +240,7 @@ def test_a_compressed_ckpt_is_refused_before_it_inflates(tmp_path):
 def test_official_bin_weights_are_bounded_the_same_way(tmp_path):
     torch.save({"w": torch.zeros(1 << 20)}, tmp_path / "plain.bin")
     bomb = _rezipped(tmp_path / "plain.bin", tmp_path / "diffusion_pytorch_model.bin", zipfile.ZIP_DEFLATED)
-    with pytest.raises(ValueError, match="cannot read weights .* records are compressed"):
+    with pytest.raises(ValueError, match="is not a safe torch file .* records are compressed"):
         read_state_dict(bomb)
     torch.save({"w": torch.zeros(2), "nested": {"x": torch.zeros(1)}}, tmp_path / "nested.bin")
     with pytest.raises(ValueError, match="not a flat name -> tensor dict"):
@@ -346,10 +346,10 @@ def test_official_weight_map_out_of_the_folder_is_refused_before_reading(officia
 
 
 @pytest.mark.parametrize("config, message", [
-    ("- 1\n- 2\n", "train_data must be a mapping"),
-    ("train_data: 3\n", "train_data must be a mapping"),
-    ("train_data: {n_sample_frames: '3'}\n", "train_data.n_sample_frames is '3', not a positive integer"),
-    ("train_data: {height: -64}\n", "train_data.height is -64, not a positive integer"),
+    ("- 1\n- 2\n", "the top level is a list, expected an object"),
+    ("train_data: 3\n", "train_data is 3, expected an object"),
+    ("train_data: {n_sample_frames: '3'}\n", "train_data.n_sample_frames is '3', expected a positive integer"),
+    ("train_data: {height: -64}\n", "train_data.height is -64, expected a positive integer"),
     ("train_data: [\n", "is not valid YAML"),
 ], ids=["list", "train-int", "frames-string", "height-negative", "broken-yaml"])
 def test_a_garbled_official_config_is_one_line(official, tmp_path, config, message):
@@ -372,7 +372,7 @@ def test_official_inverted_latents_are_bounded_and_oddly_named_ones_ignored(offi
     _rezipped(folder / "inv_latents" / "ddim_latent-50.pt", newest, zipfile.ZIP_DEFLATED)
     with pytest.raises(ValueError) as err:
         load_tuned(folder)
-    assert "ddim_latent-60.pt: " in one_line(err) and "of its records are compressed" in str(err.value)
+    assert "ddim_latent-60.pt is not a safe torch file (" in one_line(err) and "of its records are compressed" in str(err.value)
 
 
 # --- outputs -------------------------------------------------------------------------------------------------
