@@ -101,7 +101,7 @@ class Fields:
         if not isinstance(raw, dict):
             if path:
                 self.refuse(path.rstrip("."), shown(raw), "an object")
-            self.refuse("the top level", f"a {_kind(raw)}", "an object")
+            self.refuse("the top level", _kind(raw), "an object")
         self.raw = raw
 
     def refuse(self, field: str, found: str, expected: str):
@@ -136,5 +136,7 @@ class Fields:
 
 
 def _kind(value) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    """"a list", "a string", "null": a parsed JSON or YAML value's kind, as a message names it."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number"}
+    return "null" if value is None else names.get(type(value), f"a {type(value).__name__}")
