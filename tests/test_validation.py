@@ -306,24 +306,8 @@ def test_weight_map_shards_stay_inside_the_folder(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def official(tiny_sd, random_run, tmp_path_factory) -> Path:
-    """An official Tune-A-Video output folder (3D UNet weights with temporal layers, config.yaml, inv_latents/)."""
-    import shutil
-
-    import yaml
-
-    from tav.tuner.tuned_weights import load_tuned
-
-    root = tmp_path_factory.mktemp("official")
-    tuned = load_tuned(random_run)
-    folder = root / "official"
-    shutil.copytree(tiny_sd, folder)
-    save_file({k: v.contiguous() for k, v in tuned.unet.state_dict().items()},
-              folder / "unet" / "diffusion_pytorch_model.safetensors")
-    (folder / "config.yaml").write_text(yaml.safe_dump({"train_data": {"n_sample_frames": 3, "prompt": "a man"}}))
-    (folder / "inv_latents").mkdir()
-    torch.save(tuned.inverted_latents, folder / "inv_latents" / "ddim_latent-50.pt")
-    return folder
+def official(official_output) -> Path:
+    return official_output
 
 
 def official_copy(official: Path, tmp_path: Path) -> Path:
