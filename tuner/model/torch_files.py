@@ -87,11 +87,11 @@ def load_torch_file(path, mmap: bool = True):
 
 
 def _refusal_reason(err: BaseException) -> str:
-    """torch's own reason ("Unsupported global: GLOBAL os.system ..."), without its advice to load unsafely."""
+    """torch's own reason ("... GLOBAL posix.system ..."), without its first line's advice to load unsafely."""
     for line in str(err).splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0][:160]
-    return first_line(err, 160)
+        if "GLOBAL" in line or "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0].rstrip(".")[:160]
+    return "a pickle that tensors-only loading refuses"
 
 
 def unwrap_state_dict(state, path) -> dict:
