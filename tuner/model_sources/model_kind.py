@@ -12,10 +12,11 @@ tuning, so each gets named here instead:
 - Inpainting models: a UNet with 9 input channels (latents + mask + masked image).
 """
 
-import json
 from pathlib import Path
 
 from tav.runtime.file_fields import FieldError
+from tav.runtime.one_line import first_line
+from tav.runtime.strict_json import read_json_file
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -98,6 +99,9 @@ def _check_input_channels(channels: int, name):
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+        value = read_json_file(path, allow_nan=True) if path.is_file() else {}
+    except (OSError, ValueError) as err:  # not JSON, nested past reason, unreadable
+        raise ValueError(f"cannot read {path}: {first_line(err)}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"cannot read {path}: it holds a JSON {type(value).__name__}, not an object")
+    return value
