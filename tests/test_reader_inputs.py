@@ -94,6 +94,18 @@ def test_a_run_whose_base_is_gone_and_whose_source_is_a_string_is_one_line(rando
     assert "pretrained_model_source is 'tiny-org/tiny-sd'" in one_line_exit_2(code, err, "tav-sample")
 
 
+@pytest.mark.parametrize("config, message", [
+    ("- pretrained_model_path: ./sd\n", "the top level is a list, expected an object"),
+    ("train_data: {n_sample_frames: eight}\n", "train_data.n_sample_frames is 'eight', expected a positive integer"),
+    ("learning_rate: fast\n", "learning_rate is 'fast', expected a positive number"),
+], ids=["list", "frames-text", "lr-text"])
+def test_tav_tune_refuses_a_garbled_config_in_one_line(tmp_path, capsys, config, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    code, _, err = cli(tav_tune, ["--config", str(path)], capsys)
+    assert message in one_line_exit_2(code, err, "tav-tune") and str(path) in err
+
+
 # --- hostile torch files ------------------------------------------------------------------------------------------
 
 
