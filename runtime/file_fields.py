@@ -96,8 +96,8 @@ def list_of(form: Form) -> Form:
 class Fields:
     """The fields of one object of file ``where``; ``path`` is where the object sits in the file ("base.")."""
 
-    def __init__(self, raw, where, path: str = "", hint: str | None = None):
-        self.where, self.path, self.hint = where, path, hint
+    def __init__(self, raw, where, path: str = ""):
+        self.where, self.path = where, path
         if not isinstance(raw, dict):
             if path:
                 self.refuse(path.rstrip("."), shown(raw), "an object")
@@ -105,10 +105,10 @@ class Fields:
         self.raw = raw
 
     def refuse(self, field: str, found: str, expected: str):
-        raise FieldError(self.where, field, found, expected, self.hint)
+        raise FieldError(self.where, field, found, expected)
 
     def take(self, name: str, form: Form, default=MISSING):
-        """The field ``name`` if it has ``form``; ``default`` when it is absent (or null, for ``optional`` defaults)."""
+        """The field ``name`` if it has ``form``; ``default`` when it is absent (a null that is present is checked)."""
         if name not in self.raw:
             if default is MISSING:
                 self.refuse(self.path + name, "missing", form.words)
@@ -122,17 +122,17 @@ class Fields:
         """The object under ``name`` (absent or null and not required: an empty one)."""
         value = self.raw.get(name)
         if value is None and not required:
-            return Fields({}, self.where, f"{self.path}{name}.", self.hint)
+            return Fields({}, self.where, f"{self.path}{name}.")
         if name not in self.raw:
             self.refuse(self.path + name, "missing", "an object")
         if not isinstance(value, dict):
             self.refuse(self.path + name, shown(value), "an object")
-        return Fields(value, self.where, f"{self.path}{name}.", self.hint)
+        return Fields(value, self.where, f"{self.path}{name}.")
 
     def each(self, name: str, required: bool = True) -> list:
         """The objects of the list under ``name``, each as ``Fields`` ("graphs.unet.inputs[0].")."""
         items = self.take(name, LIST, MISSING if required else [])
-        return [Fields(item, self.where, f"{self.path}{name}[{i}].", self.hint) for i, item in enumerate(items)]
+        return [Fields(item, self.where, f"{self.path}{name}[{i}].") for i, item in enumerate(items)]
 
 
 def _kind(value) -> str:
