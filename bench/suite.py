@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tav.runtime.command import first_line
+from tav.runtime.manifest import read_manifest
 
 from .e2e import e2e_cli
 from .flops import unet_step_flops
@@ -126,6 +127,7 @@ def _cpu_name() -> str:
 def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
     from tav.runtime.video_output import write_video
     from tav.tuner.demo.synthetic_video import make_clip
+    from tav.tuner.run_record import read_run_record
     from tav.tuner.tuning.config import TuneConfig
     from tav.tuner.tuning.tune import tune
 
@@ -140,7 +142,7 @@ def _tune(cfg: BenchConfig, sd_dir: Path, work: Path, steps: int | None = None):
                     frames=cfg.frames, height=cfg.height, width=cfg.width, steps=steps or cfg.tune_steps,
                     device=cfg.device, checkpoint_every=0, inversion_steps=min(cfg.steps, 50)))
     wall = time.perf_counter() - t0
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run_record(run_dir).raw
     measured = {"seconds_total": wall, "steps": steps or cfg.tune_steps}
     if run.get("train_time_s"):
         measured["seconds_per_step"] = run["train_time_s"] / (steps or cfg.tune_steps)
@@ -181,7 +183,7 @@ def _export(cfg: BenchConfig, run_dir: Path, work: Path):
 
 
 def _export_measured(engine_dir: Path, measured: dict):
-    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    manifest = read_manifest(engine_dir).raw
     measured["precision"] = manifest["precision"]
     for name, graph in manifest["graphs"].items():
         if graph.get("parity"):
@@ -239,5 +241,5 @@ def _step_worker(args: dict, out_path: Path) -> dict:
 def _dtype_name(backend, device, engine_dir):
     if backend.startswith("torch"):
         return "float16" if device == "cuda" else "float32"
-    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    manifest = read_manifest(engine_dir).raw
     return {"fp16": "float16", "fp32": "float32"}[manifest["precision"]]

@@ -9,6 +9,7 @@ Each stage (load, hash, convert, write) logs one timed line as it ends (export/s
 
 import io
 import json
+import math
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def write_pack(weights, base_dir, out_path, overwrite: bool = False) -> Path:
         "prompt": _prompt(tuned),
         "source": {"weights": str(Path(weights).absolute()), "weights_hash": tuned.weights_hash,
                    "kind": "official" if tuned.meta.get("official") else "run_dir"},
-        "run": {k: tuned.meta[k] for k in RUN_SUMMARY_KEYS if k in tuned.meta},
+        "run": _run_summary(tuned.meta),
         "has_inverted_latents": latents is not None,
         "tensors": len(base["tunable"]),
         "tensor_bytes": int(sum(a.nbytes for k, a in tensors.items() if k != LATENTS_KEY)),
@@ -133,16 +134,29 @@ def _prompt(tuned) -> str | None:
         return tuned.meta["prompt"]
     config = Path(tuned.base_dir) / "config.yaml"  # an official output keeps its training config there
     if tuned.meta.get("official") and config.is_file():
-        import yaml
+        from tav.tuner.official_config import read_official_config
 
-        return (yaml.safe_load(config.read_text()) or {}).get("train_data", {}).get("prompt")
+        return read_official_config(config).get("prompt")
     return None
+
+
+def _run_summary(meta: dict) -> dict:
+    """run.json's RUN_SUMMARY_KEYS as strict JSON scalars: a diverged run's NaN loss is null, anything nested is left
+    out (pack metadata is read with the service's JSON rules: no NaN, bounded depth)."""
+    summary = {}
+    for key in RUN_SUMMARY_KEYS:
+        value = meta.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            summary[key] = None
+        elif key in meta and (value is None or isinstance(value, (str, int, float))):
+            summary[key] = value
+    return summary
 
 
 def _serialise(tensors: dict, meta: dict, sha: str | None) -> bytes:
     from safetensors.numpy import save
 
-    fields = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
+    fields = {METADATA_KEY: json.dumps(meta, sort_keys=True, allow_nan=False)}
     if sha is not None:
         fields[SHA_KEY] = sha
     return save(tensors, metadata=fields)

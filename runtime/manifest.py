@@ -9,7 +9,6 @@ tav-export runs ``read_manifest`` and ``verify_files`` on every ENGINE_DIR befor
 """
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from .command import first_line
 from .engine_paths import UnsafeName, resolve_inside
+from .file_fields import Fields, FileFormatError
 from .manifest_schema import (
     FLOAT_DTYPES,
     GRAPHS,
@@ -30,9 +30,9 @@ from .manifest_schema import (
     check_base_section,
     check_numbers,
     describe_io_mismatch,
-    is_text,
 )
 from .regular_files import NotRegularFile, open_regular
+from .strict_json import read_json_file
 
 log = logging.getLogger("tav.runtime")
 
@@ -136,41 +136,32 @@ def read_manifest(engine_dir) -> Manifest:
     if not path.is_file():
         raise refuse(engine_dir, "no manifest.json (not an ENGINE_DIR, or an export that did not finish)")
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise refuse(engine_dir, f"manifest.json is not valid JSON ({err})") from None
-    if not isinstance(raw, dict):
-        raise refuse(engine_dir, f"manifest.json holds a JSON {type(raw).__name__}, not an object")
-    schema = raw.get("schema_version")
-    if type(schema) is not int or schema not in READABLE_SCHEMAS:  # type check: JSON true == 1 in Python
-        readable = " or ".join(map(str, READABLE_SCHEMAS))
-        raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
-    try:
-        check_numbers(raw)
+        raw = read_json_file(path, allow_nan=True)  # NaN only in informational numbers; the sizes are checked below
+        fields = Fields(raw, MANIFEST)
+        schema = raw.get("schema_version")
+        if type(schema) is not int or schema not in READABLE_SCHEMAS:  # type check: JSON true == 1 in Python
+            readable = " or ".join(map(str, READABLE_SCHEMAS))
+            raise refuse(engine_dir, f"manifest schema_version is {schema!r}, this runtime reads {readable}")
+        check_numbers(fields)
+        graphs = fields.section("graphs", required=True)
         manifest = Manifest(
-            engine_dir, int(raw["frames"]), int(raw["height"]), int(raw["width"]), raw["precision"],
-            int(raw["text_max_length"]), int(raw["text_dim"]), int(raw["latent_channels"]),
-            float(raw["vae_scaling_factor"]),
-            {name: GraphEntry.from_json(name, raw["graphs"][name]) for name in GRAPHS},
-            raw["files"], raw,
+            engine_dir, raw["frames"], raw["height"], raw["width"], raw["precision"], raw["text_max_length"],
+            raw["text_dim"], raw["latent_channels"], float(raw["vae_scaling_factor"]),
+            {name: GraphEntry.from_fields(graphs.section(name, required=True)) for name in GRAPHS}, raw["files"], raw,
         )
-        if not isinstance(manifest.files, dict) or not all(is_text(k, v) for k, v in manifest.files.items()):
-            raise TypeError("files maps a name to something other than a sha256 string")
-        check_base_section(raw.get("base"))
-        names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]
-    except (KeyError, TypeError, ValueError) as err:
-        raise refuse(engine_dir, f"manifest.json lacks or garbles {err}") from None
-    if raw.get("kv_gather", "onnx") not in ("onnx", "plugin"):
-        raise refuse(engine_dir, f"manifest kv_gather is {raw['kv_gather']!r}, neither 'onnx' nor 'plugin'")
+        check_base_section(fields)
+    except FileFormatError as err:
+        raise refuse(engine_dir, f"manifest.json: {err.problem}") from None
+    except NotRegularFile as err:
+        raise refuse(engine_dir, f"manifest.json is {err.kind}, not a regular file") from None
+    except OSError as err:
+        raise refuse(engine_dir, f"manifest.json cannot be read ({err.strerror or err})") from None
+    names = [*manifest.files, *(n for g in manifest.graphs.values() for n in g.file_names())]
     for name in names:
         manifest.path(name)  # every name must stay inside the folder, whichever backend reads it
-    if not isinstance(manifest.precision, str) or manifest.precision not in FLOAT_DTYPES:
-        raise refuse(engine_dir, f"manifest precision {manifest.precision!r} is neither fp32 nor fp16")
     if manifest.decode_batch > manifest.frames:
         raise refuse(engine_dir, f"manifest decode_batch {manifest.decode_batch} is more than its "
                                  f"{manifest.frames} frames; re-export it with tav-export")
-    if raw.get("batch", 2) != 2:
-        raise refuse(engine_dir, f"manifest batch is {raw['batch']}, the runtime's CFG batch is 2")
     if schema < SCHEMA_VERSION:
         log.warning("%s: exported before fused attention (schema %s): it runs, but ONNX Runtime holds every attention "
                     "score tensor; re-export it with tav-export for far less memory", engine_dir, schema)

@@ -2,11 +2,25 @@
 
 One definition for both sides: the exporter writes manifest.json through these types, and the runtime
 (runtime/manifest.py) reads it back with them; ``tav-export`` runs that reader on every ENGINE_DIR
-before publishing it. Parsing here raises KeyError/TypeError/ValueError naming the field;
-read_manifest turns them into one-line refusals.
+before publishing it. Fields are read through runtime/file_fields.py: a FieldError names the field and
+its expected form, and read_manifest turns it into a one-line refusal.
 """
 
 from dataclasses import dataclass
+
+from .file_fields import (
+    COUNT,
+    INTEGER,
+    OBJECT,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    TEXT,
+    Fields,
+    list_of,
+    one_of,
+    optional,
+    shown,
+)
 
 SCHEMA_VERSION = 2
 # Schema 1 (before fused attention) still loads: the same contract, standard-op graphs only, which
@@ -57,79 +71,69 @@ class GraphEntry:
     fused_attention: int = 0  # com.microsoft.MultiHeadAttention nodes in ``onnx`` (schema 2)
 
     @classmethod
-    def from_json(cls, name: str, entry: dict) -> "GraphEntry":
-        """Raises KeyError/TypeError/ValueError on a missing or wrongly typed field (read_manifest words them)."""
-        def specs(items) -> tuple:  # typed before describe_io_mismatch hashes and sorts the names
-            if not all(isinstance(t, dict) and is_text(t.get("name"), t.get("dtype"))
-                       and isinstance(t.get("shape"), list) and all(type(n) is int for n in t["shape"])
-                       for t in items):
-                raise TypeError(f"graphs.{name} inputs/outputs "
-                                "(each needs a string name and dtype and an integer shape)")
-            return tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in items)
+    def from_fields(cls, entry: Fields) -> "GraphEntry":
+        """The entry read from ``entry`` (graphs.NAME), every field the backends use checked (FieldError names it)."""
+        name = entry.path.removeprefix("graphs.").rstrip(".")
 
-        if not isinstance(entry, dict):
-            raise TypeError(f"graphs.{name} is not an object")
-        tensorrt = entry.get("tensorrt")
-        if tensorrt is not None and not (isinstance(tensorrt, dict)
-                                         and is_text(tensorrt.get("plan"), tensorrt.get("sha256"))):
-            raise TypeError(f"graphs.{name}.tensorrt needs a plan file name and its sha256")
-        external = tuple((e["file"], e["sha256"]) for e in entry.get("external_data") or ())
-        if not is_text(entry["onnx"], entry["sha256"], *(x for pair in external for x in pair)):
-            raise TypeError(f"graphs.{name} has a file name or sha256 that is not a string")
-        attention = entry.get("attention") or {}
-        if not isinstance(attention, dict):
-            raise TypeError(f"graphs.{name}.attention is not an object")
-        return cls(name, entry["onnx"], entry["sha256"], external, specs(entry["inputs"]), specs(entry["outputs"]),
-                   tensorrt, int(attention.get("fused", 0)))
+        def specs(key) -> tuple:  # typed before describe_io_mismatch hashes and sorts the names
+            items = entry.each(key)
+            return tuple(TensorSpec(t.take("name", TEXT), tuple(t.take("shape", list_of(INTEGER))),
+                                    t.take("dtype", TEXT)) for t in items)
+
+        tensorrt = None
+        if entry.raw.get("tensorrt") is not None:
+            plan = entry.section("tensorrt", required=True)
+            plan.take("plan", TEXT), plan.take("sha256", TEXT), plan.take("flavour", TEXT, None)
+            plan.take("plugins", list_of(TEXT), None)
+            _files(plan.section("onnx"), required=False)  # schema 2: the plan's standard-op ONNX twin
+            tensorrt = plan.raw
+        return cls(name, *_files(entry), specs("inputs"), specs("outputs"), tensorrt,
+                   entry.section("attention").take("fused", COUNT, 0))
 
     def file_names(self) -> list:
         """Every file this entry names: ONNX, external data, plan, the plan's standard-op ONNX twin, plugin libs."""
         names = [self.onnx, *(f for f, _ in self.external_data)]
         if self.tensorrt:
             twin = self.tensorrt.get("onnx") or {}  # schema 2: {"onnx": "<name>.trt.onnx", "external_data": [...]}
-            if not isinstance(twin, dict):
-                raise TypeError(f"graphs.{self.name}.tensorrt.onnx is not an object")
             names += [self.tensorrt["plan"], *(self.tensorrt.get("plugins") or ())]
             names += [twin["onnx"], *(e["file"] for e in twin.get("external_data") or ())] if twin else []
         return names
 
 
-def is_text(*values) -> bool:
-    return all(isinstance(v, str) for v in values)
+def _files(entry: Fields, required: bool = True) -> tuple:
+    """(onnx, sha256, ((file, sha256), ...)) of an entry naming an ONNX file and its external data."""
+    if not (required or entry.raw):
+        return "", "", ()
+    external = tuple((e.take("file", TEXT), e.take("sha256", TEXT)) for e in entry.each("external_data", False))
+    return entry.take("onnx", TEXT), entry.take("sha256", TEXT), external
 
 
-def check_numbers(raw: dict) -> None:
+def check_numbers(fields: Fields) -> None:
     """Sizes are positive JSON integers and the VAE factor a positive finite number: int("3"), int(2.5) and
     float(true) would otherwise turn a garbled field into a plausible one."""
-    optional = ("temporal_window", "decode_batch")  # ENGINE_DIRs from before windows / chunked decoding lack them
-    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels", *optional):
-        if key in optional and key not in raw:
-            continue
-        if type(raw[key]) is not int or raw[key] < 1:
-            raise TypeError(f"{key} (must be a positive integer, got {raw[key]!r})")
-    factor = raw["vae_scaling_factor"]
-    if type(factor) not in (int, float) or not 0 < factor < float("inf"):
-        raise TypeError(f"vae_scaling_factor (must be a positive number, got {factor!r})")
-    source = raw.get("source") or {}  # informational, but services read source.base_model
-    if not isinstance(source, dict) or not isinstance(source.get("base_model", ""), (str, type(None))):
-        raise TypeError("source (must be an object whose base_model is a path string)")
+    for key in ("frames", "height", "width", "text_max_length", "text_dim", "latent_channels"):
+        fields.take(key, POSITIVE_INT)
+    for key in ("temporal_window", "decode_batch"):  # ENGINE_DIRs from before windows / chunked decoding lack them
+        fields.take(key, POSITIVE_INT, None)
+    fields.take("vae_scaling_factor", POSITIVE_NUMBER)
+    fields.take("precision", one_of(*FLOAT_DTYPES))
+    fields.take("kv_gather", one_of("onnx", "plugin"), None)
+    fields.take("batch", one_of(2), None)  # the runtime's classifier-free guidance batch
+    fields.section("source").take("base_model", optional(TEXT), None)  # informational, but services read it
+    files = fields.take("files", OBJECT)
+    if not all(isinstance(v, str) for v in files.values()):
+        fields.refuse("files", shown(files), "an object mapping file names to sha256 strings")
 
 
-def check_base_section(base) -> None:
-    """A base ENGINE_DIR's "base" section, typed as packs and backends index it (TypeError naming the field)."""
-    if base is None:
+def check_base_section(fields: Fields) -> None:
+    """A base ENGINE_DIR's "base" section, typed as packs and backends index it (FieldError naming the field)."""
+    if fields.raw.get("base") is None:
         return
-    if not isinstance(base, dict):
-        raise TypeError(f"base (a JSON {type(base).__name__}, not an object)")
-    if not is_text(base.get("id"), base.get("unet_frozen_sha256")):
-        raise TypeError("base.id / base.unet_frozen_sha256 (not strings)")
-    tunable = base.get("tunable")
-    if not isinstance(tunable, list) or not tunable:
-        raise TypeError("base.tunable (not a non-empty list)")
-    for i, t in enumerate(tunable):
-        shape = t.get("shape") if isinstance(t, dict) else None
-        if not (isinstance(t, dict) and is_text(t.get("name"), t.get("param"))
-                and t.get("dtype") in FLOAT_DTYPES.values() and t.get("layout") in ("as_is", "transposed")
-                and isinstance(shape, list) and all(type(n) is int and n > 0 for n in shape)):
-            raise TypeError(f"base.tunable[{i}] "
-                            "(needs name, param, a float dtype, a layout and a shape of positive integers)")
+    base = fields.section("base", required=True)
+    base.take("id", TEXT), base.take("unet_frozen_sha256", TEXT)
+    tunable = base.each("tunable")
+    if not tunable:
+        base.refuse("base.tunable", "[]", "a non-empty list")
+    for t in tunable:
+        t.take("name", TEXT), t.take("param", TEXT), t.take("dtype", one_of(*FLOAT_DTYPES.values()))
+        t.take("layout", one_of("as_is", "transposed")), t.take("shape", list_of(POSITIVE_INT))

@@ -13,25 +13,25 @@ and how to make a fitting pack.
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .command import first_line
+from .pack_header import (  # noqa: F401  (PACK_SCHEMA_VERSION, METADATA_KEY: re-exported for the pack writer)
+    METADATA_KEY,
+    PACK_SCHEMA_VERSION,
+    PACK_SUFFIX,
+    SHA_KEY,
+    PackError,
+    data_end,
+    pack_metadata,
+    read_header,
+)
 from .regular_files import NotRegularFile, open_regular
 
-PACK_SCHEMA_VERSION = 1
-PACK_SUFFIX = ".tavpack"
 LATENTS_KEY = "inverted_latents"
-METADATA_KEY = "tavpack"
-SHA_KEY = "sha256"
-_HEADER_LIMIT = 100 << 20  # safetensors' own cap on the JSON header
-
-
-class PackError(ValueError):
-    """A pack that is unreadable, tampered with, or made for another base."""
 
 
 def remake_hint(base_dir) -> str:
@@ -47,103 +47,6 @@ def pack_digest(header: dict, data) -> str:
     return digest.hexdigest()
 
 
-def read_header(fh, path: Path, size: int) -> tuple:
-    """(header dict, offset of the tensor bytes) of a safetensors file, refusing truncation."""
-    head = fh.read(8)
-    if len(head) < 8:
-        raise PackError(f"{path}: truncated ({size} bytes, not even a safetensors header); copy it again")
-    (length,) = struct.unpack("<Q", head)
-    if length > min(_HEADER_LIMIT, size - 8):
-        raise PackError(f"{path}: truncated or not a pack (header of {length} bytes in a {size}-byte file); "
-                        "copy it again")
-    try:
-        header = json.loads(fh.read(length))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PackError(f"{path}: corrupt header (not JSON); copy it again or re-make it") from None
-    if not isinstance(header, dict):
-        raise PackError(f"{path}: corrupt header (a JSON {type(header).__name__}, not an object); "
-                        "copy it again or re-make it")
-    return header, 8 + length
-
-
-def _metadata(header: dict, path: Path) -> dict:
-    """The pack's metadata, every field the runtime reads type-checked (the sha256 only proves integrity)."""
-    raw = header.get("__metadata__")
-    if raw is None or (isinstance(raw, dict) and (METADATA_KEY not in raw or SHA_KEY not in raw)):
-        raise PackError(f"{path}: a safetensors file without tav pack metadata, not a {PACK_SUFFIX}")
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise PackError(f"{path}: corrupt header (__metadata__ must map names to strings); copy it again or re-make it")
-    try:
-        meta = json.loads(raw[METADATA_KEY])
-    except json.JSONDecodeError:
-        raise PackError(f"{path}: corrupt pack metadata (not JSON); copy it again or re-make it") from None
-    problem = pack_metadata_problem(meta)
-    if problem:
-        raise PackError(f"{path}: corrupt pack metadata ({problem}); re-make it with tav-export --pack-for")
-    meta[SHA_KEY] = raw[SHA_KEY]
-    return meta
-
-
-def pack_metadata_problem(meta) -> str | None:
-    """None when the fields the runtime and services read have their types, else what is wrong (schema 1)."""
-    if not isinstance(meta, dict):
-        return f"a JSON {type(meta).__name__}, not an object"
-    version = meta.get("schema_version")
-    if not _is_int(version):
-        return f"schema_version is {version!r}, not an integer"
-    if version != PACK_SCHEMA_VERSION:
-        return None  # another schema: check_pack_fits names the versions
-    base = meta.get("base")
-    if not isinstance(base, dict):
-        return f"base is {type(base).__name__}, not an object"
-    for key, ok in _BASE_FIELDS.items():
-        if not ok(base.get(key)):
-            return f"base.{key} is {base.get(key)!r}"
-    if "temporal_window" in base and not (_is_int(base["temporal_window"]) and base["temporal_window"] > 0):
-        return f"base.temporal_window is {base['temporal_window']!r}"  # absent in packs from before windows
-    for key, ok in _OPTIONAL_FIELDS.items():
-        if key in meta and not ok(meta[key]):
-            return f"{key} is {type(meta[key]).__name__}"
-    return None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
-
-
-_BASE_FIELDS = {"id": lambda v: isinstance(v, str), "unet_frozen_sha256": lambda v: isinstance(v, str),
-                "frames": lambda v: _is_int(v) and v > 0, "height": lambda v: _is_int(v) and v > 0,
-                "width": lambda v: _is_int(v) and v > 0, "precision": lambda v: isinstance(v, str)}
-_OPTIONAL_FIELDS = {"prompt": lambda v: v is None or isinstance(v, str), "run": lambda v: isinstance(v, dict),
-                    "source": lambda v: isinstance(v, dict), "tools": lambda v: isinstance(v, dict),
-                    "has_inverted_latents": lambda v: isinstance(v, bool), "tensors": _is_int, "tensor_bytes": _is_int}
-
-
-def _data_end(header: dict, path: Path) -> int:
-    """Where the tensor bytes end by the header's index, after type-checking every entry of it."""
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if not _is_index_entry(entry):
-            raise PackError(f"{path}: corrupt header "
-                            f"(tensor {name[:80]!r} needs a dtype, a shape and two data offsets); "
-                            "copy it again or re-make it")
-        end = max(end, entry["data_offsets"][1])
-    return end
-
-
-def _is_index_entry(entry) -> bool:
-    """A safetensors index entry: {"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin <= end]}."""
-    if not isinstance(entry, dict):
-        return False
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    return (isinstance(entry.get("dtype"), str)
-            and isinstance(shape, list) and all(_is_int(n) and n >= 0 for n in shape)
-            and isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(n) for n in offsets)
-            and 0 <= offsets[0] <= offsets[1])
-
-
 def read_pack_metadata(path) -> dict:
     """The pack's metadata (base, frames, size, precision, prompt, run summary, sha256) from its header alone.
 
@@ -156,8 +59,8 @@ def read_pack_metadata(path) -> dict:
             header, _ = read_header(fh, path, size)
     except OSError as err:
         raise PackError(f"{path}: cannot read the pack ({err.strerror or err})") from None
-    _data_end(header, path)
-    meta = _metadata(header, path)
+    data_end(header, path)
+    meta = pack_metadata(header, path)
     meta["file_bytes"] = size
     return meta
 
@@ -194,8 +97,8 @@ def read_pack(path, max_tensor_bytes: int | None = None) -> Pack:
         with _open_pack(path) as fh:
             size = os.fstat(fh.fileno()).st_size  # its size when opened: a growing file is not chased
             header, start = read_header(fh, path, size)
-            end = start + _data_end(header, path)
-            meta = _metadata(header, path)
+            end = start + data_end(header, path)
+            meta = pack_metadata(header, path)
             if size != end:
                 raise PackError(f"{path}: truncated or padded ({size} bytes, the header says {end}); copy it again")
             if max_tensor_bytes is not None and end - start > max_tensor_bytes:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .config import ServeConfig
 from .errors import ApiError, busy, client_message, root_cause
 from .ids import BadId, check_job_id, new_job_id
+from .job_record import JobRecordError
 from .job_view import public_view
 from .jobs import JobAbandoned, cancel_job, create_job, fail_job, list_jobs, read_job, reserved_video_ids, update_job
 from .schemas import TuneOptions, one_line
@@ -158,6 +159,9 @@ class JobDesk:
             return public_view(await asyncio.to_thread(read_job, self.store, job_id))
         except FileNotFoundError:
             raise ApiError(404, f"no job {job_id} (GET /v1/jobs lists them)") from None
+        except JobRecordError as err:  # garbled on disk: say so, and what to send next
+            raise ApiError(500, f"job {job_id}'s record is corrupt ({err.problem}); it cannot be shown or resumed: "
+                                "upload the clip again (POST /v1/videos)") from None
 
     async def listing(self) -> list:
         """Newest first, at most MAX_LISTED_JOBS."""

@@ -18,7 +18,8 @@ import shutil
 import time
 from contextlib import contextmanager
 
-from .store import Store, read_json, write_json_atomic
+from .job_record import read_job_record
+from .store import Store, write_json_atomic
 
 TERMINAL = ("done", "failed", "cancelled")
 LOSS_CURVE_POINTS = 512  # past this the curve keeps every other point: a record stays small at 100k steps
@@ -57,7 +58,8 @@ def create_job(store: Store, job_id: str, video_id: str, clip: str | None, optio
 
 
 def read_job(store: Store, job_id: str) -> dict:
-    return read_json(store.job_path(job_id))
+    """The record, checked (serve/job_record.py): JobRecordError (a ValueError, one line) when it is garbled."""
+    return read_job_record(store.job_path(job_id), job_id)
 
 
 def list_jobs(store: Store) -> list:

@@ -147,7 +147,7 @@ def test_inverted_latents_with_the_wrong_channel_count_are_refused(run_dir, tmp_
 
 
 @pytest.mark.parametrize("content, message", [
-    ("[1, 2]", "not an object"),
+    ("[1, 2]", "the top level is a list, expected an object"),
     ('{"pretrained_model_path": null, "frames": 3, "height": 64, "width": 64}', "pretrained_model_path is None"),
     ('{"pretrained_model_path": "/x", "frames": "3", "height": 64, "width": 64}', "frames is '3'"),
 ], ids=["list", "null-base", "string-frames"])

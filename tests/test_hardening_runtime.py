@@ -266,7 +266,7 @@ def _rehashed(relative, content):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_point_unet_at(None), "not a string"),
+    (_point_unet_at(None), "graphs.unet.onnx is None, expected a string"),
     (_rehashed("scheduler_config.json", "[1, 2]"), "scheduler_config.json is unusable"),
     (_rehashed("scheduler_config.json", '{"beta_start": "small"}'), "scheduler beta_start must be a finite float"),
     (_rehashed("tokenizer/tokenizer.json", "{}"), "its tokenizer cannot be read"),
@@ -284,7 +284,7 @@ def test_a_manifest_that_is_not_an_object_is_refused(engine_dir, tmp_path, conte
     root = tmp_path / "engine"
     shutil.copytree(engine_dir, root)
     (root / "manifest.json").write_text(content)
-    assert "not an object" in load_fails(root)
+    assert "manifest.json: the top level is" in load_fails(root) and "expected an object" in load_fails(root)
 
 
 @pytest.fixture(scope="module")

@@ -289,6 +289,10 @@ def _mutated(state: dict, kind: str) -> dict:
     elif kind == "misshapen":  # right keys and widths, one tensor that fits no SD 1.x layer: diffusers' load fails
         key = "model.diffusion_model.out.2.weight"
         state[key] = torch.zeros(5, *state[key].shape[1:])
+    elif kind == "no_vae_conv_in":  # issue 32: the converter indexed it (KeyError)
+        del state["first_stage_model.encoder.conv_in.weight"]
+    elif kind == "unet_conv_1d":  # issue 32: the channel check indexed its second dimension (IndexError)
+        state["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(32)
     return state
 
 
@@ -302,6 +306,8 @@ def _mutated(state: dict, kind: str) -> dict:
     ("other_widths", "not recognisable as Stable Diffusion 1.x: UNet width 48"),
     ("unrelated", "not recognisable as a Stable Diffusion 1.x checkpoint: it lacks the UNet"),
     ("misshapen", "cannot convert"),
+    ("no_vae_conv_in", "key first_stage_model.encoder.conv_in.weight is missing, expected a 4-D convolution weight"),
+    ("unet_conv_1d", "key model.diffusion_model.input_blocks.0.0.weight is of shape [32], expected a 4-D convolution"),
 ])
 def test_single_files_that_are_not_sd1_are_refused_in_one_line(ldm_tiny, file_cache, tmp_path, kind, message):
     checkpoint = write_single_file(_mutated(ldm_tiny, kind), tmp_path / f"{kind}.safetensors")
@@ -322,7 +328,7 @@ def test_a_ckpt_with_pickled_code_is_not_unpickled(file_cache, tmp_path):
     checkpoint = tmp_path / "model.ckpt"
     # Lightning pickles its hyper-parameters as objects; weights_only unpickling refuses any class not allow-listed.
     torch.save({"state_dict": {}, "hyper_parameters": argparse.Namespace(lr=1e-4)}, str(checkpoint))
-    with pytest.raises(ValueError, match="cannot read checkpoint .*model.ckpt .*convert it to .safetensors") as err:
+    with pytest.raises(ValueError, match="model.ckpt is not a safe torch file .*convert it to .safetensors") as err:
         resolve_base_model(checkpoint)
     assert "\n" not in str(err.value)
 

@@ -1,35 +1,33 @@
 """Reading tuned weights: our RUN_DIR, or an official Tune-A-Video output folder.
 
 RUN_DIR (written by ``tav-tune``):
-    run.json                      ``pretrained_model_path``, ``frames``, ``height``, ``width``, ...
+    run.json                      ``pretrained_model_path``, ``frames``, ``height``, ``width``, ... (run_record.py)
     tuned.safetensors             only the tuned tensors, official key names
     inverted_latents.safetensors  key ``latents``: [1, 4, F, H/8, W/8]
 
 Official output folder (showlab/Tune-A-Video ``train_tuneavideo.py``): a full
 pipeline folder whose ``unet/`` is a 3D UNet with the temporal weights, a
-``config.yaml`` with ``train_data``, and optionally ``inv_latents/*.pt``.
+``config.yaml`` with ``train_data`` (official_config.py), and optionally ``inv_latents/*.pt``.
 """
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from .model.sd_folder import check_sd_folder, file_sha256, folder_hash
-from .model.temporal_window import recorded_temporal_window
 from .model.torch_files import load_torch_file
 from .model.unet_weights import read_state_dict
 from .model.video_unet import VideoUNet
 from .model_sources import resolve_base_model
+from .official_config import read_official_config
+from .run_record import RUN_JSON, RunRecord, read_run_record
 
 log = logging.getLogger("tav.tuner")
 
-RUN_JSON = "run.json"
 TUNED_WEIGHTS = "tuned.safetensors"
 INVERTED_LATENTS = "inverted_latents.safetensors"
 
@@ -45,10 +43,11 @@ class TunedModel:
     weights_hash: str  # sha256 pinning the tuned weights this model came from
     meta: dict = field(default_factory=dict)
     base_model_hash: str | None = None  # folder_hash(base_dir) when it was computed (checked against run.json)
+    record: RunRecord | None = None  # a RUN_DIR's run.json, typed (None for an official output or a base)
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / RUN_JSON).is_file()
+    return (path / RUN_JSON).exists() or (path / RUN_JSON).is_symlink()  # a FIFO is refused by name by its reader
 
 
 def is_official_output(path: Path) -> bool:
@@ -84,63 +83,39 @@ def load_tuned(weights, dtype=torch.float32, base_dir=None, allow_base_mismatch:
 
 
 def _load_run_dir(path: Path, dtype, override, allow_base_mismatch: bool) -> TunedModel:
-    meta, _, frames, height, width = _read_run_json(path)
+    record = read_run_record(path)
     weights_file = path / TUNED_WEIGHTS
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} is missing; the run did not finish, re-run tav-tune")
-    base_dir = _recorded_base(meta, path) if override is None else check_sd_folder(override)
+    base_dir = _recorded_base(record, path) if override is None else check_sd_folder(override)
     # sha256 releases the GIL: hashing the base folder (4 GB at SD-1.5 size) overlaps reading its UNet,
     # which spends its time faulting in fresh pages (SD-1.5 on 2 cores: 7.4-14.8 s one after the other,
     # 5.1-5.3 s together). A mismatch is still refused, after the load instead of before it.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        checked = pool.submit(_check_base_hash, path, meta, base_dir, allow_base_mismatch, override is not None)
-        unet = VideoUNet.from_pretrained_2d(base_dir, seed=meta.get("seed", 0))
+        checked = pool.submit(_check_base_hash, path, record, base_dir, allow_base_mismatch, override is not None)
+        unet = VideoUNet.from_pretrained_2d(base_dir, seed=record.seed)
         base_hash = checked.result()
     unet.load_weights(read_state_dict(weights_file), where=str(weights_file), partial=True)
-    unet.temporal_window = recorded_temporal_window(meta, frames, path / RUN_JSON)
+    unet.temporal_window = record.temporal_window
     latents_file = path / INVERTED_LATENTS
     inverted = _read_latents(latents_file) if latents_file.is_file() else None
-    return TunedModel(_as_dtype(unet, dtype), base_dir, frames, height, width, inverted, file_sha256(weights_file),
-                      meta, base_hash)
+    return TunedModel(_as_dtype(unet, dtype), base_dir, record.frames, record.height, record.width, inverted,
+                      file_sha256(weights_file), record.raw, base_hash, record)
 
 
-def _read_run_json(path: Path) -> tuple:
-    """run.json's fields that loading needs, each of the right type, or a one-line error."""
-    where = path / RUN_JSON
-    try:
-        meta = json.loads(where.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{where} is corrupt or incomplete ({err}); re-run tav-tune") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{where} is corrupt: a JSON {type(meta).__name__}, not an object; re-run tav-tune")
-    try:
-        base_dir, frames, height, width = (meta[k] for k in ("pretrained_model_path", "frames", "height", "width"))
-    except KeyError as err:
-        raise ValueError(f"{where} is corrupt or incomplete (no {err}); re-run tav-tune") from None
-    if not isinstance(base_dir, str) or not base_dir:
-        raise ValueError(f"{where} is corrupt: pretrained_model_path is {base_dir!r}, not a folder path; "
-                         "re-run tav-tune")
-    for name, value in (("frames", frames), ("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{where} is corrupt: {name} is {value!r}, not a positive integer; re-run tav-tune")
-    if not isinstance(meta.get("seed", 0), int):
-        raise ValueError(f"{where} is corrupt: seed is {meta['seed']!r}, not an integer; re-run tav-tune")
-    return meta, base_dir, frames, height, width
-
-
-def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: bool, given: bool) -> str | None:
+def _check_base_hash(path: Path, record: RunRecord, base_dir: Path, allow_mismatch: bool, given: bool) -> str | None:
     """folder_hash(base_dir) when run.json recorded one to compare with (runs before it did are not checked).
 
     The hash covers file bytes, not weights: a base given explicitly (``given``: the same model moved,
     or converted from a single file) may hash differently and still be right, so it only warns.
     """
-    recorded = meta.get("pretrained_model_hash")
+    recorded = record.base_hash
     if recorded is None:
         return None
     current = folder_hash(base_dir)
     if current != recorded:
         what = (f"the base model {base_dir} is not the one {path} was tuned on (its files hash to {current[:12]}..., "
-                f"run.json recorded {str(recorded)[:12]}...)")
+                f"run.json recorded {recorded[:12]}...)")
         if not (allow_mismatch or given):
             raise ValueError(f"{what}; use the SD model it was tuned on, "
                              "or pass --allow-base-mismatch to use this one anyway")
@@ -150,10 +125,10 @@ def _check_base_hash(path: Path, meta: dict, base_dir: Path, allow_mismatch: boo
     return current
 
 
-def _recorded_base(meta: dict, run_dir: Path) -> Path:
+def _recorded_base(record: RunRecord, run_dir: Path) -> Path:
     """run.json's base folder; when it is gone (another machine, a cleaned cache), fetched again from its source."""
-    folder = Path(meta["pretrained_model_path"])
-    source = meta.get("pretrained_model_source") or {}
+    folder = Path(record.base_path)
+    source = record.base_source or {}
     if folder.is_dir() or source.get("kind") not in ("hub", "single_file"):
         return check_sd_folder(folder)
     if source["kind"] == "hub":
@@ -171,7 +146,7 @@ def _load_official(path: Path, dtype) -> TunedModel:
         raise ValueError(f"{path} is a plain Stable Diffusion folder, not tuned weights; tune it first with tav-tune")
     train = _official_train_data(path)
     inverted = _read_official_inversion(path)
-    frames = train.get("n_sample_frames") or (inverted.shape[2] if inverted is not None else None)
+    frames = train.get("frames") or (inverted.shape[2] if inverted is not None else None)
     if frames is None:
         raise ValueError(f"{path} has no config.yaml and no inv_latents/; cannot tell its frame count, pass --frames")
     height = train.get("height", 512)
@@ -181,21 +156,9 @@ def _load_official(path: Path, dtype) -> TunedModel:
 
 
 def _official_train_data(path: Path) -> dict:
-    """config.yaml's ``train_data`` with the fields loading reads typed (a garbled file: one line, no traceback)."""
-    where = path / "config.yaml"
-    try:
-        config = (yaml.safe_load(where.read_text()) or {}) if where.is_file() else {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"{where} is not valid YAML ({type(err).__name__}); copy the folder again") from None
-    train = (config.get("train_data") or {}) if isinstance(config, dict) else None
-    if not isinstance(train, dict):
-        raise ValueError(f"{where}: train_data must be a mapping; copy the folder again")
-    for key in ("n_sample_frames", "height", "width"):
-        value = train.get(key)
-        if value is not None and (type(value) is not int or value < 1):
-            raise ValueError(f"{where}: train_data.{key} is {value!r}, not a positive integer; "
-                             "fix it or copy the folder again")
-    return train
+    """The TuneConfig fields of an official output's config.yaml (typed by its reader), or {} without one."""
+    config = path / "config.yaml"
+    return read_official_config(config) if config.exists() or config.is_symlink() else {}
 
 
 def _read_latents(path: Path) -> torch.Tensor:

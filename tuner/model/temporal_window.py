@@ -36,15 +36,6 @@ def default_temporal_window(tuned_frames: int, frames: int) -> int:
     return min(int(tuned_frames), int(frames))
 
 
-def recorded_temporal_window(meta: dict, frames: int, where) -> int:
-    """run.json's ``temporal_window`` (runs from before windows: all ``frames``, which is what they computed)."""
-    window = meta.get("temporal_window", frames)
-    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= frames:
-        raise ValueError(f"{where} is corrupt: temporal_window is {window!r}, "
-                         f"not an integer from 1 to its {frames} frames; re-run tav-tune or tav-invert")
-    return window
-
-
 def window_starts(frames: int, window: int) -> list:
     """First frame of each frame's window: ``clip(i - window // 2, 0, frames - window)``."""
     window = min(window, frames)

@@ -11,6 +11,7 @@ each tensor's declared size against its record. Walks over the result are bounde
 """
 
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -23,7 +24,14 @@ MAX_NESTING = 4  # Lightning nests the weights once ({"state_dict": {...}}); any
 
 
 class UnsafeTorchFile(ValueError):
-    """A torch file refused before unpickling; the message names the file and the reason."""
+    """A torch file refused before or while unpickling: "FILE is not a safe torch file (why): what to do"."""
+
+
+def refuse(path, why: str, what_to_do: str) -> UnsafeTorchFile:
+    return UnsafeTorchFile(f"{path} is not a safe torch file ({why}): {what_to_do}")
+
+
+CONVERT = "convert it to .safetensors with a tool you trust"
 
 
 def check_torch_zip(path) -> None:
@@ -32,40 +40,58 @@ def check_torch_zip(path) -> None:
     try:
         fh = open_regular(path)
     except NotRegularFile as err:
-        raise UnsafeTorchFile(str(err)) from None
+        raise refuse(path, f"it is {err.kind}, not a regular file", "pass the file itself") from None
     with fh:
         size = os.fstat(fh.fileno()).st_size
         if not zipfile.is_zipfile(fh):
-            raise UnsafeTorchFile(f"{path} is not a zip-format torch file "
-                                  "(the pre-1.6 legacy format is not read: "
-                                  "its sizes cannot be checked before loading); "
-                                  "convert it to .safetensors with a tool you trust")
+            raise refuse(path, "not a zip-format torch file: the pre-1.6 legacy format's sizes cannot be checked "
+                               "before loading", CONVERT)
         try:
             records = zipfile.ZipFile(fh).infolist()
         except (zipfile.BadZipFile, ValueError, OSError) as err:
-            raise UnsafeTorchFile(f"{path} is a corrupt zip ({first_line(err)}); copy it again") from None
+            raise refuse(path, f"a corrupt zip: {first_line(err)}", "copy it again") from None
     compressed = [record for record in records if record.compress_type != zipfile.ZIP_STORED]
     if compressed:
-        raise UnsafeTorchFile(f"{path}: {len(compressed)} of its records are compressed "
-                              f"({sum(r.file_size for r in compressed)} bytes once inflated), "
-                              "which torch.save never writes; refusing to inflate them. "
-                              "Convert the file to .safetensors with a tool you trust")
+        raise refuse(path, f"{len(compressed)} of its records are compressed "
+                           f"({sum(r.file_size for r in compressed)} bytes once inflated), which torch.save never "
+                           "writes", f"refusing to inflate them; {CONVERT}")
     for record in records:
         if record.header_offset + record.file_size > size:
-            raise UnsafeTorchFile(f"{path}: record {record.filename[-60:]!r} declares {record.file_size} bytes "
-                                  f"past the end of the {size}-byte file (truncated or forged); copy it again")
+            raise refuse(path, f"record {record.filename[-60:]!r} declares {record.file_size} bytes past the end of "
+                               f"the {size}-byte file", "truncated or forged; copy it again")
     if sum(record.file_size for record in records) > size:  # overlapping records would be read once each
-        raise UnsafeTorchFile(f"{path}: its records declare more bytes than the {size}-byte file holds (overlapping, "
-                              "forged); pass a file written by torch.save")
+        raise refuse(path, f"its records declare more bytes than the {size}-byte file holds (overlapping)",
+                     "forged; pass a file written by torch.save")
 
 
-def load_torch_file(path):
-    """The tensors-only unpickling of a checked torch file, memory-mapped where its layout allows."""
+def load_torch_file(path, mmap: bool = True):
+    """The tensors-only unpickling of a checked torch file, memory-mapped where its layout allows (and ``mmap``).
+
+    The one way a user's .pt/.ckpt/.bin is read: whatever goes wrong (a pickle naming code, a corrupt
+    record, a truncated stream) is one UnsafeTorchFile line, never an UnpicklingError traceback.
+    """
     check_torch_zip(path)
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # records not aligned for mmap; their sizes are bounded by the file now
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            # records not aligned for mmap; their sizes are bounded by the file now
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only met something other than tensors and plain containers
+        raise refuse(path, _refusal_reason(err), "it pickles objects besides tensors, and none were loaded; "
+                     f"pass a file of tensors, or {CONVERT}") from None
+    except Exception as err:  # a truncated or corrupt stream inside a well-formed zip
+        raise refuse(path, f"unreadable: {first_line(err, with_type=True)}", "copy it again") from None
+
+
+def _refusal_reason(err: BaseException) -> str:
+    """torch's own reason ("... GLOBAL posix.system ..."), without its first line's advice to load unsafely."""
+    for line in str(err).splitlines():
+        if "GLOBAL" in line or "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0].rstrip(".")[:160]
+    return "a pickle that tensors-only loading refuses"
 
 
 def unwrap_state_dict(state, path) -> dict:
@@ -75,8 +101,7 @@ def unwrap_state_dict(state, path) -> dict:
         if not isinstance(inner, dict):
             return state
         if inner is state:
-            raise UnsafeTorchFile(f"{path}: its state_dict contains itself (a forged checkpoint); pass a real one")
+            raise refuse(path, "its state_dict contains itself", "a forged checkpoint; pass a real one")
         state = inner
-    raise UnsafeTorchFile(f"{path}: state_dict nested more than {MAX_NESTING} levels deep; "
-                          "pass a Stable Diffusion 1.x checkpoint")
-
+    raise refuse(path, f"state_dict nested more than {MAX_NESTING} levels deep",
+                 "pass a Stable Diffusion 1.x checkpoint")

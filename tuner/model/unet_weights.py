@@ -42,8 +42,8 @@ def read_state_dict(path: Path) -> dict:
         return state
     try:
         state = read_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path)
-    except UnsafeTorchFile as err:
-        raise ValueError(f"cannot read weights {err}") from None
+    except UnsafeTorchFile:
+        raise  # "FILE is not a safe torch file (why): what to do" already
     except Exception as err:  # corrupt or truncated file, or an unsafe pickle
         raise ValueError(f"cannot read weights {path}: {first_line(err, with_type=True)}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)

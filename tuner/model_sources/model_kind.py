@@ -12,17 +12,23 @@ tuning, so each gets named here instead:
 - Inpainting models: a UNet with 9 input channels (latents + mask + masked image).
 """
 
-import json
 from pathlib import Path
+
+from tav.runtime.command import first_line
+from tav.runtime.file_fields import FieldError
+from tav.runtime.strict_json import read_json_file
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 TEXT = "cond_stage_model.transformer."
 UNET_INPUT_CONV = UNET + "input_blocks.0.0.weight"
+VAE_INPUT_CONV = VAE + "encoder.conv_in.weight"
 # CLIPTextModel's names under TEXT; some older files lack the text_model. level.
 TEXT_TOKEN_EMBEDDING = (TEXT + "text_model.embeddings.token_embedding.weight",
                         TEXT + "embeddings.token_embedding.weight")
 SD1_HINT = "pass a Stable Diffusion 1.x model (SD 1.4/1.5 or a fine-tune of them)"
+CONV = "a 4-D convolution weight [out, in, kh, kw]"
+LINEAR = "a 2-D weight [out, in]"
 
 
 def refuse(what: str, name) -> ValueError:
@@ -31,6 +37,7 @@ def refuse(what: str, name) -> ValueError:
 
 def check_sd1_checkpoint(shapes: dict, name) -> None:
     """``shapes``: key -> shape of an original-layout (CompVis/LDM) single-file checkpoint. Raises ValueError."""
+    _check_ranks(shapes, name)
     keys = shapes.keys()
     if any(k.startswith("conditioner.embedders") or "label_emb" in k or "add_embedding" in k for k in keys):
         raise refuse("an SDXL checkpoint (conditioner.embedders / add_embedding keys)", name)
@@ -52,7 +59,20 @@ def check_sd1_checkpoint(shapes: dict, name) -> None:
     if absent:
         raise ValueError(f"{name} is not recognisable as a Stable Diffusion 1.x checkpoint: it lacks the "
                          f"{', '.join(absent)}; {SD1_HINT} as one .safetensors/.ckpt file in the original layout")
+    if VAE_INPUT_CONV not in shapes:
+        raise FieldError(name, f"key {VAE_INPUT_CONV}", "missing", CONV, f"the VAE is incomplete; {SD1_HINT}")
     _check_input_channels(shapes[UNET_INPUT_CONV][1], name)
+
+
+def _check_ranks(shapes: dict, name) -> None:
+    """The keys whose shapes are read (widths, channels, text context) have the rank their layer gives them."""
+    ranks = {UNET_INPUT_CONV: (4, CONV), VAE_INPUT_CONV: (4, CONV),
+             **{key: (2, LINEAR) for key in TEXT_TOKEN_EMBEDDING}}
+    ranks.update({key: (2, LINEAR) for key in shapes if key.startswith(UNET) and key.endswith("attn2.to_k.weight")})
+    for key, (rank, form) in ranks.items():
+        if key in shapes and len(shapes[key]) != rank:
+            raise FieldError(name, f"key {key}", f"of shape {list(shapes[key])}", form,
+                             f"a damaged or foreign checkpoint; {SD1_HINT}")
 
 
 def check_sd1_folder(folder: Path, name) -> None:
@@ -79,6 +99,9 @@ def _check_input_channels(channels: int, name):
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+        value = read_json_file(path, allow_nan=True) if path.is_file() else {}
+    except (OSError, ValueError) as err:  # not JSON, nested past reason, unreadable
+        raise ValueError(f"cannot read {path}: {first_line(err)}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"cannot read {path}: it holds a JSON {type(value).__name__}, not an object")
+    return value

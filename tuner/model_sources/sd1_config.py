@@ -18,9 +18,8 @@ from transformers import CLIPTokenizer
 
 from ..model.clip_tokenizer_files import write_clip_tokenizer_files
 from ..model.sd1_architecture import SD1_SCHEDULE, SIZES, random_text_encoder, random_unet, random_vae
-from .model_kind import SD1_HINT, TEXT_TOKEN_EMBEDDING, UNET_INPUT_CONV
+from .model_kind import SD1_HINT, TEXT_TOKEN_EMBEDDING, UNET_INPUT_CONV, VAE_INPUT_CONV
 
-VAE_INPUT_CONV = "first_stage_model.encoder.conv_in.weight"
 MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline",
     "unet": ["diffusers", "UNet2DConditionModel"],

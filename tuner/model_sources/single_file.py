@@ -75,17 +75,16 @@ def read_shapes(path: Path) -> dict:
             with safe_open(str(path), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         state = load_torch_file(path)  # bounded: no inflating records, no legacy stream, sizes inside the file
-    except UnsafeTorchFile as err:
-        raise ValueError(f"cannot read checkpoint {err}") from None
-    except Exception as err:  # truncated, corrupt, or a pickle holding more than tensors
-        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {first_line(err)}); if it is a "
-                         ".ckpt with pickled objects besides tensors, convert it to .safetensors with a tool you trust"
-                         ) from None
+    except UnsafeTorchFile:
+        raise
+    except Exception as err:  # a truncated or corrupt .safetensors header
+        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {first_line(err)}); "
+                         "copy it again or pass another Stable Diffusion 1.x checkpoint") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict; "
                          "pass a Stable Diffusion 1.x checkpoint")
     state = unwrap_state_dict(state, path)  # Lightning checkpoints nest the weights
-    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def _convert_into(staging: Path, path: Path, architecture: str):

@@ -23,7 +23,8 @@ from ..model import sd_folder
 from ..model.temporal_window import check_temporal_window, default_temporal_window
 from ..model.text_encoding import encode_prompts
 from ..progress import Progress, counted
-from ..tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, is_run_dir, load_tuned
+from ..run_record import RUN_JSON, check_run_record
+from ..tuned_weights import INVERTED_LATENTS, TUNED_WEIGHTS, is_run_dir, load_tuned
 from .config import TuneConfig
 from .ddim_inversion import ddim_inversion
 from .session import encode_clip, resolve_device
@@ -40,8 +41,7 @@ def invert_run(weights, video, frames: int, out, stride=None, start=None, tempor
     """
     shown = shown or Progress("tav-invert", enabled=False)
     out = _check_out(out)
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        raise ValueError(f"--frames {frames!r} must be a positive integer")
+    _setting("--frames", frames, None, None, 1)
     device = resolve_device(device)
     tuned = load_tuned(weights)  # unannounced: its run.json decides what is bad input, refused below in one line
     meta = _source_meta(Path(weights), tuned)
@@ -50,28 +50,41 @@ def invert_run(weights, video, frames: int, out, stride=None, start=None, tempor
             raise ValueError(f"--{name} {asked}: {weights} was tuned at {tuned.height}x{tuned.width}, "
                              "and its clips are inverted at that size; "
                              "drop --height/--width, or tune a run at the size you want")
-    tuned_frames = meta.get("tuned_frames", tuned.frames)
-    window = default_temporal_window(meta.get("temporal_window", tuned_frames), frames)
+    record, defaults = tuned.record, TuneConfig(pretrained_model_path="", video="", prompt="", out="")
+    tuned_frames = record.tuned_frames if record else tuned.frames
+    # A run from before tav-invert recorded its window sampled with all the frames it was tuned on.
+    recorded = record.temporal_window if record and "temporal_window" in record.raw else tuned_frames
+    window = default_temporal_window(recorded, frames)
     window = window if temporal_window is None else check_temporal_window(temporal_window, frames)
-    defaults = TuneConfig(pretrained_model_path="", video="", prompt="", out="")
-    stride = meta.get("stride", defaults.stride) if stride is None else stride
-    start = meta.get("start", defaults.start) if start is None else start
-    steps = ((meta.get("inversion") or {}).get("steps", defaults.inversion_steps) if inversion_steps is None
-             else inversion_steps)
-    if steps < 1:
-        raise ValueError(f"--inversion-steps {steps} must be at least 1")
+    stride = _setting("--stride", stride, record and record.stride, defaults.stride, 1)
+    start = _setting("--start", start, record and record.start, defaults.start, 0)
+    steps = _setting("--inversion-steps", inversion_steps, record and record.inversion_steps,
+                     defaults.inversion_steps, 1)
+    run = dict(meta, frames=frames, stride=stride, start=start, video=str(Path(video).absolute()), out=str(out),
+               tuned_frames=tuned_frames, temporal_window=window)
+    check_run_record(run, out / RUN_JSON)  # what it will write, refused now if tav-sample or tav-export would refuse it
     # too few frames: one line, before any work
     pixels = load_clip(video, frames, tuned.height, tuned.width, stride, start)
 
     tick = time.perf_counter()
-    latents = _invert(tuned, pixels, window, steps, meta.get("seed", 0), device, shown)
-    run = dict(meta, frames=frames, stride=stride, start=start, video=str(Path(video).absolute()), out=str(out),
-               tuned_frames=tuned_frames, temporal_window=window, latents_shape=list(latents.shape),
+    latents = _invert(tuned, pixels, window, steps, record.seed if record else 0, device, shown)
+    run.update(latents_shape=list(latents.shape),
                inversion={"steps": steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
                inversion_time_s=time.perf_counter() - tick, resolved_device=str(device),
                inverted_from={"weights": str(Path(weights).absolute()), "weights_hash": tuned.weights_hash})
     with shown.stage("saving", f"saving to {out.name}/"):
         return _write_run(out, Path(weights), tuned, latents, run)
+
+
+def _setting(flag: str, given, recorded, default, least: int) -> int:
+    """``given`` if set (an integer >= ``least``, else a one-line ValueError naming ``flag``), else the run's, else
+    tav-tune's default."""
+    if given is None:
+        return default if recorded is None else recorded
+    if isinstance(given, bool) or not isinstance(given, int) or given < least:
+        form = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ValueError(f"{flag} {given!r} must be {form}")
+    return given
 
 
 def _check_out(out) -> Path:

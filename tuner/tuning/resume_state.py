@@ -12,7 +12,8 @@ complete, so a folder with ``run.json`` is always finished work. While it runs,
         state.json              step, losses so far, eval_loss_before, time so far, python/numpy RNG states
     validation/           samples written by --validate-every
 
-Everything is read back with ``weights_only=True``: no pickled code runs on resume.
+Everything is read back with ``weights_only=True`` through model/torch_files.py: no pickled code runs on
+resume, and a hostile or garbled file is one line ("FILE is not a safe torch file (...): ...").
 """
 
 import json
@@ -25,6 +26,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tav.runtime.atomic_files import publish_folder
+from tav.runtime.command import first_line
+from tav.runtime.file_fields import COUNT, LIST, NUMBER, Fields, Form
+from tav.runtime.strict_json import read_json_file
+
+from ..model.torch_files import load_torch_file
 
 CHECKPOINT = "checkpoint"
 
@@ -70,24 +76,43 @@ def save_checkpoint(partial: Path, trainable: dict, optimizer, scaler, generator
 
 
 def load_checkpoint(partial: Path, optimizer, scaler, generator: torch.Generator) -> tuple:
-    """Restore optimizer, scaler and RNGs in place; returns (trainable tensors, state dict)."""
+    """Restore optimizer, scaler and RNGs in place; returns (trainable tensors, state dict).
+
+    A checkpoint that is garbled, or hostile (a pickle naming code in optimizer.pt or rng.pt), is one
+    ValueError line: what is wrong and that the run must start over.
+    """
     folder = partial / CHECKPOINT
     if not has_checkpoint_at(folder):
         folder = partial / f"{CHECKPOINT}.old"  # interrupted while swapping: the previous one is whole
-    state = json.loads((folder / "state.json").read_text())
-    trainable = load_file(str(folder / "trainable.safetensors"))
-    opt = torch.load(folder / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
-    scaler.load_state_dict(opt["scaler"])
-    rng = torch.load(folder / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch_cpu"])
-    if rng["torch_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["torch_cuda"])
-    generator.set_state(rng["generator"])
-    random.setstate(_to_tuple(state.pop("python_random")))
-    kind, keys, *rest = state.pop("numpy_random")
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    try:
+        state = _read_state(folder / "state.json")
+        trainable = load_file(str(folder / "trainable.safetensors"))
+        opt, rng = (load_torch_file(folder / name, mmap=False) for name in ("optimizer.pt", "rng.pt"))
+        if not (isinstance(opt, dict) and isinstance(rng, dict) and {"optimizer", "scaler"} <= opt.keys()
+                and {"torch_cpu", "torch_cuda", "generator"} <= rng.keys()):
+            raise ValueError(f"{folder}: optimizer.pt or rng.pt lacks the state tav-tune saves")
+        optimizer.load_state_dict(opt["optimizer"])
+        scaler.load_state_dict(opt["scaler"])
+        torch.set_rng_state(rng["torch_cpu"])
+        if rng["torch_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["torch_cuda"])
+        generator.set_state(rng["generator"])
+        random.setstate(_to_tuple(state.pop("python_random")))
+        kind, keys, *rest = state.pop("numpy_random")
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise ValueError(f"cannot resume from {folder}: {first_line(err, None)}; delete {partial} and start over "
+                         "(run without --resume)") from None
     return trainable, state
+
+
+def _read_state(path: Path) -> dict:
+    """state.json with the fields a resume reads, each of its form (NaN allowed: a diverged run's losses)."""
+    fields = Fields(read_json_file(path, allow_nan=True), path)
+    fields.take("step", COUNT), fields.take("losses", LIST), fields.take("train_time_s", NUMBER)
+    fields.take("eval_loss_before", Form("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
+    fields.take("python_random", LIST), fields.take("numpy_random", LIST)
+    return fields.raw
 
 
 def _to_json(value):

@@ -3,8 +3,10 @@
 They run before the clip and the model load, so a bad invocation fails in a second (tuning/tune.py's first phase).
 """
 
-import json
 from pathlib import Path
+
+from tav.runtime.file_fields import FileFormatError
+from tav.runtime.strict_json import read_json_file
 
 from ..tuned_weights import RUN_JSON
 from .config import PRECISIONS, TuneConfig
@@ -52,8 +54,10 @@ def check_targets(run_dir: Path, partial: Path, resume: bool):
 def check_resume_matches(partial: Path, settings: dict):
     """A resume keeps the settings the run started with (``RESUME_MUST_MATCH`` of its tune_config.json)."""
     try:
-        saved = json.loads((partial / TUNE_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError):
+        saved = read_json_file(partial / TUNE_CONFIG, allow_nan=True)
+        if not isinstance(saved, dict):
+            raise FileFormatError("not an object")
+    except (OSError, ValueError):  # missing, not JSON, nested past reason, or a FIFO
         raise ValueError(f"cannot resume: {partial / TUNE_CONFIG} is missing or corrupt; "
                          f"delete {partial} and start over") from None
     for key in RESUME_MUST_MATCH:

@@ -7,7 +7,8 @@ which distorts non-square clips; on square clips (all official examples) the
 two agree up to the resampling filter.
 
 Video files are decoded in order and decoding stops at the last needed frame,
-so a long clip costs only what the request reaches.
+so a long clip costs only what the request reaches; a request past the clip's end is refused
+from its length before any frame is decoded. Only regular files are opened (a FIFO would block).
 """
 
 import re
@@ -29,40 +30,37 @@ class VideoInputError(ValueError):
 
 
 def check_size(height: int, width: int):
-    if height <= 0 or width <= 0 or height % 8 or width % 8:
+    if not (_is_int(height) and _is_int(width) and height > 0 and width > 0 and not height % 8 and not width % 8):
         raise VideoInputError(
-            f"height and width must be positive multiples of 8 (the VAE downsamples by 8), got {height}x{width}"
+            f"height and width must be positive multiples of 8 (the VAE downsamples by 8), got {height!r}x{width!r}"
         )
 
 
 def load_clip(path, frames: int, height: int, width: int, stride: int = 1, start: int = 0) -> np.ndarray:
     """float32 [F, 3, H, W] in [-1, 1]: frames start + stride * k of the clip, resized and centre-cropped."""
     check_size(height, width)
-    if frames < 1 or stride < 1 or start < 0:
-        raise VideoInputError(f"need frames >= 1, stride >= 1, start >= 0; "
-                              f"got frames={frames}, stride={stride}, start={start}")
-    # A range, not a list: a typo like --frames 1000000000 costs nothing before the clip's length refuses it.
+    if not (_is_int(frames) and _is_int(stride) and _is_int(start) and frames >= 1 and stride >= 1 and start >= 0):
+        raise VideoInputError(f"need integers frames >= 1, stride >= 1, start >= 0; "
+                              f"got frames={frames!r}, stride={stride!r}, start={start!r}")
+    # A range, not a list: 10**9 frames asked of a 20-frame clip cost nothing before the clip refuses them.
     wanted = range(start, start + stride * frames, stride)
     raw = read_frames(Path(path), wanted)
     pixels = np.stack([resize_and_crop(frame, height, width) for frame in raw]).astype(np.float32)
     return (pixels / np.float32(127.5) - 1).transpose(0, 3, 1, 2).copy()
 
 
-def read_frames(path: Path, indices: range) -> list:
-    """uint8 RGB frames [h, w, 3] at ``indices`` (increasing) of a video file or an image folder.
+def read_frames(path: Path, indices) -> list:
+    """uint8 RGB frames [h, w, 3] at ``indices`` (increasing: a range or a list) of a video file or an image folder.
 
-    The clip's length bounds the work, not ``len(indices)``: a folder is counted first, a video decoded
-    up to its last wanted frame or its end, whichever comes first."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise VideoInputError(f"{path} does not exist; pass a video file (mp4/webm/mov/gif) "
-                              "or a folder of images") from None
-    if stat.S_ISDIR(mode):
+    Nothing that is not a regular file is opened (a FIFO would block, a device never end), and a clip
+    shorter than the frames asked is refused from a cheap count before any frame is decoded.
+    """
+    if not path.exists():
+        raise VideoInputError(f"{path} does not exist; pass a video file (mp4/webm/mov/gif) or a folder of images")
+    if path.is_dir():
         return _read_image_folder(path, indices)
-    if not stat.S_ISREG(mode):  # a FIFO would block the decoder for ever, a device never end
-        raise VideoInputError(f"{path} is {describe_kind(mode)}, not a video file; "
-                              "pass a video file (mp4/webm/mov/gif) or a folder of images")
+    _refuse_special(path)
+    _refuse_past_the_end(path, indices)
     frames, seen = {}, 0
     try:
         for i, frame in enumerate(_iter_video(path)):
@@ -82,6 +80,45 @@ def read_frames(path: Path, indices: range) -> list:
     if len(frames) < len(indices):
         raise _too_few(path, seen, indices)
     return [frames[i] for i in indices]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _refuse_special(path: Path) -> None:
+    """VideoInputError unless ``path`` is a regular file (stat follows links and never blocks, unlike open)."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise VideoInputError(f"{path} is {describe_kind(mode)}, not a regular file; "
+                              "pass a video file (mp4/webm/mov/gif) or a folder of images")
+
+
+def _refuse_past_the_end(path: Path, indices) -> None:
+    """Refuse a request that ends past the clip's last frame, from its header's length (no frame decoded).
+
+    The header's duration x fps is an estimate, so past it the container's frames are counted exactly
+    (ffmpeg copies packets, decoding nothing). Any failure here leaves the decoder to say what is wrong.
+    """
+    last = indices[-1]
+    try:
+        if path.suffix.lower() == ".gif":
+            with Image.open(path) as image:
+                count = image.n_frames
+        else:
+            import imageio.v3 as iio
+
+            meta = iio.immeta(path, plugin="FFMPEG")
+            estimate = float(meta.get("duration") or 0) * float(meta.get("fps") or 0)
+            if last < estimate * 1.02 + 2:
+                return
+            import imageio_ffmpeg
+
+            count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except Exception:  # undecodable, or no header length: the decoding loop reports it
+        return
+    if last >= count:
+        raise _too_few(path, count, indices)
 
 
 def resize_and_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -114,6 +151,8 @@ def _read_image_folder(path: Path, indices: range) -> list:
                               "pass a video file or a folder of frames")
     if indices[-1] >= len(files):
         raise _too_few(path, len(files), indices)
+    for i in indices:
+        _refuse_special(files[i])
     frames = [_read_image_rgb(files[i]) for i in indices]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
