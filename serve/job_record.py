@@ -1,10 +1,11 @@
-"""A tuning-job record (STORE/jobs/<job_id>.json), read and typed: what ``jobs.read_job`` returns.
+"""A job record (STORE/jobs/<job_id>.json): a tuning job or an async generate, read and typed: what
+``jobs.read_job`` returns.
 
 Records are written by this service, but they sit on a shared disk that people and crashes can edit:
 every field that the ingress, the job view and the tuning task read is checked for its form here
 (runtime/file_fields.py), so a garbled record is one ``JobRecordError`` line naming the file and the
-field, never a KeyError in a route or a task. NaN is allowed (a diverged run's loss is NaN; the record
-is the task's own progress report).
+field, never a KeyError in a route or a task. A diverged step's loss is written as null (responses carry no
+NaN); NaN in an older record is still read.
 """
 
 from tav.runtime.file_fields import (
@@ -23,15 +24,21 @@ from tav.runtime.file_fields import (
 )
 from tav.runtime.strict_json import read_json_file
 
+SOME_NUMBER = Form("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))  # NaN too
 STATES = ("queued", "running", "done", "failed", "cancelled")
-# TuneOptions (serve/schemas.py) as the tuning task reads them back; the request schema holds the bounds.
-OPTIONS = {"prompt": TEXT, "steps": POSITIVE_INT, "lr": POSITIVE_NUMBER, "seed": COUNT, "stride": POSITIVE_INT,
-           "start": COUNT, "inversion_steps": POSITIVE_INT, "eval_pairs": POSITIVE_INT}
+KINDS = ("tune", "generate")
+# The request's fields as the job's task reads them back (serve/schemas.py holds the bounds): TuneOptions for a
+# tuning job, GenerateRequest for an async generate.
+OPTIONS = {
+    "tune": {"prompt": TEXT, "steps": POSITIVE_INT, "lr": POSITIVE_NUMBER, "seed": COUNT, "stride": POSITIVE_INT,
+             "start": COUNT, "inversion_steps": POSITIVE_INT, "eval_pairs": COUNT},
+    "generate": {"prompt": TEXT, "steps": POSITIVE_INT, "guidance": SOME_NUMBER, "seed": COUNT,
+                 "format": one_of("mp4", "gif", "npy"), "fps": POSITIVE_NUMBER},
+}
 FILE_NAME = Form("a plain file name", lambda v: isinstance(v, str) and v not in ("", ".", "..") and "/" not in v
                  and "\\" not in v and "\0" not in v)
-SOME_NUMBER = Form("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))  # NaN too
 LOSS_POINT = Form("a [step, loss] pair", lambda v: isinstance(v, list) and len(v) == 2 and is_int(v[0])
-                  and SOME_NUMBER(v[1]))
+                  and (v[1] is None or SOME_NUMBER(v[1])))
 
 
 class JobRecordError(FileFormatError):
@@ -54,7 +61,10 @@ def check_job_record(raw, where, job_id: str) -> None:
     """FieldError naming the field unless ``raw`` has every field a reader of records uses, in its form."""
     record = Fields(raw, where)
     record.take("job_id", one_of(job_id))  # a record copied under another job's name is not that job
-    record.take("video_id", NAME), record.take("clip", FILE_NAME)
+    kind = record.take("kind", one_of(*KINDS), "tune")
+    record.take("video_id", NAME)
+    if kind == "tune":  # the uploaded clip's name in STORE/uploads/<job_id>/; an async generate has none
+        record.take("clip", FILE_NAME)
     record.take("state", one_of(*STATES)), record.take("stage", TEXT)
     record.take("error", optional(TEXT), None), record.take("scheduling", optional(TEXT), None)
     record.take("worker_pid", POSITIVE_INT, None), record.take("loss", optional(SOME_NUMBER), None)
@@ -64,8 +74,11 @@ def check_job_record(raw, where, job_id: str) -> None:
         inversion = record.section("inversion")
         inversion.take("step", COUNT), inversion.take("total", COUNT)
     options = record.section("options", required=True)
-    for key, form in OPTIONS.items():
+    for key, form in OPTIONS[kind].items():
         options.take(key, form)
+    if raw.get("result") is not None:
+        result = record.section("result")
+        result.take("url", TEXT)
     times = record.section("times")
     for key in times.raw:
         times.take(key, SOME_NUMBER)

@@ -14,6 +14,7 @@ began); tav.serve.job_view turns them into elapsed time and an estimate of what 
 """
 
 import fcntl
+import math
 import shutil
 import time
 from contextlib import contextmanager
@@ -91,6 +92,8 @@ def update_held(store: Store, job_id: str, *, only_if=None, stage_started=False,
     if only_if is not None and record["state"] != only_if:
         return record
     if "loss" in changes:  # a tuning step: the curve grows by one point, thinned past LOSS_CURVE_POINTS
+        if not math.isfinite(changes["loss"]):  # a diverged step: JSON responses carry no NaN, so null
+            changes["loss"] = None
         curve = [*(record.get("loss_curve") or []), [changes["progress"]["step"], changes["loss"]]]
         if len(curve) > LOSS_CURVE_POINTS:
             curve = curve[::2] + ([curve[-1]] if len(curve) % 2 == 0 else [])  # the newest point kept

@@ -15,7 +15,6 @@ file or the new one, never half of one. Ids are checked (tav.serve.ids) before t
 a path.
 """
 
-import json
 from pathlib import Path
 
 from tav.runtime.atomic_files import write_json_atomic  # noqa: F401  (re-exported: serve/jobs.py writes records)
@@ -75,7 +74,3 @@ class Store:
 
     def job_ids(self) -> list:
         return sorted(p.stem for p in self.jobs.glob("*.json") if not p.name.startswith("."))
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -155,3 +155,14 @@ def test_a_504_says_what_the_steps_need_and_which_flag_to_raise():
     measured = IngressService._too_slow(ingress, 50)
     assert "50 steps take about 660 s on this server (13.20 s a step)" in measured
     assert "--timeout 1200" in measured  # twice the limit, or 1.5x what is needed plus 30 s if that is more
+
+
+def test_a_diverged_step_is_recorded_as_null_so_the_record_stays_valid_json(store):
+    import json
+
+    job_id = new_job(store)
+    jobs.update_job(store, job_id, state="running", stage="tuning")
+    jobs.update_job(store, job_id, progress={"step": 1, "total": 10}, loss=float("nan"))
+    view = public_view(jobs.read_job(store, job_id))
+    assert view["loss"] is None and view["loss_curve"] == [[1, None]]
+    json.dumps(view, allow_nan=False)  # what the response encoder requires

@@ -6,7 +6,8 @@ export function drawLoss(canvas, curve) {
   context.clearRect(0, 0, width, height);
   context.strokeStyle = "#ccc";
   context.strokeRect(0.5, 0.5, width - 1, height - 1);
-  if (!curve || curve.length === 0) return;
+  curve = (curve || []).filter((point) => Number.isFinite(point[1])); // a diverged step is recorded as null
+  if (curve.length === 0) return;
   const steps = curve.map((point) => point[0]);
   const losses = curve.map((point) => point[1]);
   const [minStep, maxStep] = [Math.min(...steps), Math.max(...steps)];
