@@ -14,7 +14,7 @@ import pytest
 
 from tav.runtime.cli import main as tav_run
 
-from serve_fixtures import make_base, make_pack
+from fixtures.serve_process import make_base, make_pack
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE_GOAL_MB = 300

@@ -27,7 +27,7 @@ from tav.serve.jobs import create_job, read_job  # noqa: E402
 from tav.serve.store import Store  # noqa: E402
 from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 
-from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
+from fixtures.serve_process import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
 
 VIDEOS = {"vid-a": 0, "vid-b": 5, "vid-c": 3}  # video id -> the seed of its random run (tests/fixtures: packs)
 BROKEN = "zz-broken"  # a pack file that is not a pack: only its own video may fail

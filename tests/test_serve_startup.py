@@ -22,7 +22,7 @@ import httpx  # noqa: E402
 from tav.serve.config import ServeConfig  # noqa: E402
 from tav.serve.preflight import INGRESS_CPUS, StartError, plan_resources  # noqa: E402
 
-from serve_fixtures import free_port  # noqa: E402
+from fixtures.serve_process import free_port  # noqa: E402
 
 STOP_WITHIN_S = 20
 READY_OR_REFUSED_S = 60

@@ -25,7 +25,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from tav.serve.store import Store  # noqa: E402
 
-from serve_fixtures import TOKEN, ServeProcess, make_base, make_pack  # noqa: E402
+from fixtures.serve_process import TOKEN, ServeProcess, make_base, make_pack  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -537,7 +537,7 @@ def test_other_garbled_manifest_fields_are_one_line_engine_dir_errors(synthetic_
 def poisoned_runs(tiny_sd, tmp_path_factory):
     from safetensors.torch import load_file
 
-    from export_fixtures import make_run_dir
+    from fixtures.run_dirs import make_run_dir
 
     root = tmp_path_factory.mktemp("poisoned")
     runs = {}
