@@ -3,6 +3,7 @@ and how `make test` splits the suite over two pytest-xdist workers."""
 
 import gc
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +22,17 @@ def _has_tensorrt_rtx() -> bool:
     return True
 
 
-# Minutes of real subprocesses (tav-bench's stages and workers): `slow`, run by `make test-slow` (`pytest -m slow`).
-# The studio's browser, client and notebook tests share one tav-serve (tests/fixtures/studio_service.py).
-SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py")
+# `slow`: minutes of real subprocesses, run by `make test-slow` (`pytest -m slow`), not by `make test`. Decided here
+# only, so a module's own marks never disagree with this list. Whole modules: tav-bench's stages and workers; the
+# studio's browser, client and notebook tests, which share one tav-serve (tests/fixtures/studio_service.py); the
+# lean install (a venv and a pip install); two Ray nodes.
+SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py", "test_lean_install.py",
+                "test_serve_two_nodes.py")
+# Single tests (module, function; every parametrisation): the README run as written; two more Ray starts.
+SLOW_TESTS = (("test_readme.py", "test_readme_runs_as_written"),
+              ("test_serve_startup.py", "test_a_start_that_cannot_succeed_ends_in_one_line_and_leaves_nothing"))
+# `sd15`: every stage at SD-1.5 size (an hour, 8 GB of host memory), run by `make test-sd15` (`pytest -m sd15`).
+SD15_MODULES = ("test_real_size.py",)
 
 
 # `make test` runs `pytest -n 2`: the scheduler below runs each unit whole on one worker, so module fixtures are
@@ -64,7 +73,19 @@ def pytest_xdist_make_scheduler(config, log):
     return UnitScheduling(config, log)
 
 
+def _check_slow_names() -> None:
+    """A renamed module or test would silently lose its mark and run in `make test`: refuse to start instead."""
+    here = Path(__file__).parent
+    for module in (*SLOW_MODULES, *SD15_MODULES):
+        if not (here / module).is_file():
+            raise pytest.UsageError(f"tests/conftest.py marks {module}, which does not exist")
+    for module, function in SLOW_TESTS:
+        if f"def {function}(" not in (here / module).read_text():
+            raise pytest.UsageError(f"tests/conftest.py marks {module}::{function}, which does not exist")
+
+
 def pytest_configure(config):
+    _check_slow_names()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # Two workers on two cores: a second torch thread per worker only contends. Tests that set threads
         # themselves still do.
@@ -79,7 +100,8 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Markers decided here, once: ``slow`` by module; ``gpu`` skips without CUDA, ``trt`` without tensorrt-rtx.
+    """Markers decided here, once: ``slow`` and ``sd15`` by the lists above (no module marks itself); ``gpu`` skips
+    without CUDA, ``trt`` without tensorrt-rtx.
     Units queued heaviest first (a stable sort: the order within a module is kept)."""
     items.sort(key=_queue_position)
     skips = {
@@ -87,8 +109,10 @@ def pytest_collection_modifyitems(config, items):
         "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="needs tensorrt-rtx (pip install it)"),
     }
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        if item.path.name in SLOW_MODULES or (item.path.name, getattr(item, "originalname", None)) in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+        if item.path.name in SD15_MODULES:
+            item.add_marker(pytest.mark.sd15)
         for marker, skip in skips.items():
             if skip is not None and marker in item.keywords:
                 item.add_marker(skip)

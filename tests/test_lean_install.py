@@ -20,8 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE_GOAL_MB = 300
 PROMPT = ["--prompt", "a red ball is bouncing", "--steps", "2", "--guidance", "7.5", "--seed", "3"]
 
-pytestmark = pytest.mark.slow
-
 
 def run(*command, **kwargs):
     return subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=900, **kwargs)

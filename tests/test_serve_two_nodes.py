@@ -27,8 +27,6 @@ from tav.serve.store import Store  # noqa: E402
 
 from fixtures.serve_process import TOKEN, ServeProcess, make_base, make_pack  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
 VIDEOS = {"vid-a": 1, "vid-b": 2}
 REQUEST = {"prompt": "a red ball is bouncing", "steps": 2, "guidance": 7.5, "seed": 5, "format": "npy"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
