@@ -62,8 +62,14 @@ def _queue_position(item) -> int:
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist does not know it
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's per-module scheduling, with UNITS as the scopes (its own xdist_group marks do not reach the
-    scheduler under pytest 9, which no longer lets xdist rename a test's node id)."""
+    """xdist's per-module scheduling, with UNITS as the scopes.
+
+    Not xdist's public way (``--dist loadgroup`` and ``xdist_group`` marks): with pytest 9.2 and pytest-xdist 3.8.0,
+    the newest, the marks are ignored and a group's modules run on both workers (checked 2026-12-07 on two grouped
+    modules, ``-n 2 --dist loadgroup``). xdist passes the group to the scheduler by renaming the test's node id
+    (``item._nodeid``), which pytest 9 no longer reads: pytest-xdist issue 1386, fix proposed in PR 1388. Once a
+    fixed xdist is out, UNITS become ``xdist_group`` marks under ``--dist loadgroup``, and this hook and
+    tests/test_suite_schedule.py go."""
     from xdist.scheduler import LoadScopeScheduling
 
     class UnitScheduling(LoadScopeScheduling):
@@ -73,7 +79,7 @@ def pytest_xdist_make_scheduler(config, log):
     return UnitScheduling(config, log)
 
 
-def _check_slow_names() -> None:
+def _check_marked_names() -> None:
     """A renamed module or test would silently lose its mark and run in `make test`: refuse to start instead."""
     here = Path(__file__).parent
     for module in (*SLOW_MODULES, *SD15_MODULES):
@@ -85,7 +91,7 @@ def _check_slow_names() -> None:
 
 
 def pytest_configure(config):
-    _check_slow_names()
+    _check_marked_names()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # Two workers on two cores: a second torch thread per worker only contends. Tests that set threads
         # themselves still do.

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_runtime_backends import FakeCuda, FakeTrt, make_manifest
-from test_runtime_pipeline import edited_copy, write_engine_dir
 
 import tav.runtime.pipeline
 from tav.runtime import VideoPipeline, backend_ort, backend_trt, cuda_rt, plugin_library
@@ -26,6 +25,7 @@ from tav.runtime.manifest import EngineDirError, file_sha256
 from tav.runtime.video_output import write_video
 
 from fixtures.commands import error_of
+from fixtures.synthetic_engine_dir import edited_copy, write_engine_dir
 
 
 @pytest.fixture(scope="module")
