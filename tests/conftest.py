@@ -38,26 +38,18 @@ SD15_MODULES = ("test_real_size.py",)
 # `make test` runs `pytest -n 2`: the scheduler below runs each unit whole on one worker, so module fixtures are
 # built once. Modules that share a costly session artefact are one unit, so it is built once too (the base
 # ENGINE_DIR and its packs; the real tuning run; the baked ENGINE_DIR), and the two Ray-starting modules never
-# run at once. Units are queued heaviest first (suite seconds on 2 cores, 2026-12-02), so the last ones to start
-# are short and the two workers finish together.
+# run at once. xdist queues the units largest first by number of tests (its default, --loadscope-reorder).
 UNITS = {
     "base": ("test_packs.py", "test_pack_progress.py", "test_serve_http.py", "test_serve_startup.py",
              "test_serve_store.py", "test_validation.py"),
     "baked": ("test_export.py", "test_runtime_parity.py"),
     "tuned": ("test_tune.py", "test_sample.py"),
 }
-HEAVIEST_FIRST = ("base", "baked", "tuned", "test_long_video.py", "test_export_memory.py", "test_model_sources.py",
-                  "test_export_cli.py", "test_hardening_export.py", "test_hardening_tune.py", "test_cli_progress.py")
 UNIT_OF = {module: unit for unit, modules in UNITS.items() for module in modules}
 
 
 def _unit(module: str) -> str:
     return UNIT_OF.get(module, module)
-
-
-def _queue_position(item) -> int:
-    unit = _unit(item.path.name)
-    return HEAVIEST_FIRST.index(unit) if unit in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist does not know it
@@ -107,9 +99,7 @@ def pytest_collection_finish(session):
 
 def pytest_collection_modifyitems(config, items):
     """Markers decided here, once: ``slow`` and ``sd15`` by the lists above (no module marks itself); ``gpu`` skips
-    without CUDA, ``trt`` without tensorrt-rtx.
-    Units queued heaviest first (a stable sort: the order within a module is kept)."""
-    items.sort(key=_queue_position)
+    without CUDA, ``trt`` without tensorrt-rtx."""
     skips = {
         "gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU"),
         "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="needs tensorrt-rtx (pip install it)"),
