@@ -3,6 +3,7 @@ and how `make test` splits the suite over two pytest-xdist workers."""
 
 import gc
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,25 +22,29 @@ def _has_tensorrt_rtx() -> bool:
     return True
 
 
-# Minutes of real subprocesses (tav-bench's stages and workers): `slow`, run by `make test-slow` (`pytest -m slow`).
-# The studio's browser, client and notebook tests share one tav-serve (tests/fixtures/studio_service.py).
-SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py",
-                "test_serve_stops.py")
+# `slow`: minutes of real subprocesses, run by `make test-slow` (`pytest -m slow`), not by `make test`. Decided here
+# only, so a module's own marks never disagree with this list. Whole modules: tav-bench's stages and workers; the
+# studio's browser, client and notebook tests, which share one tav-serve (tests/fixtures/studio_service.py); the
+# lean install (a venv and a pip install); two Ray nodes; tav-serve signalled at ten moments of its start.
+SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py", "test_lean_install.py",
+                "test_serve_two_nodes.py", "test_serve_stops.py")
+# Single tests (module, function; every parametrisation): the README run as written; two more Ray starts.
+SLOW_TESTS = (("test_readme.py", "test_readme_runs_as_written"),
+              ("test_serve_startup.py", "test_a_start_that_cannot_succeed_ends_in_one_line_and_leaves_nothing"))
+# `sd15`: every stage at SD-1.5 size (an hour, 8 GB of host memory), run by `make test-sd15` (`pytest -m sd15`).
+SD15_MODULES = ("test_real_size.py",)
 
 
 # `make test` runs `pytest -n 2`: the scheduler below runs each unit whole on one worker, so module fixtures are
 # built once. Modules that share a costly session artefact are one unit, so it is built once too (the base
 # ENGINE_DIR and its packs; the real tuning run; the baked ENGINE_DIR), and the two Ray-starting modules never
-# run at once. Units are queued heaviest first (suite seconds on 2 cores, 2026-12-02), so the last ones to start
-# are short and the two workers finish together.
+# run at once. xdist queues the units largest first by number of tests (its default, --loadscope-reorder).
 UNITS = {
     "base": ("test_packs.py", "test_pack_progress.py", "test_serve_http.py", "test_serve_startup.py",
              "test_serve_store.py", "test_validation.py"),
     "baked": ("test_export.py", "test_runtime_parity.py"),
     "tuned": ("test_tune.py", "test_sample.py"),
 }
-HEAVIEST_FIRST = ("base", "baked", "tuned", "test_long_video.py", "test_export_memory.py", "test_model_sources.py",
-                  "test_export_cli.py", "test_hardening_export.py", "test_hardening_tune.py", "test_cli_progress.py")
 UNIT_OF = {module: unit for unit, modules in UNITS.items() for module in modules}
 
 
@@ -47,15 +52,16 @@ def _unit(module: str) -> str:
     return UNIT_OF.get(module, module)
 
 
-def _queue_position(item) -> int:
-    unit = _unit(item.path.name)
-    return HEAVIEST_FIRST.index(unit) if unit in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
-
-
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist does not know it
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's per-module scheduling, with UNITS as the scopes (its own xdist_group marks do not reach the
-    scheduler under pytest 9, which no longer lets xdist rename a test's node id)."""
+    """xdist's per-module scheduling, with UNITS as the scopes.
+
+    Not xdist's public way (``--dist loadgroup`` and ``xdist_group`` marks): with pytest 9.2 and pytest-xdist 3.8.0,
+    the newest, the marks are ignored and a group's modules run on both workers (checked 2026-12-07 on two grouped
+    modules, ``-n 2 --dist loadgroup``). xdist passes the group to the scheduler by renaming the test's node id
+    (``item._nodeid``), which pytest 9 no longer reads: pytest-xdist issue 1386, fix proposed in PR 1388. Once a
+    fixed xdist is out, UNITS become ``xdist_group`` marks under ``--dist loadgroup``, and this hook and
+    tests/test_suite_schedule.py go."""
     from xdist.scheduler import LoadScopeScheduling
 
     class UnitScheduling(LoadScopeScheduling):
@@ -65,7 +71,19 @@ def pytest_xdist_make_scheduler(config, log):
     return UnitScheduling(config, log)
 
 
+def _check_marked_names() -> None:
+    """A renamed module or test would silently lose its mark and run in `make test`: refuse to start instead."""
+    here = Path(__file__).parent
+    for module in (*SLOW_MODULES, *SD15_MODULES):
+        if not (here / module).is_file():
+            raise pytest.UsageError(f"tests/conftest.py marks {module}, which does not exist")
+    for module, function in SLOW_TESTS:
+        if f"def {function}(" not in (here / module).read_text():
+            raise pytest.UsageError(f"tests/conftest.py marks {module}::{function}, which does not exist")
+
+
 def pytest_configure(config):
+    _check_marked_names()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # Two workers on two cores: a second torch thread per worker only contends. Tests that set threads
         # themselves still do.
@@ -80,16 +98,17 @@ def pytest_collection_finish(session):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Markers decided here, once: ``slow`` by module; ``gpu`` skips without CUDA, ``trt`` without tensorrt-rtx.
-    Units queued heaviest first (a stable sort: the order within a module is kept)."""
-    items.sort(key=_queue_position)
+    """Markers decided here, once: ``slow`` and ``sd15`` by the lists above (no module marks itself); ``gpu`` skips
+    without CUDA, ``trt`` without tensorrt-rtx."""
     skips = {
         "gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU"),
         "trt": None if _has_tensorrt_rtx() else pytest.mark.skip(reason="needs tensorrt-rtx (pip install it)"),
     }
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        if item.path.name in SLOW_MODULES or (item.path.name, getattr(item, "originalname", None)) in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+        if item.path.name in SD15_MODULES:
+            item.add_marker(pytest.mark.sd15)
         for marker, skip in skips.items():
             if skip is not None and marker in item.keywords:
                 item.add_marker(skip)

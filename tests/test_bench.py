@@ -69,7 +69,6 @@ def test_child_peak_reports_a_missing_command_as_a_failure():
     assert result["returncode"] != 0 and "nonexistent" in result["stderr_tail"]
 
 
-@pytest.mark.slow
 def test_bench_scaling_reports_time_and_memory_per_frame_at_each_frame_count(tmp_path, capsys):
     out = tmp_path / "scaling.json"
     main(["--model", "tiny", "--height", "32", "--width", "32", "--steps", "2", "--scaling", "2,4",

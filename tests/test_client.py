@@ -12,7 +12,7 @@ from tav.client import ApiError, Client, JobFailed
 from tav.client import api as client_api
 from tav.runtime.cli import main as tav_run
 
-from serve_fixtures import TOKEN
+from fixtures.serve_process import TOKEN
 
 SETTINGS = {"steps": 3, "guidance": 7.5, "seed": 11}
 PROMPT = "a red ball is bouncing"

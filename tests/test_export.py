@@ -18,7 +18,7 @@ from tav.export.parity import TOLERANCE_REL_L2
 from tav.tuner.model.sd_folder import file_sha256, folder_hash, load_text_encoder, load_vae
 from tav.tuner.tuned_weights import load_tuned
 
-from export_fixtures import FRAMES, HEIGHT, WIDTH
+from fixtures.run_dirs import FRAMES, HEIGHT, WIDTH
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 

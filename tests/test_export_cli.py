@@ -9,8 +9,8 @@ import tav.export.parity
 import tav.export.pipeline
 from tav.export.cli import main
 
-from export_fixtures import make_run_dir
 from fixtures.commands import error_of, run_main
+from fixtures.run_dirs import make_run_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 

@@ -10,7 +10,6 @@ import os
 import socket
 
 import pytest
-from test_runtime_pipeline import write_engine_dir
 
 import tav.bench.cli
 import tav.export.cli
@@ -26,6 +25,7 @@ import tav.tuner.demo.synthetic_video
 import tav.tuner.demo.tiny_model
 
 from fixtures.commands import run_main
+from fixtures.synthetic_engine_dir import write_engine_dir
 
 HUGE = "1000000000000"
 WHOLE = ["-1", "nan", "inf", HUGE, "abc", "1.5", ""]  # a whole number with an upper bound, 0 allowed

@@ -22,8 +22,8 @@ import tav.export.pipeline
 from tav.export.cli import main
 from tav.export.stale_exports import hold_lock, leftovers
 
-from export_fixtures import make_run_dir
 from fixtures.commands import error_of
+from fixtures.run_dirs import make_run_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_runtime_backends import FakeCuda, FakeTrt, make_manifest
-from test_runtime_pipeline import edited_copy, write_engine_dir
 
 import tav.runtime.pipeline
 from tav.runtime import VideoPipeline, backend_ort, backend_trt, cuda_rt, plugin_library
@@ -26,6 +25,7 @@ from tav.runtime.manifest import EngineDirError, file_sha256
 from tav.runtime.video_output import write_video
 
 from fixtures.commands import error_of
+from fixtures.synthetic_engine_dir import edited_copy, write_engine_dir
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +224,9 @@ def no_engine_load(monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--fps", "nan"], "--fps nan is not a finite number above 0 and at most 1000"),
-    (["--fps", "0"], "--fps 0 is not a finite number above 0"),
-    (["--fps", "inf"], "--fps inf is not a finite number above 0"),
+    (["--fps", "nan"], "--fps nan is not a finite number from 0.01 to 1000"),
+    (["--fps", "0"], "--fps 0 is not a finite number from 0.01 to 1000"),
+    (["--fps", "inf"], "--fps inf is not a finite number from 0.01 to 1000"),
     (["--eta", "1e6"], "--eta 1e6 is not a finite number from 0 to 1"),
     (["--eta", "nan"], "--eta nan is not a finite number from 0 to 1"),
     (["--out", "/proc/self/v.npy"], "cannot write /proc/self/v.npy"),

@@ -14,13 +14,11 @@ import pytest
 
 from tav.runtime.cli import main as tav_run
 
-from serve_fixtures import make_base, make_pack
+from fixtures.serve_process import make_base, make_pack
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE_GOAL_MB = 300
 PROMPT = ["--prompt", "a red ball is bouncing", "--steps", "2", "--guidance", "7.5", "--seed", "3"]
-
-pytestmark = pytest.mark.slow
 
 
 def run(*command, **kwargs):

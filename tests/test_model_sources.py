@@ -1,8 +1,8 @@
 """Base models as users have them: hub repo ids, single-file checkpoints, folders (tav.tuner.model_sources).
 
-The hub is a local stand-in (tests/local_hub.py) so huggingface_hub itself fills a real
+The hub is a local stand-in (tests/fixtures/local_hub.py) so huggingface_hub itself fills a real
 cache; tuning then runs with HF_HUB_OFFLINE=1. Single files are the tiny model written in
-the original LDM key layout by tests/ldm_checkpoint.py and converted by diffusers.
+the original LDM key layout by tests/fixtures/ldm_checkpoint.py and converted by diffusers.
 Weights are compared with torch.equal: a conversion renames and reshapes, it never computes.
 """
 
@@ -31,9 +31,9 @@ from tav.tuner.tuned_weights import load_tuned
 from tav.tuner.tuning.config import TuneConfig
 from tav.tuner.tuning.tune import tune
 
-from export_fixtures import make_run_dir
-from ldm_checkpoint import ldm_state_dict, write_single_file
-from local_hub import LocalHub
+from fixtures.ldm_checkpoint import ldm_state_dict, write_single_file
+from fixtures.local_hub import LocalHub
+from fixtures.run_dirs import make_run_dir
 
 REPO = "tiny-org/tiny-sd"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -34,8 +34,8 @@ from tav.runtime.packs import read_pack
 from tav.tuner import VideoUNet
 from tav.tuner.tuned_weights import load_tuned
 
-from export_fixtures import FRAMES, HEIGHT, WIDTH, make_run_dir
 from fixtures.commands import error_of, run_main
+from fixtures.run_dirs import FRAMES, HEIGHT, WIDTH, make_run_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from test_runtime_pipeline import F, write_engine_dir
 
 from tav.runtime import VideoPipeline
+
+from fixtures.synthetic_engine_dir import F, write_engine_dir
 
 DECODE_BATCH = 2  # F = 3 frames: two decoder runs, the second padded
 

@@ -19,8 +19,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tav.runtime.video_output import write_video
 from tav.tuner.demo.synthetic_video import make_clip
 
@@ -93,7 +91,6 @@ def test_every_block_runs_or_says_why_not():
     assert any(b.lang in PYTHON for b in blocks if runnable(b)), "the README's Python API snippet is not run"
 
 
-@pytest.mark.slow
 def test_readme_runs_as_written(tiny_sd, tmp_path):
     work = tmp_path / "readme"
     work.mkdir()

@@ -1,9 +1,9 @@
 """Issue 17's memory bounds at SD-1.5 size: every stage a user runs, each command its own process.
 
-Marked ``sd15`` and left out of ``make test``: about an hour on a 2-core CPU and up to 8 GB of host memory per
-stage, with 15 GB of disk. ``make test-sd15`` runs them. ``TAV_SD15_WORK=DIR`` keeps the random SD-1.5 model,
-the clip and the tuned run there between runs (each is made only when missing); the default is a temporary
-folder. The bounds are the issue's acceptance lines; docs/PERF.md ("Real size") has what they measured.
+Marked ``sd15`` by tests/conftest.py and left out of ``make test``: about an hour on a 2-core CPU and up to 8 GB of
+host memory per stage, with 15 GB of disk. ``make test-sd15`` runs them. ``TAV_SD15_WORK=DIR`` keeps the random
+SD-1.5 model, the clip and the tuned run there between runs (each is made only when missing); the default is a
+temporary folder. The bounds are the issue's acceptance lines; docs/PERF.md ("Real size") has what they measured.
 Times are printed, not asserted: they belong to a quiet machine, not to a test.
 """
 
@@ -16,8 +16,6 @@ import pytest
 
 from tav.bench.memory import child_peak
 from tav.bench.real_size import print_real_size, run_real_size
-
-pytestmark = pytest.mark.sd15
 
 GB = 1e9
 BOUNDS = {  # stage name prefix -> peak RSS bound (issue 17)

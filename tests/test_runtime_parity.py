@@ -28,7 +28,7 @@ from tav.runtime import VideoPipeline
 from tav.tuner.sampler import PipelineParts, sample
 from tav.tuner.tuned_weights import load_tuned
 
-from export_fixtures import FRAMES, HEIGHT, WIDTH
+from fixtures.run_dirs import FRAMES, HEIGHT, WIDTH
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tracing and the PyTorch references: tiny ops
 

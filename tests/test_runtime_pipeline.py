@@ -1,128 +1,22 @@
 """VideoPipeline and tav-run on a synthetic ENGINE_DIR: checks, errors, threads, NaN; no exporter needed.
 
-The synthetic graphs are tiny hand-built ONNX models with the contract's exact I/O (a
-text "encoder" that looks up an embedding table, a "UNet" that mixes sample, timestep and
-text, a "VAE" that upsamples), so these tests exercise the runtime alone in well under a
-second per run. Parity with the PyTorch sampler on real exported graphs is in
-test_runtime_parity.py.
+The synthetic graphs (tests/fixtures/synthetic_engine_dir.py) are tiny hand-built ONNX models with the contract's
+exact I/O, so these tests exercise the runtime alone in well under a second per run. Parity with the PyTorch
+sampler on real exported graphs is in test_runtime_parity.py.
 """
 
-import json
-import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from tav.runtime import NonFiniteError, VideoPipeline
 from tav.runtime.cli import main as tav_run
 from tav.runtime.manifest import EngineDirError, file_sha256
 
 from fixtures.commands import error_of
-
-F, H, W, D = 3, 32, 48, 8
-h, w = H // 8, W // 8
-SD1_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-                 "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
-                 "prediction_type": "epsilon", "timestep_spacing": "leading"}
-
-
-def _io(name, dtype, shape):
-    return helper.make_tensor_value_info(name, dtype, shape)
-
-
-def _fp16_io(nodes, inputs, outputs):
-    """The float32 graph behind float16 inputs/outputs (timestep stays float32), as an fp16 export declares."""
-    head, tail = [], []
-    for value in inputs:
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT and value.name != "timestep":
-            inner = value.name + "__f32"
-            for node in nodes:
-                node.input[:] = [inner if i == value.name else i for i in node.input]
-            head.append(helper.make_node("Cast", [value.name], [inner], to=TensorProto.FLOAT))
-            value.type.tensor_type.elem_type = TensorProto.FLOAT16
-    for value in outputs:
-        inner = value.name + "__f32"
-        for node in nodes:
-            node.output[:] = [inner if o == value.name else o for o in node.output]
-        tail.append(helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT16))
-        value.type.tensor_type.elem_type = TensorProto.FLOAT16
-    return head + nodes + tail
-
-
-def _save(path, nodes, inputs, outputs, initializers, precision):
-    if precision == "fp16":
-        nodes = _fp16_io(nodes, inputs, outputs)
-    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-
-
-def write_graphs(root: Path, precision: str = "fp32", decode_batch: int = F) -> None:
-    rng = np.random.default_rng(0)
-    f32 = TensorProto.FLOAT
-    table = numpy_helper.from_array(rng.standard_normal((49408, D)).astype(np.float32) * 0.1, "table")
-    _save(root / "text_encoder.onnx", [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"])],
-          [_io("input_ids", TensorProto.INT64, [2, 77])], [_io("last_hidden_state", f32, [2, 77, D])], [table],
-          precision)
-    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("half", 0.5), ("tscale", 1e-4))]
-    consts += [numpy_helper.from_array(np.array([2, 1, 1, 1, 1], np.int64), "shape5")]
-    _save(root / "unet.onnx", [
-        helper.make_node("Mul", ["sample", "half"], ["scaled"]),
-        helper.make_node("ReduceMean", ["encoder_hidden_states"], ["text_mean"], axes=[1, 2], keepdims=1),
-        helper.make_node("Reshape", ["text_mean", "shape5"], ["text_bias"]),
-        helper.make_node("Mul", ["timestep", "tscale"], ["time_bias"]),
-        helper.make_node("Add", ["scaled", "text_bias"], ["partial"]),
-        helper.make_node("Add", ["partial", "time_bias"], ["noise_pred"]),
-    ], [_io("sample", f32, [2, 4, F, h, w]), _io("timestep", f32, [1]), _io("encoder_hidden_states", f32, [2, 77, D])],
-        [_io("noise_pred", f32, [2, 4, F, h, w])], consts, precision)
-    resize = [numpy_helper.from_array(np.array([1, 1, 8, 8], np.float32), "scales"),
-              numpy_helper.from_array(np.array([0], np.int64), "c0"),
-              numpy_helper.from_array(np.array([3], np.int64), "c3"),
-              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-    _save(root / "vae_decoder.onnx", [
-        helper.make_node("Slice", ["latents", "c0", "c3", "axis1"], ["rgb"]),
-        helper.make_node("Resize", ["rgb", "", "scales"], ["big"], mode="nearest"),
-        helper.make_node("Tanh", ["big"], ["images"]),
-    ], [_io("latents", f32, [decode_batch, 4, h, w])], [_io("images", f32, [decode_batch, 3, H, W])], resize, precision)
-
-
-def spec(name, shape, dtype):
-    return {"name": name, "shape": list(shape), "dtype": dtype}
-
-
-def write_manifest(root: Path, precision: str = "fp32", decode_batch: int = F) -> None:
-    fp = "float16" if precision == "fp16" else "float32"
-    io = {
-        "text_encoder": ([spec("input_ids", (2, 77), "int64")], [spec("last_hidden_state", (2, 77, D), fp)]),
-        "unet": ([spec("sample", (2, 4, F, h, w), fp), spec("timestep", (1,), "float32"),
-                  spec("encoder_hidden_states", (2, 77, D), fp)], [spec("noise_pred", (2, 4, F, h, w), fp)]),
-        "vae_decoder": ([spec("latents", (decode_batch, 4, h, w), fp)], [spec("images", (decode_batch, 3, H, W), fp)]),
-    }
-    graphs = {name: {"onnx": f"{name}.onnx", "sha256": file_sha256(root / f"{name}.onnx"), "external_data": [],
-                     "inputs": i, "outputs": o, "parity": None, "tensorrt": None} for name, (i, o) in io.items()}
-    graph_files = {f"{name}.onnx" for name in io}
-    files = {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*"))
-             if p.is_file() and p.name not in graph_files and p.name != "manifest.json"}
-    manifest = {"schema_version": 2, "frames": F, "decode_batch": decode_batch,
-                "height": H, "width": W, "batch": 2, "precision": precision,
-                "text_max_length": 77, "text_dim": D, "latent_channels": 4, "vae_scaling_factor": 0.18215,
-                "source": {}, "tools": {"tensorrt": None}, "kv_gather": "onnx", "graphs": graphs, "files": files}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
-
-
-def write_engine_dir(root: Path, tokenizer_dir: Path, precision: str = "fp32", decode_batch: int = F) -> Path:
-    root.mkdir(parents=True)
-    shutil.copytree(tokenizer_dir, root / "tokenizer")
-    (root / "scheduler_config.json").write_text(json.dumps(SD1_SCHEDULER))
-    np.save(root / "inverted_latents.npy", np.random.default_rng(1).standard_normal((1, 4, F, h, w), dtype=np.float32))
-    write_graphs(root, precision, decode_batch)
-    write_manifest(root, precision, decode_batch)
-    return root
+from fixtures.synthetic_engine_dir import D, F, H, W, edited_copy, h, w, write_engine_dir
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +28,6 @@ def engine_dir(tiny_sd, tmp_path_factory) -> Path:
 def pipe(engine_dir):
     with VideoPipeline.load(engine_dir, backend="auto", device="cpu") as pipeline:
         yield pipeline
-
-
-def edited_copy(engine_dir: Path, tmp_path: Path, edit) -> Path:
-    """A copy of the ENGINE_DIR with ``edit(root, manifest_dict)`` applied and the manifest rewritten."""
-    root = tmp_path / "edited"
-    shutil.copytree(engine_dir, root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    edit(root, manifest)
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
 
 
 # --- a run --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from tav.tuner.model import sd_folder
 from tav.tuner.sampler import sample
 from tav.tuner.tuned_weights import load_tuned
 
-from ldm_checkpoint import ldm_state_dict, write_single_file
+from fixtures.ldm_checkpoint import ldm_state_dict, write_single_file
 
 PROMPT = "spider man is skiing on the beach, cartoon style"
 

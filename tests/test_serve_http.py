@@ -27,7 +27,7 @@ from tav.serve.jobs import create_job, read_job  # noqa: E402
 from tav.serve.store import Store  # noqa: E402
 from tav.tuner.demo.synthetic_video import make_clip  # noqa: E402
 
-from serve_fixtures import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
+from fixtures.serve_process import FRAMES, HEIGHT, TOKEN, WIDTH, ServeProcess  # noqa: E402
 
 VIDEOS = {"vid-a": 0, "vid-b": 5, "vid-c": 3}  # video id -> the seed of its random run (tests/fixtures: packs)
 BROKEN = "zz-broken"  # a pack file that is not a pack: only its own video may fail
@@ -46,7 +46,8 @@ def served(tiny_sd, base_engine, packs, tmp_path_factory):
     for video_id, seed in VIDEOS.items():
         shutil.copyfile(packs(seed), store.pack_path(video_id))  # the store is the service's to edit: copies
     stale = "0" * 32  # a job a previous service left running: the restart must fail it
-    create_job(store, stale, "stale", "clip.mp4", {"steps": 10})
+    create_job(store, stale, "stale", "clip.mp4", {"prompt": "a ball", "steps": 10, "lr": 3e-5, "seed": 0, "stride": 1,
+                                                  "start": 0, "inversion_steps": 2, "eval_pairs": 1})
     store.pack_path(BROKEN).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + b"[1, 2, 3]       " + b"garbage" * 10)
     service = ServeProcess(base, store.root, tiny_sd, root / "tav-serve.log")
     try:

@@ -22,7 +22,7 @@ import httpx  # noqa: E402
 from tav.serve.config import ServeConfig  # noqa: E402
 from tav.serve.preflight import INGRESS_CPUS, StartError, plan_resources  # noqa: E402
 
-from serve_fixtures import free_port  # noqa: E402
+from fixtures.serve_process import free_port  # noqa: E402
 
 STOP_WITHIN_S = 20
 READY_OR_REFUSED_S = 60
@@ -172,7 +172,6 @@ def test_sigterm_during_start_up_stops_everything_within_20_s(base_and_store, tm
     assert "Traceback" not in service.text()
 
 
-@pytest.mark.slow  # two more Ray starts; the sizing arithmetic itself is tested above without Ray
 @pytest.mark.parametrize("flags, message", [
     (["--replicas", "2", "--replica-cpus", "64"], "CPUs, but the cluster has"),  # cannot fit: refused before deploying
     (["--start-timeout", "0.5"], "not ready after 0.5 s (--start-timeout)"),  # deadline: Ray's reason, then a stop

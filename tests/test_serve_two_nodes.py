@@ -25,9 +25,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from tav.serve.store import Store  # noqa: E402
 
-from serve_fixtures import TOKEN, ServeProcess, make_base, make_pack  # noqa: E402
-
-pytestmark = pytest.mark.slow
+from fixtures.serve_process import TOKEN, ServeProcess, make_base, make_pack  # noqa: E402
 
 VIDEOS = {"vid-a": 1, "vid-b": 2}
 REQUEST = {"prompt": "a red ball is bouncing", "steps": 2, "guidance": 7.5, "seed": 5, "format": "npy"}

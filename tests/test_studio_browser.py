@@ -15,7 +15,7 @@ import pytest
 
 from tav.runtime.cli import main as tav_run
 
-from serve_fixtures import TOKEN
+from fixtures.serve_process import TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("TAV_CHROMIUM", "/usr/bin/chromium")  # make test-slow passes its CHROMIUM

@@ -94,7 +94,7 @@ def test_a_fifo_is_refused_unopened_as_the_clip_or_as_a_frame(tmp_path):
     previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("opened the FIFO and blocked"))
     signal.alarm(10)
     try:
-        with pytest.raises(VideoInputError, match="pipe.mp4 is a FIFO \\(named pipe\\), not a video file"):
+        with pytest.raises(VideoInputError, match="pipe.mp4 is a FIFO \\(named pipe\\), not a regular file"):
             load_clip(tmp_path / "pipe.mp4", frames=1, height=16, width=16)
         with pytest.raises(VideoInputError, match="0.png is a FIFO \\(named pipe\\)"):
             load_clip(folder, frames=1, height=16, width=16)
