@@ -14,6 +14,7 @@ import os
 import shutil
 
 from tav.runtime.atomic_files import publish_file
+from tav.runtime.command import Interrupted
 from tav.runtime.manifest import read_manifest
 
 from .config import ServeConfig
@@ -32,13 +33,21 @@ def run_tuning_job(config: ServeConfig, job_id: str) -> str:
     except JobAbandoned:
         raise
     except BaseException as err:
-        # Written for an HTTP client: what happened and what to send next (nothing of the job is kept).
-        fail_job(store, job_id, f"tuning failed: {client_message(err)}; fix the clip or the settings and upload "
-                                "again (POST /v1/videos)")
+        fail_job(store, job_id, failure_message(err))
         raise
     finally:
         remove_job_files(store, job_id)
     return record["video_id"]
+
+
+def failure_message(err: BaseException) -> str:
+    """The record's error, written for an HTTP client: what happened and what to send next. Nothing of the job is
+    kept (no partial run to resume over HTTP), so a stop is not described in the tuner's words ("checkpoint saved
+    in run.partial", "add --resume") nor as a number (SystemExit's code)."""
+    if isinstance(err, (KeyboardInterrupt, SystemExit, Interrupted)):
+        return ("interrupted: the tuning task was stopped (tav-serve stopping, or its worker signalled) before it "
+                "finished; upload the clip again (POST /v1/videos)")
+    return f"tuning failed: {client_message(err)}; fix the clip or the settings and upload again (POST /v1/videos)"
 
 
 def _run(config: ServeConfig, store: Store, job_id: str, record: dict) -> None:

@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tav.runtime.atomic_files import publish_folder
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v", ".gif")
 COPY_CHUNK = 1 << 20
 
@@ -88,6 +90,6 @@ def discard(clip: Path) -> None:
 
 
 def accept(clip: Path, job_dir: Path) -> Path:
-    """Rename the probed clip's folder to the job's upload folder; returns the clip's new path."""
-    clip.parent.rename(job_dir)
+    """Move the probed clip's folder to the job's upload folder; returns the clip's new path."""
+    publish_folder(clip.parent, job_dir)  # one rename inside STORE/uploads: the job sees a whole clip or none
     return job_dir / clip.name

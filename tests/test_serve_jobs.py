@@ -166,3 +166,16 @@ def test_a_diverged_step_is_recorded_as_null_so_the_record_stays_valid_json(stor
     view = public_view(jobs.read_job(store, job_id))
     assert view["loss"] is None and view["loss_curve"] == [[1, None]]
     json.dumps(view, allow_nan=False)  # what the response encoder requires
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(1), SystemExit(15)])
+def test_a_job_stopped_by_a_signal_says_so_for_an_http_client(error):
+    from tav.serve.tuning_job import failure_message
+    from tav.tuner.tuning.tune import TuneInterrupted
+
+    for err in (error, TuneInterrupted("interrupted in the middle of step 3; the last checkpoint in "
+                                       "/store/work/x/run.partial; add --resume to continue")):
+        message = failure_message(err)
+        assert message.startswith("interrupted: the tuning task was stopped") and "POST /v1/videos" in message
+        assert "run.partial" not in message and "--resume" not in message and "failed: 1" not in message
+    assert failure_message(ValueError("the clip has 3 frames")).startswith("tuning failed: the clip has 3 frames")
