@@ -8,12 +8,11 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from tav.runtime.command import first_line
 
 OFFICIAL_TRAINABLE_MODULES = ["attn1.to_q", "attn2.to_q", "attn_temp"]
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+MAX_EVAL_PAIRS = 64  # the evaluation's UNet passes: 8 already bound the loss's spread over the schedule
 
 
 @dataclass
@@ -40,7 +39,7 @@ class TuneConfig:
     validation_guidance: float = 12.5
     validation_init: str = "noise"  # "inverted": invert with the current weights first, as use_inv_latent
     inversion_steps: int = 50
-    eval_pairs: int = 8
+    eval_pairs: int = 8  # UNet passes of the loss evaluation before and after tuning; 0: no evaluation
     resume: bool = False
     pretrained_model_revision: str | None = None  # branch, tag or commit of a hub repo id
     # The official optimiser; not exposed as flags, recorded in run.json.
@@ -65,6 +64,8 @@ _IGNORED_OFFICIAL = {
 
 def official_config_to_fields(path) -> dict:
     """TuneConfig fields from an official Tune-A-Video YAML config; unknown fields are warned about, not fatal."""
+    import yaml  # here, not at the top: tav-tune --help parses without the tune extra
+
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
