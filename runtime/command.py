@@ -7,8 +7,9 @@ tav.runtime.flag_types) and a function ``run(args)`` doing the work; ``run_comma
 - exit 2: bad input or usage: a refused flag (argparse, or ``UsageError`` from a command's own checks),
   and bad files (a ValueError such as a corrupt ENGINE_DIR, a missing or unwritable path);
 - exit 1: a failure while running (RuntimeError, other OSErrors: a full disk, a backend that fails);
-- exit 130: Ctrl-C; 128 + the signal's number where a command turns a signal into ``Interrupted``
-  (tav-tune checkpoints on SIGTERM: 143).
+- exit 130: Ctrl-C; 143: SIGTERM (128 + the signal's number, as shells report it). SIGTERM is raised as
+  ``Stopped``, a KeyboardInterrupt, so whatever undoes a half-done output on Ctrl-C undoes it on SIGTERM
+  too; a command that handles a signal itself raises ``Interrupted`` (tav-tune checkpoints first).
 
 Each failure is one line on stderr, ``<prog>: error: <what is wrong and what to do>``; an exception of
 any other type is a bug and keeps its traceback (exit 1). ``TAV_DEBUG=1`` prints the traceback of every
@@ -20,8 +21,10 @@ import copy
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
+from contextlib import contextmanager
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report a process ended by Ctrl-C
@@ -45,6 +48,36 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int | None = None):
         super().__init__(message)
         self.signum = int(signum or signal.SIGINT)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (a service manager, `kill`, a job's cancel) raised where Ctrl-C would raise KeyboardInterrupt."""
+
+    signum = signal.SIGTERM
+
+
+def interrupt_status(err: BaseException) -> int:
+    """The exit status of a stop: 128 + its signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + int(getattr(err, "signum", None) or signal.SIGINT)
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+@contextmanager
+def sigterm_interrupts():
+    """While the block runs, SIGTERM raises ``Stopped`` (Python's default would end the process at once, with no
+    message and no clean-up of half-written outputs). The previous handler is back afterwards. Off the main
+    thread (a host program's worker) nothing changes: only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # --- one-line messages -------------------------------------------------------------------------------
@@ -133,23 +166,24 @@ def fail(prog: str, message: str, code: int):
 def run_command(parser: argparse.ArgumentParser, work, argv=None) -> int:
     """Parse ``argv``, run ``work(args)`` and end as the module docstring says: returns 0 when the work is done;
     a failure exits through SystemExit with its status, after one line on stderr."""
-    args = parser.parse_args(argv)
     prog = parser.prog
-    _quiet_libraries(prog)
-    try:
-        work(args)
-    except Interrupted as err:
-        _show_traceback()
-        fail(prog, error_line(err), 128 + err.signum)
-    except KeyboardInterrupt:  # outputs are written atomically, so an interrupt leaves nothing half-written
-        _show_traceback()
-        fail(prog, "interrupted; nothing was written", INTERRUPTED)
-    except INPUT_ERRORS as err:
-        _show_traceback()
-        fail(prog, error_line(err), BAD_INPUT)
-    except RUN_FAILURES as err:
-        _show_traceback()
-        fail(prog, error_line(err), FAILED)
+    with sigterm_interrupts():
+        try:
+            args = parser.parse_args(argv)
+            _quiet_libraries(prog)
+            work(args)
+        except Interrupted as err:
+            _show_traceback()
+            fail(prog, error_line(err), 128 + err.signum)
+        except KeyboardInterrupt as err:  # outputs are written atomically: an interrupt leaves nothing half-written
+            _show_traceback()
+            fail(prog, "interrupted; nothing was written", interrupt_status(err))
+        except INPUT_ERRORS as err:
+            _show_traceback()
+            fail(prog, error_line(err), BAD_INPUT)
+        except RUN_FAILURES as err:
+            _show_traceback()
+            fail(prog, error_line(err), FAILED)
     return OK
 
 

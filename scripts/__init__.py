@@ -1,13 +1,17 @@
 """The console scripts: each checks that its extra is installed, then runs the command's ``main``.
 
-A lean install (``pip install 'tav-runtime[cpu]'``) has tav-run only; tav-tune there would die
+A lean install (``pip install 'tav-runtime[cpu]'``) runs tav-run only; tav-tune there would die
 with an ImportError traceback about torch. Instead every command names the extra it needs in
-one line. The commands' modules are imported only after the check, by name.
+one line. ``--help`` is answered everywhere: the commands' parsers import none of their extras.
+The commands' modules are imported only after the check, by name, with Ctrl-C and SIGTERM
+already ending in one line (the imports take seconds where torch loads).
 """
 
 import importlib
 import importlib.util
 import sys
+
+from tav.runtime.command import fail, interrupt_status, sigterm_interrupts
 
 EXTRAS = {  # extra -> the modules whose absence means it is not installed
     "tune": ("torch", "diffusers", "transformers", "yaml"),
@@ -21,20 +25,29 @@ def _missing(modules) -> list:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
+def _asks_for_help() -> bool:
+    return any(arg in ("-h", "--help") for arg in sys.argv[1:])
+
+
 def _launch(command: str, target: str, extra: str | None) -> None:
-    if extra is not None and _missing(EXTRAS[extra]):
+    if extra is not None and not _asks_for_help() and _missing(EXTRAS[extra]):
         sys.exit(f"{command} needs the {extra} extra: pip install 'tav-runtime[{extra}]'")
     module, _, function = target.partition(":")
     try:
-        main = getattr(importlib.import_module(module), function)
-    except ModuleNotFoundError as err:  # an extra installed only in part
-        sys.exit(f"{command} needs the {extra or 'cpu'} extra ({err.name} is missing): "
-                 f"pip install 'tav-runtime[{extra or 'cpu'}]'")
-    sys.exit(main())
+        with sigterm_interrupts():  # main's runner handles stops once it runs; this covers the imports before it
+            try:
+                main = getattr(importlib.import_module(module), function)
+            except ModuleNotFoundError as err:  # an extra installed only in part
+                sys.exit(f"{command} needs the {extra or 'cpu'} extra ({err.name} is missing): "
+                         f"pip install 'tav-runtime[{extra or 'cpu'}]'")
+            code = main()
+    except KeyboardInterrupt as err:
+        fail(command, "interrupted while starting; nothing was written", interrupt_status(err))
+    sys.exit(code)
 
 
 def tav_run():
-    if all(importlib.util.find_spec(name) is None for name in BACKENDS):
+    if not _asks_for_help() and all(importlib.util.find_spec(name) is None for name in BACKENDS):
         sys.exit("tav-run needs an inference backend: pip install 'tav-runtime[cpu]' "
                  "(or [gpu] for onnxruntime-gpu, [tensorrt] for TensorRT)")
     _launch("tav-run", "tav.runtime.cli:main", None)
