@@ -80,6 +80,27 @@ def sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+@contextmanager
+def stops_held(done_anyway):
+    """Ctrl-C and SIGTERM wait until the block ends: for the rename of a command's finished output into place
+    (milliseconds). The output is complete by then, so instead of an interrupt ``done_anyway(signum)`` says so
+    and the command finishes. An interrupt there would report "nothing was written" with the output in place, or
+    cut a swap between its two renames. Off the main thread (a service's job) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if received:
+        done_anyway(received[0])
+
+
 # --- one-line messages -------------------------------------------------------------------------------
 
 
@@ -156,8 +177,15 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def fail(prog: str, message: str, code: int):
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"{prog}: error: {message}\n")  # one write: a signal cannot split the line from its newline
+    sys.stderr.flush()
     sys.exit(code)
+
+
+def _report_stop(prog: str, message: str, code: int):
+    """``fail`` for a stop: a second Ctrl-C or SIGTERM while it is reported changes nothing (no traceback)."""
+    with stops_held(lambda signum: None):
+        fail(prog, message, code)
 
 
 # --- the run loop --------------------------------------------------------------------------------------
@@ -174,10 +202,10 @@ def run_command(parser: argparse.ArgumentParser, work, argv=None) -> int:
             work(args)
         except Interrupted as err:
             _show_traceback()
-            fail(prog, error_line(err), 128 + err.signum)
+            _report_stop(prog, error_line(err), 128 + err.signum)
         except KeyboardInterrupt as err:  # outputs are written atomically: an interrupt leaves nothing half-written
             _show_traceback()
-            fail(prog, "interrupted; nothing was written", interrupt_status(err))
+            _report_stop(prog, "interrupted; nothing was written", interrupt_status(err))
         except INPUT_ERRORS as err:
             _show_traceback()
             fail(prog, error_line(err), BAD_INPUT)

@@ -23,7 +23,8 @@ def _has_tensorrt_rtx() -> bool:
 
 # Minutes of real subprocesses (tav-bench's stages and workers): `slow`, run by `make test-slow` (`pytest -m slow`).
 # The studio's browser, client and notebook tests share one tav-serve (tests/fixtures/studio_service.py).
-SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py")
+# test_clean_stops.py: Ctrl-C and SIGTERM at every stage of tav-tune, tav-export and tav-invert, about a minute.
+SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py", "test_clean_stops.py")
 
 
 # `make test` runs `pytest -n 2`: the scheduler below runs each unit whole on one worker, so module fixtures are

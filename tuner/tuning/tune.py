@@ -14,6 +14,7 @@ import random
 import resource
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import publish_folder
-from tav.runtime.command import Interrupted
+from tav.runtime.command import Interrupted, stops_held
 
 from ..model import sd_folder
 from ..model_sources import resolve_base_model
@@ -134,7 +135,10 @@ def _run(job: _Job, pixels, stop, on_step) -> Path:
         raise TuneInterrupted("interrupted before the first step; nothing to resume", stop.signum) from None
     inverted, eval_after, inversion_time = _tune_and_invert(job, s, progress, stop, on_step)
     _record(job, s, progress, inverted, dict(eval_loss_after=eval_after, inversion_time_s=inversion_time))
-    return _publish(job)
+    run_dir = _publish(job)
+    if stop.requested:  # came while saving: the run was finished rather than thrown away
+        warnings.warn(f"stop received while saving; the run is complete: {run_dir}", stacklevel=1)
+    return run_dir
 
 
 def _resume_or_start(job: _Job, s: TuningSession, stop) -> _Progress:
@@ -279,7 +283,9 @@ def _publish(job: _Job) -> Path:
     remove_checkpoints(partial)
     (partial / TUNE_CONFIG).unlink(missing_ok=True)
     try:  # run_dir was absent or empty at the start; the rename fails if something appeared in it since
-        publish_folder(partial, run_dir)  # and gives the run the modes every output gets
+        with stops_held(lambda signum: warnings.warn(f"stop received while {run_dir} was put in place; "
+                                                     "the run is complete", stacklevel=1)):
+            publish_folder(partial, run_dir)  # and gives the run the modes every output gets
     except OSError as err:
         raise FileExistsError(
             f"the run finished but cannot become {run_dir} "
