@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from tav.runtime.atomic_files import publish_folder, staging_folder
-from tav.runtime.command import stops_held
 from tav.runtime.manifest import EngineDirError, read_manifest, verify_files
 from tav.runtime.manifest_schema import INVERTED_LATENTS
+from tav.runtime.stops import stops_held
 
 from .errors import ExportError
 from .owned_files import foreign_entries

@@ -9,7 +9,8 @@ tav.runtime.flag_types) and a function ``run(args)`` doing the work; ``run_comma
 - exit 1: a failure while running (RuntimeError, other OSErrors: a full disk, a backend that fails);
 - exit 130: Ctrl-C; 143: SIGTERM (128 + the signal's number, as shells report it). SIGTERM is raised as
   ``Stopped``, a KeyboardInterrupt, so whatever undoes a half-done output on Ctrl-C undoes it on SIGTERM
-  too; a command that handles a signal itself raises ``Interrupted`` (tav-tune checkpoints first).
+  too (runtime/stops.py); a command that handles a signal itself raises ``Interrupted`` (tav-tune
+  checkpoints first).
 
 Each failure is one line on stderr, ``<prog>: error: <what is wrong and what to do>``; an exception of
 any other type is a bug and keeps its traceback (exit 1). ``TAV_DEBUG=1`` prints the traceback of every
@@ -21,10 +22,10 @@ import copy
 import os
 import signal
 import sys
-import threading
 import traceback
 import warnings
-from contextlib import contextmanager
+
+from .stops import interrupt_status, sigterm_interrupts, stops_held
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report a process ended by Ctrl-C
@@ -48,57 +49,6 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int | None = None):
         super().__init__(message)
         self.signum = int(signum or signal.SIGINT)
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM (a service manager, `kill`, a job's cancel) raised where Ctrl-C would raise KeyboardInterrupt."""
-
-    signum = signal.SIGTERM
-
-
-def interrupt_status(err: BaseException) -> int:
-    """The exit status of a stop: 128 + its signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
-    return 128 + int(getattr(err, "signum", None) or signal.SIGINT)
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped()
-
-
-@contextmanager
-def sigterm_interrupts():
-    """While the block runs, SIGTERM raises ``Stopped`` (Python's default would end the process at once, with no
-    message and no clean-up of half-written outputs). The previous handler is back afterwards. Off the main
-    thread (a host program's worker) nothing changes: only the main thread can set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-@contextmanager
-def stops_held(done_anyway):
-    """Ctrl-C and SIGTERM wait until the block ends: for the rename of a command's finished output into place
-    (milliseconds). The output is complete by then, so instead of an interrupt ``done_anyway(signum)`` says so
-    and the command finishes. An interrupt there would report "nothing was written" with the output in place, or
-    cut a swap between its two renames. Off the main thread (a service's job) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    if received:
-        done_anyway(received[0])
 
 
 # --- one-line messages -------------------------------------------------------------------------------

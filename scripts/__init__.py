@@ -42,7 +42,8 @@ def _launch(command: str, target: str, extra: str | None) -> None:
     held = _hold_stops()
     if extra is not None and not _asks_for_help() and _missing(EXTRAS[extra]):
         sys.exit(f"{command} needs the {extra} extra: pip install 'tav-runtime[{extra}]'")
-    from tav.runtime.command import Stopped, fail, interrupt_status, sigterm_interrupts
+    from tav.runtime.command import fail
+    from tav.runtime.stops import Stopped, interrupt_status, sigterm_interrupts
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
     module, _, function = target.partition(":")

@@ -14,7 +14,8 @@ import time
 import pytest
 
 import tav.scripts
-from tav.runtime.command import CommandParser, Stopped, interrupt_status, run_command, stops_held
+from tav.runtime.command import CommandParser, run_command
+from tav.runtime.stops import Stopped, interrupt_status, stops_held
 
 from fixtures.commands import run_main
 
@@ -45,6 +46,22 @@ def test_sigterm_during_work_is_one_line_and_exit_143_and_the_previous_handler_i
         run_command(CommandParser("tav-x", "tav-x: a test command."), work, [])
     assert done.value.code == 143 and capsys.readouterr().err == "tav-x: error: interrupted; nothing was written\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_stop_raised_inside_a_finaliser_is_not_lost(capsys):
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_for_the_handler()  # Stopped is raised here, where Python ignores exceptions
+
+    def work(args):
+        Finalised()  # collected at once
+        wait_for_the_handler()
+        raise AssertionError("the stop was lost")
+
+    with pytest.raises(SystemExit) as done:
+        run_command(CommandParser("tav-x", "tav-x: a test command."), work, [])
+    assert done.value.code == 143 and capsys.readouterr().err == "tav-x: error: interrupted; nothing was written\n"
 
 
 def test_exit_status_is_128_plus_the_signal():

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import publish_folder, staging_folder
-from tav.runtime.command import stops_held
+from tav.runtime.stops import stops_held
 
 from ..model import sd_folder
 from ..model.temporal_window import check_temporal_window, default_temporal_window

@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import publish_folder
-from tav.runtime.command import Interrupted, stops_held
+from tav.runtime.command import Interrupted
+from tav.runtime.stops import stops_held
 
 from ..model import sd_folder
 from ..model_sources import resolve_base_model
