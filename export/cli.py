@@ -81,8 +81,11 @@ def main(argv=None) -> int:
 
 def run(args):
     level = logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="tav-export: %(message)s", stream=sys.stderr)
-    logging.getLogger("tav.export").setLevel(level)  # also where logging was set up before (a host program, tests)
+    # Our stage lines from INFO up, other libraries' only from WARNING up (torch logs cache statistics at INFO
+    # when the process exits, which shows after an interrupt that cut its import short).
+    logging.basicConfig(level=logging.WARNING, format="tav-export: %(message)s", stream=sys.stderr)
+    for name in ("tav", "tav.export"):  # also where logging was set up before (a host program, tests)
+        logging.getLogger(name).setLevel(level)
     if args.clean_stale:
         return clean_stale(args.out)
     if not (args.weights or args.base):

@@ -10,10 +10,7 @@ from one still being written (see stale_exports).
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import numpy as np
 from tav.runtime.atomic_files import publish_folder, staging_folder
 from tav.runtime.manifest import EngineDirError, read_manifest, verify_files
 from tav.runtime.manifest_schema import INVERTED_LATENTS
+from tav.runtime.stops import stops_held
 
 from .errors import ExportError
 from .owned_files import foreign_entries
@@ -62,7 +60,8 @@ def move_into_place(staging: Path, out_dir: Path, overwrite: bool):
     What is at ``out_dir`` is re-checked now: the export took minutes, and only an existing ENGINE_DIR
     (with --overwrite) or an empty folder may be replaced."""
     check_output(out_dir, overwrite)
-    with _signals_deferred(out_dir):
+    with stops_held(lambda signum: log.warning("interrupt received while putting the ENGINE_DIR in place; the swap "
+                                               "finished: %s is complete", out_dir)):
         if out_dir.exists() and any(out_dir.iterdir()):  # --overwrite of an existing ENGINE_DIR
             trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{OLD}{os.getpid()}-", dir=out_dir.parent))
             try:
@@ -85,26 +84,6 @@ def check_as_the_runtime_does(staging: Path, out_dir: Path) -> None:
     except EngineDirError as err:
         raise ExportError(f"the ENGINE_DIR built for --out {out_dir} fails the runtime's own check ({err.problem}), "
                           "so it was not published; this is an exporter bug, please report it") from None
-
-
-@contextmanager
-def _signals_deferred(out_dir: Path):
-    """Ctrl-C or SIGTERM between the two renames would leave --out missing: they wait until the swap is done,
-    which takes milliseconds. The export is then complete, so the command finishes normally and says so."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received:
-        log.warning("interrupt received while putting the ENGINE_DIR in place; the swap finished: %s is complete",
-                    out_dir)
 
 
 def write_assets(tuned, staging: Path):

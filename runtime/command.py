@@ -7,8 +7,10 @@ tav.runtime.flag_types) and a function ``run(args)`` doing the work; ``run_comma
 - exit 2: bad input or usage: a refused flag (argparse, or ``UsageError`` from a command's own checks),
   and bad files (a ValueError such as a corrupt ENGINE_DIR, a missing or unwritable path);
 - exit 1: a failure while running (RuntimeError, other OSErrors: a full disk, a backend that fails);
-- exit 130: Ctrl-C; 128 + the signal's number where a command turns a signal into ``Interrupted``
-  (tav-tune checkpoints on SIGTERM: 143).
+- exit 130: Ctrl-C; 143: SIGTERM (128 + the signal's number, as shells report it). SIGTERM is raised as
+  ``Stopped``, a KeyboardInterrupt, so whatever undoes a half-done output on Ctrl-C undoes it on SIGTERM
+  too (runtime/stops.py); a command that handles a signal itself raises ``Interrupted`` (tav-tune
+  checkpoints first).
 
 Each failure is one line on stderr, ``<prog>: error: <what is wrong and what to do>``; an exception of
 any other type is a bug and keeps its traceback (exit 1). ``TAV_DEBUG=1`` prints the traceback of every
@@ -22,6 +24,8 @@ import signal
 import sys
 import traceback
 import warnings
+
+from .stops import interrupt_status, sigterm_interrupts, stops_held
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report a process ended by Ctrl-C
@@ -123,8 +127,15 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def fail(prog: str, message: str, code: int):
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"{prog}: error: {message}\n")  # one write: a signal cannot split the line from its newline
+    sys.stderr.flush()
     sys.exit(code)
+
+
+def _report_stop(prog: str, message: str, code: int):
+    """``fail`` for a stop: a second Ctrl-C or SIGTERM while it is reported changes nothing (no traceback)."""
+    with stops_held(lambda signum: None):
+        fail(prog, message, code)
 
 
 # --- the run loop --------------------------------------------------------------------------------------
@@ -133,23 +144,24 @@ def fail(prog: str, message: str, code: int):
 def run_command(parser: argparse.ArgumentParser, work, argv=None) -> int:
     """Parse ``argv``, run ``work(args)`` and end as the module docstring says: returns 0 when the work is done;
     a failure exits through SystemExit with its status, after one line on stderr."""
-    args = parser.parse_args(argv)
     prog = parser.prog
-    _quiet_libraries(prog)
-    try:
-        work(args)
-    except Interrupted as err:
-        _show_traceback()
-        fail(prog, error_line(err), 128 + err.signum)
-    except KeyboardInterrupt:  # outputs are written atomically, so an interrupt leaves nothing half-written
-        _show_traceback()
-        fail(prog, "interrupted; nothing was written", INTERRUPTED)
-    except INPUT_ERRORS as err:
-        _show_traceback()
-        fail(prog, error_line(err), BAD_INPUT)
-    except RUN_FAILURES as err:
-        _show_traceback()
-        fail(prog, error_line(err), FAILED)
+    with sigterm_interrupts():
+        try:
+            args = parser.parse_args(argv)
+            _quiet_libraries(prog)
+            work(args)
+        except Interrupted as err:
+            _show_traceback()
+            _report_stop(prog, error_line(err), 128 + err.signum)
+        except KeyboardInterrupt as err:  # outputs are written atomically: an interrupt leaves nothing half-written
+            _show_traceback()
+            _report_stop(prog, "interrupted; nothing was written", interrupt_status(err))
+        except INPUT_ERRORS as err:
+            _show_traceback()
+            fail(prog, error_line(err), BAD_INPUT)
+        except RUN_FAILURES as err:
+            _show_traceback()
+            fail(prog, error_line(err), FAILED)
     return OK
 
 

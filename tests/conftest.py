@@ -25,9 +25,10 @@ def _has_tensorrt_rtx() -> bool:
 # `slow`: minutes of real subprocesses, run by `make test-slow` (`pytest -m slow`), not by `make test`. Decided here
 # only, so a module's own marks never disagree with this list. Whole modules: tav-bench's stages and workers; the
 # studio's browser, client and notebook tests, which share one tav-serve (tests/fixtures/studio_service.py); the
-# lean install (a venv and a pip install); two Ray nodes; tav-serve signalled at ten moments of its start.
+# lean install (a venv and a pip install); two Ray nodes; tav-serve signalled at ten moments of its start; Ctrl-C
+# and SIGTERM at every stage of tav-tune, tav-export and tav-invert.
 SLOW_MODULES = ("test_bench.py", "test_studio_browser.py", "test_client.py", "test_notebook.py", "test_lean_install.py",
-                "test_serve_two_nodes.py", "test_serve_stops.py")
+                "test_serve_two_nodes.py", "test_serve_stops.py", "test_clean_stops.py")
 # Single tests (module, function; every parametrisation): the README run as written; two more Ray starts.
 SLOW_TESTS = (("test_readme.py", "test_readme_runs_as_written"),
               ("test_serve_startup.py", "test_a_start_that_cannot_succeed_ends_in_one_line_and_leaves_nothing"))

@@ -1,10 +1,9 @@
 """Every long phase shows progress on stderr, and --quiet silences it: tav-tune, tav-sample, tav-invert, tav-export.
 
 Sizes are the smallest that still run every phase: 3 frames at 64x64, 1 training step,
-2 inversion/DDIM steps, 1 evaluation pair (set on the parsed settings: tav-tune has no flag for it).
+2 inversion/DDIM steps, 1 evaluation pair (--eval-pairs 1).
 """
 
-import dataclasses
 import logging
 import re
 
@@ -29,12 +28,10 @@ def run_dir(random_run):
     return random_run  # read only: tav-sample and tav-export write elsewhere
 
 
-def test_tav_tune_announces_and_times_loading_evaluation_inversion_and_saving(tiny_sd, tmp_path, capsys, monkeypatch):
-    settings_from = cli_tune.settings_from
-    monkeypatch.setattr(cli_tune, "settings_from", lambda args: dataclasses.replace(settings_from(args), eval_pairs=1))
+def test_tav_tune_announces_and_times_loading_evaluation_inversion_and_saving(tiny_sd, tmp_path, capsys):
     clip = write_video(make_clip(frames=8, size=64), tmp_path / "clip.mp4")
     argv = ["--pretrained", str(tiny_sd), "--video", str(clip), "--prompt", "a ball", "--frames", "3", "--height", "64",
-            "--width", "64", "--steps", "1", "--inversion-steps", "2"]
+            "--width", "64", "--steps", "1", "--inversion-steps", "2", "--eval-pairs", "1"]
     cli_tune.main([*argv, "--out", str(tmp_path / "shown")])
     out, err = capsys.readouterr()
     for stage in ("loading the model", "evaluating the loss before tuning (1 UNet pass)",

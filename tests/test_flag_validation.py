@@ -58,7 +58,8 @@ TABLES = {
         "--config": FILE, "--pretrained": MODEL, "--revision": TEXT, "--video": FILE_OR_FOLDER, "--prompt": TEXT,
         "--out": ["", "-"], "--frames": POSITIVE, "--stride": POSITIVE, "--start": WHOLE, "--height": SIZE,
         "--width": SIZE, "--steps": POSITIVE, "--lr": [*ABOVE_ZERO, "2"], "--seed": SEED, "--precision": CHOICE,
-        "--device": DEVICE, "--checkpoint-every": WHOLE, "--validate-every": WHOLE, "--inversion-steps": POSITIVE}),
+        "--device": DEVICE, "--checkpoint-every": WHOLE, "--validate-every": WHOLE, "--inversion-steps": POSITIVE,
+        "--eval-pairs": WHOLE}),
     "tav-invert": (tav.tuner.cli.invert, ["--weights", "{dir}", "--video", "{dir}", "--frames", "2",
                                           "--out", "{dir}/new"], {
         "--weights": FOLDER, "--video": FILE_OR_FOLDER, "--frames": POSITIVE, "--stride": POSITIVE, "--start": WHOLE,

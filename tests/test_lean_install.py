@@ -1,4 +1,5 @@
-"""The lean runtime install (issue 19, item 1): a fresh venv with only `.[cpu]` runs tav-run, without torch.
+"""The lean runtime install (issue 19, item 1): a fresh venv with only `.[cpu]` runs tav-run, without torch; every
+other command answers --help there and names the extra a run needs (issue 31).
 
 Slow (a venv and a pip install from the local wheel index, about a minute): `pytest -m slow tests/test_lean_install.py`.
 The project is copied without its .venv and build output, so the install sees exactly the sources.
@@ -7,6 +8,7 @@ The project is copied without its .venv and build output, so the install sees ex
 import shutil
 import subprocess
 import sys
+from importlib.metadata import distribution
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +82,19 @@ def test_tav_run_in_the_lean_install_equals_the_full_install(lean_venv, base_and
     assert done.returncode == 0 and gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a"), done.stderr[-3000:]
 
 
+def test_every_command_answers_help_in_the_lean_install(lean_venv):
+    commands = sorted(ep.name for ep in distribution("tav-runtime").entry_points if ep.group == "console_scripts")
+    assert len(commands) >= 10, commands
+    for command in commands:
+        done = run(lean_venv / "bin" / command, "--help")
+        assert done.returncode == 0 and done.stdout.startswith("usage: "), (command, done.stderr[-3000:])
+
+
 def test_missing_extras_are_named_in_one_line(lean_venv, base_and_pack, tmp_path):
     base, pack = base_and_pack
     bin_dir = lean_venv / "bin"
     for command, extra in (("tav-tune", "tune"), ("tav-export", "export"), ("tav-serve", "serve")):
-        done = run(bin_dir / command, "--help")
+        done = run(bin_dir / command, "--out", tmp_path / "out")  # a run, not --help: that one answers
         assert done.returncode != 0 and done.stderr.strip() == (
             f"{command} needs the {extra} extra: pip install 'tav-runtime[{extra}]'"), done.stderr
     if shutil.which("ffmpeg") is None:  # no imageio-ffmpeg, no PyAV, no system ffmpeg: .mp4 is refused up front

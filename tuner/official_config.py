@@ -11,8 +11,6 @@ import math
 import warnings
 from pathlib import Path
 
-import yaml
-
 from tav.runtime.command import first_line
 from tav.runtime.file_fields import (
     BOOLEAN,
@@ -80,6 +78,8 @@ class OfficialConfigError(FileFormatError):
 
 def read_official_config(path) -> dict:
     """TuneConfig fields from official config.yaml ``path``, each of its form; OfficialConfigError otherwise."""
+    import yaml  # here, not at the top: tav-tune --help parses without the tune extra (no PyYAML)
+
     path = Path(path)
     try:
         with open_regular(path) as fh:

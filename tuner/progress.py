@@ -18,7 +18,9 @@ class Progress:
 
     def line(self, text: str):
         if self.enabled:
-            tqdm.write(f"{self.prog}: {text}", file=sys.stderr)  # tqdm.write: does not tear an open bar
+            # tqdm.write: does not tear an open bar. One write with its newline: a Ctrl-C between the text and
+            # a separate newline would glue the command's last line onto this one.
+            tqdm.write(f"{self.prog}: {text}\n", file=sys.stderr, end="")
 
     @contextmanager
     def stage(self, name: str, what: str):

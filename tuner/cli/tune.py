@@ -14,7 +14,7 @@ from tav.runtime.command import CommandParser, UsageError, run_command
 from tav.runtime.flag_types import MAX_FRAMES
 from tav.runtime.sampling_limits import MAX_DDIM_STEPS, MAX_PROMPT_CHARS
 
-from ..tuning.config import PRECISIONS, TuneConfig, official_config_to_fields
+from ..tuning.config import MAX_EVAL_PAIRS, PRECISIONS, TuneConfig, official_config_to_fields
 from .flags import base_model, torch_device
 
 PROG = "tav-tune"
@@ -55,6 +55,9 @@ def build_parser() -> CommandParser:
       help="write samples of the prompt to RUN_DIR/validation/ every N steps (default off)")
     a("--inversion-steps", type=flags.positive_int(MAX_DDIM_STEPS),
       help="DDIM inversion steps for the inverted latents (default 50)")
+    a("--eval-pairs", type=flags.non_negative_int(MAX_EVAL_PAIRS), metavar="N",
+      help="UNet passes of the loss evaluation before and after tuning (default 8; 0: no evaluation, "
+      "and run.json records no evaluation loss)")
     a("--quiet", action="store_true",
       help="no progress bars or stage lines on stderr; print only the summary and RUN_DIR")
     return p
@@ -97,8 +100,16 @@ def summary(run: dict) -> str:
         f"{PROG}: {run['steps']} steps on {run['frames']} frames {run['width']}x{run['height']} "
         f"({run['resolved_device']}, {run['resolved_precision']}) in {run['wall_time_s']:.1f} s wall "
         f"(training {run['train_time_s']:.1f} s, {rate}; inversion {run['inversion_time_s']:.1f} s); "
-        f"peak memory {gib:.2f} GiB ({kind}); eval loss {run['eval_loss_before']:.4f} -> {run['eval_loss_after']:.4f}"
+        f"peak memory {gib:.2f} GiB ({kind}); eval loss {_eval_losses(run)}"
     )
+
+
+def _eval_losses(run: dict) -> str:
+    """"1.1152 -> 1.1042"; "not evaluated" (--eval-pairs 0); a "?" for the one a resume could not measure."""
+    before, after = run.get("eval_loss_before"), run.get("eval_loss_after")
+    if before is None and after is None:
+        return "not evaluated (--eval-pairs 0)"
+    return " -> ".join("?" if loss is None else f"{loss:.4f}" for loss in (before, after))
 
 
 def main(argv=None) -> int:

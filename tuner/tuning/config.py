@@ -11,6 +11,7 @@ from ..official_config import OFFICIAL_TRAINABLE_MODULES  # noqa: F401  (tuning/
 from ..official_config import read_official_config as official_config_to_fields  # noqa: F401  (tav-tune --config)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+MAX_EVAL_PAIRS = 64  # the evaluation's UNet passes: 8 already bound the loss's spread over the schedule
 
 
 @dataclass
@@ -37,7 +38,7 @@ class TuneConfig:
     validation_guidance: float = 12.5
     validation_init: str = "noise"  # "inverted": invert with the current weights first, as use_inv_latent
     inversion_steps: int = 50
-    eval_pairs: int = 8
+    eval_pairs: int = 8  # UNet passes of the loss evaluation before and after tuning; 0: no evaluation
     resume: bool = False
     pretrained_model_revision: str | None = None  # branch, tag or commit of a hub repo id
     # The official optimiser; not exposed as flags, recorded in run.json.

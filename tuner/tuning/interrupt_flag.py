@@ -30,8 +30,8 @@ class InterruptFlag:
         self.signum = signum
         self._restore()
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        tqdm.write(f"tav-tune: {name}: stopping after this step to save a checkpoint (again to stop at once)",
-                   file=sys.stderr)
+        tqdm.write(f"tav-tune: {name}: stopping once the current step or pass ends, keeping a checkpoint of the "
+                   "steps done (again to stop at once)\n", file=sys.stderr, end="")  # one write (tuner/progress.py)
 
     def _restore(self):
         for sig, handler in self._previous.items():

@@ -12,12 +12,14 @@ Written as tav-tune writes a run: into a hidden sibling folder, renamed into pla
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from tav.runtime.atomic_files import atomic_folder
+from tav.runtime.atomic_files import publish_folder, staging_folder
+from tav.runtime.stops import stops_held
 
 from ..model import sd_folder
 from ..model.temporal_window import check_temporal_window, default_temporal_window
@@ -128,8 +130,8 @@ def _invert(tuned, pixels, window: int, steps: int, seed: int, device, shown: Pr
 
 
 def _write_run(out: Path, weights: Path, tuned, latents: torch.Tensor, run: dict) -> Path:
-    # out is absent or empty (checked at the start); the rename fails if something appeared in it since.
-    with atomic_folder(out, prefix=f".{out.name}.partial-") as staging:
+    staging = staging_folder(out, prefix=f".{out.name}.partial-")
+    try:
         if is_run_dir(weights):
             shutil.copyfile(weights / TUNED_WEIGHTS, staging / TUNED_WEIGHTS)
         else:  # an official output: its tuned tensors, under the official names
@@ -138,4 +140,11 @@ def _write_run(out: Path, weights: Path, tuned, latents: torch.Tensor, run: dict
                        for k in tuned.unet.trainable_parameter_names()}, str(staging / TUNED_WEIGHTS))
         save_file({"latents": latents.float().contiguous()}, str(staging / INVERTED_LATENTS))
         (staging / RUN_JSON).write_text(json.dumps(run, indent=1))
+        # out is absent or empty (checked at the start); the rename fails if something appeared in it since.
+        with stops_held(lambda signum: warnings.warn(f"stop received while {out} was put in place; "
+                                                     "the run is complete", stacklevel=1)):
+            publish_folder(staging, out)
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: no half-written run is left
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out

@@ -157,8 +157,10 @@ def train_step(s: TuningSession) -> float:
 
 
 @torch.no_grad()
-def eval_loss(s: TuningSession) -> float:
-    """Mean denoising loss over fixed seeded (timestep, noise) pairs, timesteps spread evenly over the schedule."""
+def eval_loss(s: TuningSession, on_pass=None) -> float:
+    """Mean denoising loss over fixed seeded (timestep, noise) pairs, timesteps spread evenly over the schedule.
+
+    ``on_pass()`` runs after each pair's UNet pass (a progress bar; a stop request honoured between passes)."""
     generator = torch.Generator().manual_seed(s.cfg.seed + EVAL_SEED_OFFSET)
     n, total = s.cfg.eval_pairs, s.ddpm.config.num_train_timesteps
     losses = []
@@ -166,4 +168,6 @@ def eval_loss(s: TuningSession) -> float:
         timestep = torch.tensor([(2 * k + 1) * total // (2 * n)], device=s.device)  # bin centres: 62, 187, ... for 8
         noise = torch.randn(s.latents.shape, generator=generator).to(s.device)
         losses.append(denoising_loss(s, noise, timestep).item())
+        if on_pass is not None:
+            on_pass()
     return float(np.mean(losses))

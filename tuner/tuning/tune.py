@@ -4,15 +4,17 @@ Phases: check every input before writing anything (tuning/tune_checks.py); resum
 in ``RUN_DIR.partial/`` (tuning/resume_state.py); tune with a progress bar, checkpointing every
 ``checkpoint_every`` steps and on Ctrl-C, then DDIM-invert the clip with the tuned UNet; record
 tuned.safetensors, inverted_latents.safetensors and run.json (last); publish: rename the folder to RUN_DIR.
+The loss is evaluated before and after tuning over ``eval_pairs`` UNet passes (0: not at all, and run.json
+then has no ``eval_loss_before``/``eval_loss_after``).
 """
 
 import json
 import platform
 import random
-import re
 import resource
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +24,12 @@ from safetensors.torch import save_file
 
 from tav.runtime.atomic_files import publish_folder
 from tav.runtime.command import Interrupted
+from tav.runtime.stops import stops_held
 
 from ..model import sd_folder
 from ..model_sources import resolve_base_model
 from ..progress import Progress, counted
-from ..tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS, TunedModel
+from ..tuned_weights import INVERTED_LATENTS, RUN_JSON, TUNED_WEIGHTS
 from .config import OFFICIAL_TRAINABLE_MODULES, TuneConfig
 from .ddim_inversion import ddim_inversion
 from .interrupt_flag import InterruptFlag
@@ -41,6 +44,7 @@ from .resume_state import (
 from .session import TuningSession, eval_loss, prepare, train_step
 from .tune_checks import TUNE_CONFIG, check_config, check_resume_matches
 from .tune_checks import check_targets as _check_targets  # the seam tests patch to stage a race
+from .validation_samples import write_validation_samples
 from .video_input import load_clip
 
 
@@ -101,7 +105,7 @@ class _Job:
 class _Progress:
     """What a checkpoint saves besides the tensors, and what run.json reports of the loop."""
 
-    eval_before: float
+    eval_before: float | None  # None: not evaluated (eval_pairs 0)
     step: int = 0
     losses: list = field(default_factory=list)
     train_time: float = 0.0
@@ -122,19 +126,28 @@ def _run(job: _Job, pixels, stop, on_step) -> Path:
         np.random.seed(job.cfg.seed)
     with job.shown.stage("loading", "loading the model, encoding the clip and the prompt"):
         s = prepare(job.cfg, job.sd_dir, pixels)
-    progress = _resume_or_start(job, s)
+    try:
+        stop.check()
+        progress = _resume_or_start(job, s, stop)
+    except KeyboardInterrupt:
+        if job.cfg.resume:  # the checkpoint is untouched
+            raise TuneInterrupted(f"interrupted before tuning resumed; the checkpoint in {job.partial} is kept: "
+                                  "resume with the same command plus --resume", stop.signum) from None
+        raise TuneInterrupted("interrupted before the first step; nothing to resume", stop.signum) from None
     inverted, eval_after, inversion_time = _tune_and_invert(job, s, progress, stop, on_step)
     _record(job, s, progress, inverted, dict(eval_loss_after=eval_after, inversion_time_s=inversion_time))
-    return _publish(job)
+    run_dir = _publish(job)
+    if stop.requested:  # came while saving: the run was finished rather than thrown away
+        warnings.warn(f"stop received while saving; the run is complete: {run_dir}", stacklevel=1)
+    return run_dir
 
 
-def _resume_or_start(job: _Job, s: TuningSession) -> _Progress:
+def _resume_or_start(job: _Job, s: TuningSession, stop) -> _Progress:
     """A resumed run's trainable weights and loop state from its checkpoint; a new run's settings and first loss."""
     cfg = job.cfg
     if not cfg.resume:
         (job.partial / TUNE_CONFIG).write_text(json.dumps(job.settings, indent=1))
-        with job.shown.stage("evaluating", f"evaluating the loss before tuning ({_passes(cfg)})"):
-            return _Progress(eval_before=eval_loss(s))
+        return _Progress(eval_before=_evaluate(job, s, stop, "before"))
     tensors, state = load_checkpoint(job.partial, s.optimizer, s.scaler, s.generator)
     with torch.no_grad():
         for name, param in s.trainable.items():
@@ -171,14 +184,14 @@ def _tune_and_invert(job: _Job, s: TuningSession, p: _Progress, stop, on_step) -
             if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and p.step < cfg.steps:
                 checkpoint()
             if cfg.validate_every and p.step % cfg.validate_every == 0:
-                _validate(s, job.sd_dir, job.partial, p.step)
+                write_validation_samples(s, job.sd_dir, job.partial, p.step)
             if on_step is not None:
                 on_step(p.step, loss)
             stop.check()
         bar.close()
-        with shown.stage("evaluating", f"evaluating the loss after tuning ({_passes(cfg)})"):
-            eval_after = eval_loss(s)
-        shown.line(f"evaluation loss {p.eval_before:.4f} -> {eval_after:.4f}")
+        eval_after = _evaluate(job, s, stop, "after")
+        if p.eval_before is not None and eval_after is not None:
+            shown.line(f"evaluation loss {p.eval_before:.4f} -> {eval_after:.4f}")
         stop.check()
         tick = time.perf_counter()
         with shown.stage("inverting", f"inverting the clip ({counted(cfg.inversion_steps, 'DDIM step')})"), \
@@ -199,8 +212,15 @@ def _report(hook, step: int, total: int) -> None:
         hook(step, total)
 
 
-def _passes(cfg: TuneConfig) -> str:
-    return counted(cfg.eval_pairs, "UNet pass", "UNet passes")
+def _evaluate(job: _Job, s: TuningSession, stop, when: str) -> float | None:
+    """The loss ``when`` ("before"/"after") tuning over eval_pairs UNet passes, with a bar; None with eval_pairs 0."""
+    n = job.cfg.eval_pairs
+    if n == 0:
+        return None
+    passes = counted(n, "UNet pass", "UNet passes")
+    with job.shown.stage("evaluating", f"evaluating the loss {when} tuning ({passes})"), \
+            job.shown.bar(n, "evaluation", unit="pass") as bar:
+        return eval_loss(s, on_pass=lambda: (bar.update(1), stop.check()))
 
 
 def _interrupted(job: _Job, p: _Progress, in_step: bool, checkpoint, signum: int | None) -> TuneInterrupted:
@@ -240,8 +260,7 @@ def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, m
         temporal_window=job.cfg.frames,  # tuned with full attention over its frames: the default window elsewhere
         inversion={"steps": job.cfg.inversion_steps, "prompt": "", "guidance": None, "scheduler": "DDIM"},
         losses=p.losses,
-        eval_loss_before=p.eval_before,
-        eval_loss_after=measured["eval_loss_after"],
+        **_measured_losses(p.eval_before, measured["eval_loss_after"]),
         resumed_from_step=p.resumed_from,
         train_time_s=p.train_time,
         steps_per_s=len(p.losses) / p.train_time if p.train_time else None,
@@ -254,13 +273,20 @@ def _record(job: _Job, s: TuningSession, p: _Progress, inverted: torch.Tensor, m
     (partial / RUN_JSON).write_text(json.dumps(run, indent=1))
 
 
+def _measured_losses(before: float | None, after: float | None) -> dict:
+    """run.json's evaluation losses: only those measured (none with eval_pairs 0; a resume may add one)."""
+    return {k: v for k, v in (("eval_loss_before", before), ("eval_loss_after", after)) if v is not None}
+
+
 def _publish(job: _Job) -> Path:
     """Drop the resume state and rename RUN_DIR.partial to RUN_DIR."""
     partial, run_dir = job.partial, job.run_dir
     remove_checkpoints(partial)
     (partial / TUNE_CONFIG).unlink(missing_ok=True)
     try:  # run_dir was absent or empty at the start; the rename fails if something appeared in it since
-        publish_folder(partial, run_dir)  # and gives the run the modes every output gets
+        with stops_held(lambda signum: warnings.warn(f"stop received while {run_dir} was put in place; "
+                                                     "the run is complete", stacklevel=1)):
+            publish_folder(partial, run_dir)  # and gives the run the modes every output gets
     except OSError as err:
         raise FileExistsError(
             f"the run finished but cannot become {run_dir} "
@@ -268,32 +294,6 @@ def _publish(job: _Job) -> Path:
             f"the complete run is kept in {partial}: move it to a free RUN_DIR name yourself"
         ) from None
     return run_dir
-
-
-def _validate(s: TuningSession, sd_dir: Path, partial: Path, step: int):
-    """Sample the validation prompts with the current weights into validation/ (as the official validation_steps)."""
-    from tav.runtime.video_output import write_video
-
-    from ..sampler import PipelineParts, sample
-
-    cfg = s.cfg
-    if s.parts is None:
-        s.parts = PipelineParts.load(sd_dir, s.device)
-    tuned = TunedModel(s.unet, sd_dir, cfg.frames, cfg.height, cfg.width, None, "", {})
-    s.unet.eval()
-    try:
-        if cfg.validation_init == "inverted":
-            tuned.inverted_latents = ddim_inversion(s.unet, s.latents, s.empty_text, sd_folder.load_ddim(sd_dir),
-                                                    cfg.inversion_steps, s.autocast)
-        for prompt in cfg.validation_prompts or [cfg.prompt]:
-            result = sample(tuned, prompt, steps=cfg.validation_steps, guidance=cfg.validation_guidance, seed=cfg.seed,
-                            init=cfg.validation_init, parts=s.parts, autocast=s.autocast)
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", prompt).strip("-")[:60] or "empty"
-            (partial / "validation").mkdir(exist_ok=True)
-            # overwrite: a resumed run re-validates the steps after its checkpoint
-            write_video(result.frames, partial / "validation" / f"step-{step:06d}-{slug}.gif", overwrite=True)
-    finally:
-        s.unet.train()
 
 
 def _peak_memory(device: torch.device) -> tuple:

@@ -9,7 +9,7 @@ from tav.runtime.file_fields import FileFormatError
 from tav.runtime.strict_json import read_json_file
 
 from ..tuned_weights import RUN_JSON
-from .config import PRECISIONS, TuneConfig
+from .config import MAX_EVAL_PAIRS, PRECISIONS, TuneConfig
 from .resume_state import has_checkpoint
 from .session import resolve_device
 
@@ -27,9 +27,11 @@ def check_config(cfg: TuneConfig):
     if cfg.validation_init not in ("noise", "inverted"):
         raise ValueError(f"validation init must be 'noise' or 'inverted', got {cfg.validation_init!r}")
     resolve_device(cfg.device)  # "--device tpu" fails now, not after loading the clip and the model
-    for name in ("steps", "inversion_steps", "eval_pairs", "validation_steps"):
+    for name in ("steps", "inversion_steps", "validation_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.eval_pairs <= MAX_EVAL_PAIRS:
+        raise ValueError(f"eval_pairs must be 0 (no evaluation) to {MAX_EVAL_PAIRS}, got {cfg.eval_pairs}")
     if cfg.lr <= 0:
         raise ValueError(f"learning rate must be positive, got {cfg.lr}")
     if not cfg.prompt:
