@@ -117,3 +117,17 @@ def test_this_machines_choice_resolves_without_nvidia_packages(tmp_path):
     assert versions["torch"].endswith("+cpu")
     names = list(versions)
     assert not [name for name in names if name.startswith("nvidia") or name == "triton"], names
+
+
+def test_building_the_package_prints_no_setuptools_warning(tmp_path):
+    """The install's build step (what `pip install -e .` runs) says nothing about the project's metadata: no
+    deprecated license table, no package-data folder that is not a package (issue 31's install noise)."""
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+                           "-w", str(tmp_path / "wheel"), str(ROOT)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    # pip's own notes about this machine's local indexes ("WARNING: Location ... is ignored") are not the build's
+    warned = [line for line in output.splitlines()
+              if "warning" in line.lower() and not line.startswith("WARNING: Location")]
+    assert warned == [], "\n".join(warned[:10])
