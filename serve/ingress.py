@@ -172,21 +172,24 @@ class IngressService:
             job_id, body.sampling_args(), body.format, body.fps)
         finishing = asyncio.create_task(self._finish_generation(job_id, response, video_id, request_id))
         done, _ = await asyncio.wait({finishing}, timeout=BACK_PRESSURE_WAIT_S)
-        if done and isinstance(finishing.exception(), ApiError) and finishing.exception().status == 503:
+        refused = finishing.result() if done else None
+        if isinstance(refused, ApiError) and refused.status == 503:
             await asyncio.to_thread(discard_job, self.store, job_id)  # refused, not failed: no record stays
-            raise finishing.exception()
+            raise refused
         self._generations[job_id] = finishing  # a reference keeps the task alive
         finishing.add_done_callback(lambda _: self._generations.pop(job_id, None))
         return {**public_view(record), "status_url": f"/v1/jobs/{job_id}", "result_url": f"/v1/jobs/{job_id}/result"}
 
-    async def _finish_generation(self, job_id: str, response, video_id: str, request_id: str) -> None:
+    async def _finish_generation(self, job_id: str, response, video_id: str, request_id: str) -> ApiError | None:
+        """Wait for the replica; on failure write the error to the record and return it (never raised: nobody
+        awaits this task once the 202 has gone, and an exception would only be logged as never retrieved)."""
         try:
             outcome = await self._answer(response, video_id, request_id)
-            self._step_seconds = outcome["timings"].get("denoise_per_step", self._step_seconds)
         except ApiError as err:
-            if err.status != 503:  # a refused request: the caller discards the record
-                await asyncio.to_thread(fail_job, self.store, job_id, f"{err.message} (HTTP {err.status})")
-            raise
+            await asyncio.to_thread(fail_job, self.store, job_id, f"{err.message} (HTTP {err.status})")
+            return err
+        self._step_seconds = outcome["timings"].get("denoise_per_step", self._step_seconds)
+        return None
 
     def _too_slow(self, steps: int) -> str:
         """504's message: what the operator's --timeout allowed, and what these steps need at the last measured rate."""
