@@ -1,10 +1,12 @@
-"""What each HTTP route does, on the ingress replica: checks, routing by video id, jobs; no model work here.
+"""What each HTTP route does, on the ingress replica: checks, routing by video id; no model work here
+(tuning jobs: tav.serve.job_desk).
 
 Generation goes to the model deployment through its handle with
 ``.options(multiplexed_model_id=video_id)``: Ray Serve sends it to a replica that already
 holds that video's pack when one exists (and otherwise to one that loads it). Overload and
 replica loss come back as 503 with Retry-After, never as a hang: the handle's
-``max_queued_requests`` bounds the queue and every call has a timeout.
+``max_queued_requests`` bounds the queue, a blocking generate has --timeout, and an async one
+is a job its client polls and may cancel.
 """
 
 import asyncio
