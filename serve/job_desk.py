@@ -1,9 +1,10 @@
-"""The ingress's side of tuning jobs: accept an upload, start its Ray task, watch it, list, show and cancel jobs.
+"""The ingress's side of jobs: accept an upload, start its Ray task, watch it; list, show and cancel any job.
 
-A job's Ray task is started with ``max_retries=0``; its ObjectRef stays here while it runs, so a
-cancel can stop it (``ray.cancel(force=True)`` kills the worker: tuning holds no lock or file
-another process needs, and the record is already marked cancelled). While Ray has not started a
-task, its record says why it waits (``scheduling``), and the note goes once it runs.
+A tuning job's Ray task is started with ``max_retries=0``; its ObjectRef stays here while it runs, so
+a cancel can stop it (``ray.cancel(force=True)`` kills the worker: the record is already marked
+cancelled, and the kernel releases the worker's flock on the job lock if it held it). An async
+generate is stopped by its record alone: the replica's next step write sees it cancelled. While Ray
+has not started a task, its record says why it waits (``scheduling``), and the note goes once it runs.
 """
 
 import asyncio

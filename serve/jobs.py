@@ -1,4 +1,5 @@
-"""Tuning-job records in STORE/jobs: created by the ingress, advanced by the job's Ray task, read by anyone.
+"""Job records in STORE/jobs (tuning jobs, and async generates): created by the ingress, advanced by the job's
+task (a Ray task, or the model replica for a generate), read by anyone.
 
 A record's ``state`` is queued -> running -> done | failed | cancelled. Every change is a
 read-modify-write of the whole record under the STORE's job lock (``job_lock``), then an
@@ -36,7 +37,7 @@ def _now() -> str:
 
 @contextmanager
 def job_lock(store: Store):
-    """One writer of job records at a time, across processes (the ingress and every tuning task).
+    """One writer of job records at a time, across processes (the ingress, tuning tasks, model replicas).
 
     A lock file, not the folder: flock on NFS needs a file open for writing.
     """
