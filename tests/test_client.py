@@ -94,33 +94,43 @@ def test_every_http_error_is_one_exception_with_the_servers_line(studio, client)
 
 
 def test_a_real_503_is_retried_after_retry_after(studio, client, monkeypatch):
-    """Long requests keep the replica (2 at once) and the queue (4) full, each sent again when it gets a 503, so a
-    generate meets a real 503 until they have all been served."""
-    long_request = {"prompt": PROMPT, "steps": 999, "guidance": 7.5, "format": "npy"}
+    """Long requests, sent again and again, keep the replica (2 at once) and its queue (4) full: a generate meets a
+    real 503. Once they stop, the patient client's retries, each after the server's Retry-After, get through."""
+    long_request = {"prompt": PROMPT, "steps": 500, "guidance": 7.5, "format": "npy"}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{studio.url}/v1/videos/client-tuned/generate"
-    stop = time.monotonic() + 240
+    stop = threading.Event()
 
-    def block():
-        while time.monotonic() < stop:
-            if httpx.post(url, json=long_request, headers=headers, timeout=300).status_code != 503:
-                return
-            threading.Event().wait(0.1)  # not time.sleep: the test counts the client's sleeps
+    def keep_busy():
+        while not stop.is_set():
+            httpx.post(url, json=long_request, headers=headers, timeout=300)
 
-    blockers = [threading.Thread(target=block) for _ in range(8)]
+    blockers = [threading.Thread(target=keep_busy) for _ in range(10)]
     for thread in blockers:
         thread.start()
-    deadline = time.monotonic() + 60
-    while httpx.post(url, json={**long_request, "steps": 1}, headers=headers, timeout=120).status_code != 503:
-        assert time.monotonic() < deadline, "the service never got busy"
-    with Client(studio.url, token=TOKEN, busy_retries=0) as impatient, pytest.raises(ApiError) as err:
-        impatient.generate("client-tuned", PROMPT, **SETTINGS)
-    assert err.value.status == 503 and "busy" in err.value.message
-    waits = []
-    real_sleep = time.sleep
-    monkeypatch.setattr(client_api.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
-    with Client(studio.url, token=TOKEN, timeout=300, busy_retries=60) as patient:
-        result = patient.generate("client-tuned", PROMPT, **SETTINGS)
+    try:
+        deadline = time.monotonic() + 120
+        while httpx.post(url, json={**long_request, "steps": 1}, headers=headers, timeout=300).status_code != 503:
+            assert time.monotonic() < deadline, "the service never got busy"
+        with Client(studio.url, token=TOKEN, busy_retries=0) as impatient:
+            refusals = []
+            while not refusals:  # a request that found a slot the blockers had not refilled yet: ask again
+                assert time.monotonic() < deadline, "the impatient client never met the full queue"
+                try:
+                    impatient.generate("client-tuned", PROMPT, **SETTINGS)
+                except ApiError as err:
+                    refusals.append(err)
+        assert refusals[0].status == 503 and "busy" in refusals[0].message
+        waits = []
+        real_sleep = time.sleep
+        monkeypatch.setattr(client_api.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
+        # The patient client's first try meets the full queue; 2 s later the blockers stop sending, the queue
+        # drains, and a later try (each after Retry-After) gets through.
+        threading.Timer(2.0, stop.set).start()
+        with Client(studio.url, token=TOKEN, timeout=300, busy_retries=60) as patient:
+            result = patient.generate("client-tuned", PROMPT, **SETTINGS)
+    finally:
+        stop.set()
     assert waits and all(w == 5 for w in waits), waits  # the server's Retry-After
     assert result.frames.shape == (3, 64, 64, 3)
     for thread in blockers:
