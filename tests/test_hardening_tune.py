@@ -16,25 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tav.runtime.video_output import write_video
 from tav.tuner.cli.tune import main as tune_main
-from tav.tuner.demo.synthetic_video import make_clip
 from tav.tuner.tuning.video_input import VideoInputError, load_clip
+
+from fixtures.tune_cli import tune_argv
 
 tune_module = importlib.import_module("tav.tuner.tuning.tune")  # tav.tuner.tuning.tune is also the function's name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return write_video(make_clip(frames=4, size=64, seed=3), tmp_path_factory.mktemp("clip") / "clip.gif")
-
-
-def argv(tiny_sd, clip, out, *extra):
-    return ["--pretrained", str(tiny_sd), "--video", str(clip), "--prompt", "a disc moves", "--out", str(out),
-            "--frames", "2", "--height", "64", "--width", "64", "--steps", "1", "--inversion-steps", "2",
-            "--checkpoint-every", "0", *extra]
 
 
 def fails(args, capsys) -> tuple:
@@ -48,7 +37,7 @@ def fails(args, capsys) -> tuple:
 # --- defect 2: a finished run survives a failed final rename -----------------------------------------
 
 
-def test_a_finished_run_is_kept_when_out_fills_up_during_tuning(tiny_sd, clip, tmp_path, monkeypatch, capsys):
+def test_a_finished_run_is_kept_when_out_fills_up_during_tuning(tiny_sd, disc_gif, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_step = tune_module.train_step
 
@@ -58,7 +47,7 @@ def test_a_finished_run_is_kept_when_out_fills_up_during_tuning(tiny_sd, clip, t
         return real_step(session)
 
     monkeypatch.setattr(tune_module, "train_step", step_and_intrude)
-    code, err = fails(argv(tiny_sd, clip, out), capsys)
+    code, err = fails(tune_argv(tiny_sd, disc_gif, out), capsys)
     partial = tmp_path / "run.partial"
     assert code != 0 and f"the complete run is kept in {partial}" in err
     assert {"run.json", "tuned.safetensors", "inverted_latents.safetensors"} <= {p.name for p in partial.iterdir()}
@@ -68,8 +57,8 @@ def test_a_finished_run_is_kept_when_out_fills_up_during_tuning(tiny_sd, clip, t
 # --- defect 6: two runs, one RUN_DIR.partial ----------------------------------------------------------
 
 
-def test_a_second_run_that_loses_the_race_for_partial_fails_and_leaves_it_alone(tiny_sd, clip, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_a_second_run_that_loses_the_race_for_partial_fails_and_leaves_it_alone(tiny_sd, disc_gif, tmp_path,
+                                                                                  monkeypatch, capsys):
     out = tmp_path / "run"
     partial = tmp_path / "run.partial"
     real_check = tune_module._check_targets
@@ -80,12 +69,12 @@ def test_a_second_run_that_loses_the_race_for_partial_fails_and_leaves_it_alone(
         (partial / "tune_config.json").write_text('{"the": "other run"}')
 
     monkeypatch.setattr(tune_module, "_check_targets", check_then_the_other_run_claims)
-    code, err = fails(argv(tiny_sd, clip, out), capsys)
+    code, err = fails(tune_argv(tiny_sd, disc_gif, out), capsys)
     assert "just created by another tav-tune run" in err
     assert json.loads((partial / "tune_config.json").read_text()) == {"the": "other run"} and not out.exists()
 
 
-def test_resume_is_refused_while_another_run_holds_the_partial(tiny_sd, clip, tmp_path, monkeypatch, capsys):
+def test_resume_is_refused_while_another_run_holds_the_partial(tiny_sd, disc_gif, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_step, calls = tune_module.train_step, []
 
@@ -96,13 +85,13 @@ def test_resume_is_refused_while_another_run_holds_the_partial(tiny_sd, clip, tm
         return real_step(session)
 
     monkeypatch.setattr(tune_module, "train_step", interrupted_at_step_3)
-    code, err = fails(argv(tiny_sd, clip, out, "--steps", "3", "--checkpoint-every", "1"), capsys)
+    code, err = fails(tune_argv(tiny_sd, disc_gif, out, "--steps", "3", "--checkpoint-every", "1"), capsys)
     assert code == 130 and "checkpoint" in err
     monkeypatch.setattr(tune_module, "train_step", real_step)
     fd = os.open(tmp_path / "run.partial", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as the other tav-tune process holds it while it runs
     try:
-        code, err = fails(argv(tiny_sd, clip, out, "--steps", "3", "--resume"), capsys)
+        code, err = fails(tune_argv(tiny_sd, disc_gif, out, "--steps", "3", "--resume"), capsys)
     finally:
         os.close(fd)
     assert "another tav-tune run is using" in err and (tmp_path / "run.partial" / "checkpoint" / "state.json").is_file()
@@ -111,7 +100,7 @@ def test_resume_is_refused_while_another_run_holds_the_partial(tiny_sd, clip, tm
 # --- defect 10: SIGTERM ------------------------------------------------------------------------------
 
 
-def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_exits_143(tiny_sd, clip, tmp_path):
+def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_exits_143(tiny_sd, disc_gif, tmp_path):
     out = tmp_path / "run"
     code = ("import importlib, os, signal\n"
             "t = importlib.import_module('tav.tuner.tuning.tune')\n"
@@ -119,7 +108,7 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_exits_143(tiny_sd, clip, tmp
             "def step(s):\n    loss = real(s)\n    os.kill(os.getpid(), signal.SIGTERM)\n    return loss\n"
             "t.train_step = step\n"
             "from tav.tuner.cli.tune import main\n"
-            f"main({argv(tiny_sd, clip, out, '--steps', '50')!r})\n")
+            f"main({tune_argv(tiny_sd, disc_gif, out, '--steps', '50')!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     last = result.stderr.strip().splitlines()[-1]
@@ -137,16 +126,17 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_exits_143(tiny_sd, clip, tmp
     (["--device", "tpu"], "--device tpu is not supported"),
     (["--out", "-"], "is not a folder name"),
 ], ids=["device-tpu", "out-dash"])
-def test_bad_flags_are_one_line_errors_and_leave_nothing(tiny_sd, clip, tmp_path, monkeypatch, capsys, extra, message):
+def test_bad_flags_are_one_line_errors_and_leave_nothing(tiny_sd, disc_gif, tmp_path, monkeypatch, capsys, extra,
+                                                          message):
     monkeypatch.chdir(tmp_path)
-    code, err = fails(argv(tiny_sd, clip, tmp_path / "run") + extra, capsys)
+    code, err = fails(tune_argv(tiny_sd, disc_gif, tmp_path / "run") + extra, capsys)
     assert code == 2 and message in err and list(tmp_path.iterdir()) == []
 
 
-def test_run_dir_files_follow_the_umask_like_every_other_output(tiny_sd, clip, tmp_path):
+def test_run_dir_files_follow_the_umask_like_every_other_output(tiny_sd, disc_gif, tmp_path):
     previous = os.umask(0o022)
     try:
-        tune_main(argv(tiny_sd, clip, tmp_path / "run"))
+        tune_main(tune_argv(tiny_sd, disc_gif, tmp_path / "run"))
     finally:
         os.umask(previous)
     for path in (tmp_path / "run").iterdir():

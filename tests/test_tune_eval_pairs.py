@@ -8,30 +8,18 @@ import json
 
 import pytest
 
-from tav.runtime.video_output import write_video
 from tav.serve.schemas import TuneOptions
 from tav.tuner.cli.tune import main as tune_main
 from tav.tuner.cli.tune import summary
-from tav.tuner.demo.synthetic_video import make_clip
 
 from fixtures.commands import error_of
+from fixtures.tune_cli import tune_argv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return write_video(make_clip(frames=4, size=64, seed=3), tmp_path_factory.mktemp("clip") / "clip.gif")
-
-
-def argv(tiny_sd, clip, out, *extra):
-    return ["--pretrained", str(tiny_sd), "--video", str(clip), "--prompt", "a disc moves", "--out", str(out),
-            "--frames", "2", "--height", "64", "--width", "64", "--steps", "1", "--inversion-steps", "2",
-            "--checkpoint-every", "0", *extra]
-
-
-def test_eval_pairs_0_skips_the_evaluation_and_run_json_records_no_loss(tiny_sd, clip, tmp_path, capsys):
-    tune_main(argv(tiny_sd, clip, tmp_path / "run", "--eval-pairs", "0"))
+def test_eval_pairs_0_skips_the_evaluation_and_run_json_records_no_loss(tiny_sd, disc_gif, tmp_path, capsys):
+    tune_main(tune_argv(tiny_sd, disc_gif, tmp_path / "run", "--eval-pairs", "0"))
     out, err = capsys.readouterr()
     assert "evaluat" not in err, err
     run = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -39,8 +27,8 @@ def test_eval_pairs_0_skips_the_evaluation_and_run_json_records_no_loss(tiny_sd,
     assert "eval loss not evaluated (--eval-pairs 0)" in out
 
 
-def test_the_evaluation_shows_a_bar_of_its_unet_passes(tiny_sd, clip, tmp_path, capsys):
-    tune_main(argv(tiny_sd, clip, tmp_path / "run", "--eval-pairs", "2"))
+def test_the_evaluation_shows_a_bar_of_its_unet_passes(tiny_sd, disc_gif, tmp_path, capsys):
+    tune_main(tune_argv(tiny_sd, disc_gif, tmp_path / "run", "--eval-pairs", "2"))
     out, err = capsys.readouterr()
     for when in ("before", "after"):
         assert f"tav-tune: evaluating the loss {when} tuning (2 UNet passes)" in err, err
@@ -51,8 +39,8 @@ def test_the_evaluation_shows_a_bar_of_its_unet_passes(tiny_sd, clip, tmp_path, 
 
 
 @pytest.mark.parametrize("value", ["-1", "65", "1.5", "many"])
-def test_eval_pairs_out_of_range_is_refused_before_any_work(tiny_sd, clip, tmp_path, value):
-    line = error_of(tune_main, argv(tiny_sd, clip, tmp_path / "run", "--eval-pairs", value), "tav-tune", 2)
+def test_eval_pairs_out_of_range_is_refused_before_any_work(tiny_sd, disc_gif, tmp_path, value):
+    line = error_of(tune_main, tune_argv(tiny_sd, disc_gif, tmp_path / "run", "--eval-pairs", value), "tav-tune", 2)
     assert line.startswith(f"tav-tune: error: --eval-pairs {value} ") and not (tmp_path / "run.partial").exists()
 
 
