@@ -22,7 +22,7 @@ from .errors import ApiError, busy, client_message, root_cause
 from .ids import BadId, check_video_id, new_job_id
 from .job_desk import JobDesk
 from .job_view import public_view
-from .jobs import JobAbandoned, create_job, discard_job, fail_interrupted, fail_job, read_job
+from .jobs import JobAbandoned, create_job, discard_job, fail_interrupted, fail_job
 from .metrics import RequestMetrics
 from .residency import VideoNotFound, VideoUnusable
 from .schemas import GenerateRequest, TuneOptions
@@ -114,11 +114,8 @@ class IngressService:
 
     async def result(self, job_id: str) -> tuple:
         """An async generate's video: (bytes, media type); 404 before it is done, 409 when it failed."""
-        job_id = self.jobs.checked_job_id(job_id)
-        try:
-            record = await asyncio.to_thread(read_job, self.store, job_id)
-        except FileNotFoundError:
-            raise ApiError(404, f"no job {job_id} (GET /v1/jobs lists them)") from None
+        record = await self.jobs.record(job_id)
+        job_id = record["job_id"]
         if record.get("kind") != "generate":
             raise ApiError(404, f"job {job_id} is a tuning job: its result is a video, GET /v1/videos/"
                                 f"{record['video_id']}")

@@ -155,9 +155,13 @@ class JobDesk:
             raise ApiError(422, str(err)) from None
 
     async def status(self, job_id: str) -> dict:
+        return public_view(await self.record(job_id))
+
+    async def record(self, job_id: str) -> dict:
+        """Job ``job_id``'s checked record; 422 for a malformed id, 404 for no such job, 500 for a garbled record."""
         job_id = self.checked_job_id(job_id)
         try:
-            return public_view(await asyncio.to_thread(read_job, self.store, job_id))
+            return await asyncio.to_thread(read_job, self.store, job_id)
         except FileNotFoundError:
             raise ApiError(404, f"no job {job_id} (GET /v1/jobs lists them)") from None
         except JobRecordError as err:  # garbled on disk: say so, and what to send next

@@ -73,6 +73,7 @@ def test_a_record_that_is_no_object_of_fields_is_one_line(store, content, messag
 def test_get_of_a_garbled_record_is_a_clear_one_line_500_and_the_listing_skips_it(store):
     write_record(store, mutated(RECORD, "state", "paused"))
     desk = types.SimpleNamespace(store=store, checked_job_id=lambda job_id: job_id)
+    desk.record = lambda job_id: JobDesk.record(desk, job_id)
     with pytest.raises(ApiError) as err:
         asyncio.run(JobDesk.status(desk, JOB_ID))
     assert err.value.status == 500 and "\n" not in err.value.message
